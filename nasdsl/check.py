@@ -1,0 +1,645 @@
+"""Syntax tree → checked rules (`nasdsl.ir`): imports resolved, names resolved,
+arities and literal types checked, every choice site named, and rules that can
+never finish deriving found before anything is counted."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import attrs
+
+from . import ast, ir, primitives
+from .errors import NasError, did_you_mean
+from .syntax import parse_module
+
+MAX_IMPORT_DEPTH = 32
+
+
+def shipped_spaces_dir() -> Path:
+    from importlib import resources
+
+    return Path(str(resources.files("nasdsl.spaces")))
+
+
+# ---- imports -------------------------------------------------------------------
+@attrs.frozen
+class Loaded:
+    """A parsed file with the rules it sees (its own and imported)."""
+
+    module: ast.Module
+    path: Path | None
+    rules: dict  # name -> (ast.Rule, owning Loaded's module)
+
+
+def _resolve_import(imp: ast.Import, importer: Path | None) -> Path:
+    rel = Path(imp.path)
+    if rel.is_absolute() or imp.path.startswith("~"):
+        raise NasError(f"import `{imp.path}` is an absolute path", imp.pos,
+                       "imports are relative to the importing file or to the shipped spaces/ folder")
+    if rel.suffix != ".nas":
+        raise NasError(f"import `{imp.path}` is not a .nas file", imp.pos)
+    bases = ([importer.parent] if importer is not None else []) + [shipped_spaces_dir()]
+    for base in bases:
+        base = base.resolve()
+        candidate = (base / rel).resolve()
+        if not candidate.is_relative_to(base):
+            raise NasError(f"import `{imp.path}` leaves the folder it is resolved in", imp.pos,
+                           "imports may name files beside the importing file (or below it) and in spaces/")
+        if candidate.is_file():
+            return candidate
+    raise NasError(f"cannot find `{imp.path}`", imp.pos,
+                   "looked beside the importing file and in the shipped spaces/ folder")
+
+
+def load_file(path, text: str | None = None, _stack=(), name: str | None = None) -> Loaded:
+    """Parse a file and, recursively, what it imports."""
+    path = Path(path).resolve() if path is not None else None
+    if text is None:
+        try:
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError) as err:
+            raise NasError(f"cannot read {path}: {err.strerror if hasattr(err, 'strerror') and err.strerror else err}") from None
+    if name is None:
+        name = str(path) if path is not None else "<string>"
+    if path is not None and name == str(path):
+        try:
+            name = str(path.relative_to(Path.cwd()))
+        except ValueError:
+            pass
+    module = parse_module(text, name)
+    rules: dict = {}
+    for imp in module.imports:
+        target = _resolve_import(imp, path)
+        if target in _stack or target == path:
+            chain = " -> ".join(p.name for p in (*_stack, path, target) if p is not None)
+            raise NasError(f"import cycle: {chain}", imp.pos)
+        if len(_stack) >= MAX_IMPORT_DEPTH:
+            raise NasError("imports nest too deep", imp.pos)
+        loaded = load_file(target, None, (*_stack, path) if path is not None else _stack)
+        wanted = imp.names if imp.names is not None else tuple(
+            r.name for r in loaded.module.rules)
+        for rule_name in wanted:
+            if rule_name not in loaded.rules:
+                raise NasError(f"`{imp.path}` has no rule `{rule_name}`", imp.pos,
+                               did_you_mean(rule_name, loaded.rules))
+            rule, owner = loaded.rules[rule_name]
+            if rule_name in rules and rules[rule_name][0] is not rule:
+                raise NasError(f"rule `{rule_name}` is imported twice from different files", imp.pos)
+            rules[rule_name] = (rule, owner)
+        # rules the imported ones call must come along, under their own names
+        for rule_name, entry in loaded.rules.items():
+            rules.setdefault(rule_name, entry)
+    for rule in module.rules:
+        if rule.name in rules and rules[rule.name][1] is not module:
+            previous = rules[rule.name][0]
+            imported_directly = any(imp.names is None or rule.name in imp.names for imp in module.imports)
+            if imported_directly:
+                raise NasError(f"rule `{rule.name}` is defined here and imported ({previous.pos})", rule.pos)
+        if rule.name in rules and rules[rule.name][1] is module:
+            raise NasError(f"rule `{rule.name}` is defined twice (first at {rules[rule.name][0].pos})", rule.pos)
+        rules[rule.name] = (rule, module)
+    return Loaded(module, path, rules)
+
+
+# ---- site naming -----------------------------------------------------------------
+class _Namer:
+    """Names sites in two passes over the same traversal: collect, then assign.
+
+    The builder calls `name(base, explicit)` for each site in a deterministic
+    order; the first pass records the bases per scope, the second hands out the
+    final (numbered where needed) names in the same order.
+    """
+
+    def __init__(self, finals=None):
+        self.finals = finals
+        self.collected: list[list] = []
+        self.stack: list[list] = []
+        self.scopes = 0
+
+    def enter(self):
+        sid = self.scopes
+        self.scopes += 1
+        self.collected.append([])
+        self.stack.append([sid, 0])
+
+    def leave(self):
+        self.stack.pop()
+
+    def name(self, base: str, explicit: bool, pos) -> str:
+        sid, i = self.stack[-1]
+        self.stack[-1][1] += 1
+        if self.finals is None:
+            self.collected[sid].append((base, explicit, pos))
+            return base
+        return self.finals[sid][i]
+
+    def assign(self) -> list[list[str]]:
+        finals = []
+        for entries in self.collected:
+            explicit = {}
+            for base, is_explicit, pos in entries:
+                if is_explicit:
+                    if base in explicit:
+                        raise NasError(f"two sites are named `{base}` in one scope", pos,
+                                       "rename one of them (`as NAME`)")
+                    explicit[base] = pos
+            totals: dict[str, int] = {}
+            for base, is_explicit, _ in entries:
+                if not is_explicit:
+                    totals[base] = totals.get(base, 0) + 1
+            used = set(explicit)
+            seen: dict[str, int] = {}
+            names = []
+            for base, is_explicit, _ in entries:
+                if is_explicit:
+                    names.append(base)
+                    continue
+                if totals[base] == 1 and base not in explicit:
+                    names.append(base)
+                    used.add(base)
+                    continue
+                sep = "_" if base[-1].isdigit() else ""
+                n = seen.get(base, 0)
+                while True:
+                    n += 1
+                    candidate = f"{base}{sep}{n}"
+                    if candidate not in used:
+                        break
+                seen[base] = n
+                used.add(candidate)
+                names.append(candidate)
+            finals.append(names)
+        return finals
+
+
+# ---- rules → ir ----------------------------------------------------------------------
+def _literal_type(expr):
+    """The type of a literal expression, or None when it is not a literal."""
+    if isinstance(expr, ast.Num):
+        return "int" if isinstance(expr.value, int) else "float"
+    if isinstance(expr, ast.Bool):
+        return "bool"
+    if isinstance(expr, (ast.Str,)):
+        return "str"
+    return None
+
+
+def _check_literal(expr, type_: str, allowed, what: str):
+    """Refuse literals (and choice values) that cannot have the declared type."""
+    values = expr.values if isinstance(expr, ast.Choice) else [expr]
+    for v in values:
+        if isinstance(v, ast.Var):
+            continue  # a parameter, or a symbol; checked when evaluated
+        t = _literal_type(v)
+        if t is None:
+            continue
+        if t == type_ or (type_ == "float" and t == "int"):
+            continue
+        raise NasError(f"{what} takes {type_}, got `{_show_literal(v)}` ({t})", v.pos)
+    if type_ == "str" and allowed:
+        for v in values:
+            if isinstance(v, ast.Var) and v.name not in allowed and v.name[0].islower():
+                pass  # may be a parameter; evaluated later
+
+
+def _show_literal(v):
+    if isinstance(v, ast.Bool):
+        return "true" if v.value else "false"
+    return str(v.value)
+
+
+def _body_label(body) -> str:
+    """An alternative's automatic label: its callee names joined (`conv_bn_relu`)."""
+    if isinstance(body, ast.Labelled):
+        return body.label
+    if isinstance(body, ast.Call):
+        return body.name
+    if isinstance(body, ast.Seq) and all(isinstance(i, ast.Call) for i in body.items):
+        return "_".join(i.name for i in body.items)
+    if isinstance(body, ast.Repeat):
+        return _body_label(body.body)
+    return "opt"
+
+
+class _RuleBuilder:
+    def __init__(self, rules: dict, space_params: dict, namer: _Namer):
+        self.rules = rules  # name -> (ast.Rule, module)
+        self.space_params = space_params
+        self.namer = namer
+
+    # -- scopes and names
+    def build_rule(self, rule: ast.Rule, module) -> ir.Rule:
+        self.module = module
+        self.rule = rule
+        self.dag_names: list[set] = []
+        own_params = {p.name for p in module.header.params} if module.header else set()
+        self.foreign_params = own_params if module is not self.main_module else set()
+        seen = set()
+        for p in rule.params:
+            if p.name in seen:
+                raise NasError(f"parameter `{p.name}` is listed twice", p.pos)
+            seen.add(p.name)
+            if p.type is not None and p.type not in primitives.TYPES:
+                raise NasError(f"unknown type `{p.type}`", p.pos, f"types are {', '.join(primitives.TYPES)}")
+        self.bound = set(seen)
+        if module is self.main_module:
+            self.bound |= set(self.space_params)
+        self.namer.enter()
+        wheres = []
+        for b in rule.wheres:
+            if b.name in self.bound:
+                raise NasError(f"`{b.name}` is already a parameter", b.pos)
+            value, sites = self.value_with_sites(b.value, b.name)
+            wheres.append(ir.Where(b.name, value, sites))
+            self.bound.add(b.name)
+        body = self.net(rule.body, top=True)
+        self.namer.leave()
+        requires = tuple(self.plain_value(r, "`require`") for r in rule.requires)
+        return ir.Rule(rule.name, rule.params, body, rule.shared, tuple(wheres), requires,
+                       module.source.name if module.source else "<string>", syntax=rule)
+
+    def scope(self, fn, *args):
+        self.namer.enter()
+        try:
+            return fn(*args)
+        finally:
+            self.namer.leave()
+
+    # -- value expressions
+    def value_with_sites(self, expr, base: str):
+        """A value expression whose choices become named sites (in the current scope)."""
+        sites = []
+
+        def walk(e):
+            if isinstance(e, ast.Choice):
+                site = self.namer.name(base, False, e.pos)
+                sites.append(site)
+                values = tuple(self.plain_value(v, "a choice's value") for v in e.values)
+                return ir.VChoice(site, values, e.weights, pos=e.pos)
+            if isinstance(e, ast.Range):
+                site = self.namer.name(base, False, e.pos)
+                sites.append(site)
+                parts = [self.plain_value(x, "a range bound") if x is not None else None
+                         for x in (e.lo, e.hi, e.step)]
+                return ir.VRange(site, *parts, pos=e.pos)
+            return self.value(e, walk)
+
+        return walk(expr), tuple(sites)
+
+    def count_site(self, e, site: str):
+        """A repetition's count; when chosen, the choice is the repetition's own site."""
+        if isinstance(e, ast.Choice):
+            values = tuple(self.plain_value(v, "a repetition count") for v in e.values)
+            return ir.VChoice(site, values, e.weights, pos=e.pos)
+        if isinstance(e, ast.Range):
+            parts = [self.plain_value(x, "a range bound") if x is not None else None for x in (e.lo, e.hi, e.step)]
+            return ir.VRange(site, *parts, pos=e.pos)
+        return self.plain_value(e, "a repetition count")
+
+    def plain_value(self, expr, what: str):
+        """A value expression in which choices are not allowed."""
+
+        def walk(e):
+            if isinstance(e, (ast.Choice, ast.Range)):
+                raise NasError(f"{what} cannot contain a choice", e.pos,
+                               "bind the choice with `where NAME = {...}` and use NAME")
+            return self.value(e, walk)
+
+        return walk(expr)
+
+    def value(self, e, walk):
+        if isinstance(e, ast.Var):
+            if e.name in self.foreign_params and e.name not in self.bound:
+                raise NasError(f"imported rule `{self.rule.name}` uses its file's space parameter `{e.name}`",
+                               e.pos, "rules meant for import take what they need as arguments")
+            return e
+        if isinstance(e, (ast.Num, ast.Str, ast.Bool)):
+            return e
+        if isinstance(e, ast.BinOp):
+            return ast.BinOp(e.op, walk(e.left), walk(e.right), pos=e.pos)
+        if isinstance(e, ast.Neg):
+            return ast.Neg(walk(e.operand), pos=e.pos)
+        if isinstance(e, ast.Not):
+            return ast.Not(walk(e.operand), pos=e.pos)
+        if isinstance(e, ast.BoolOp):
+            return ast.BoolOp(e.op, tuple(walk(o) for o in e.operands), pos=e.pos)
+        if isinstance(e, ast.Cond):
+            return ast.Cond(walk(e.test), walk(e.then), walk(e.orelse), pos=e.pos)
+        if isinstance(e, ast.Func):
+            from .expr import BUILTINS
+
+            if e.name not in BUILTINS:
+                raise NasError(f"unknown function `{e.name}`", e.pos, did_you_mean(e.name, BUILTINS))
+            return ast.Func(e.name, tuple(walk(a) for a in e.args), pos=e.pos)
+        if isinstance(e, (ast.Choice, ast.Range)):
+            return walk(e)
+        raise NasError("expected a value here, not a network expression", getattr(e, "pos", None))
+
+    # -- network expressions
+    def net(self, e, top=False, label=None):
+        if isinstance(e, ast.Labelled):
+            return self.net(e.body, top=False, label=e.label)
+        if isinstance(e, ast.Seq):
+            if label is not None:
+                raise NasError("only a call, a repetition, an alternative or a pick can be labelled", e.pos,
+                               "put the sequence in a rule of its own")
+            return ir.Seq(tuple(self.net(i) for i in e.items))
+        if isinstance(e, ast.Call):
+            return self.call(e, label)
+        if isinstance(e, ast.Alts):
+            site = None if top and label is None else self.namer.name(label or "alt", label is not None, e.pos)
+            labels = self._option_labels(e.options)
+            options = tuple(ir.Opt(lab, o.weight, self.scope(self.net, o.body)) for lab, o in zip(labels, e.options))
+            for o in e.options:
+                if not o.weight > 0:
+                    raise NasError("an alternative's weight must be positive", o.pos)
+            return ir.Alt(site, options, pos=e.pos)
+        if isinstance(e, ast.Repeat):
+            base = label or (e.body.label if isinstance(e.body, ast.Labelled) else None)
+            auto = _body_label(e.body) if isinstance(e.body, (ast.Call, ast.Labelled)) else "repeat"
+            site = self.namer.name(base or auto, base is not None, e.pos)
+            count = self.count_site(e.count, site)
+            body = self.scope(self._repeat_body, e.body)
+            return ir.Repeat(site, body, count, pos=e.pos)
+        if isinstance(e, ast.NetIf):
+            return ir.If(self.plain_value(e.test, "a condition"), self.net(e.then), self.net(e.orelse), pos=e.pos)
+        if isinstance(e, ast.Merge):
+            return ir.Merge(e.kind, tuple(self.branch_or_pick(b) for b in e.branches))
+        if isinstance(e, ast.Dag):
+            return self.dag(e, label)
+        raise NasError("expected a network expression", getattr(e, "pos", None))
+
+    def _repeat_body(self, body):
+        # the repeated body's own names; a single call keeps its name inside
+        return self.net(body)
+
+    def _option_labels(self, options):
+        bases = [o.label or _body_label(o.body) for o in options]
+        explicit = [o.label is not None for o in options]
+        seen = {}
+        for o, b, ex in zip(options, bases, explicit):
+            if ex and b in seen and explicit[seen[b]]:
+                raise NasError(f"two alternatives are labelled `{b}`", o.pos)
+            seen.setdefault(b, bases.index(b))
+        counts = {b: bases.count(b) for b in bases}
+        labels, numbered = [], {}
+        used = {b for b, ex in zip(bases, explicit) if ex}
+        for b, ex in zip(bases, explicit):
+            if ex or counts[b] == 1:
+                labels.append(b)
+                used.add(b)
+                continue
+            sep = "_" if b[-1].isdigit() else ""
+            n = numbered.get(b, 0)
+            while True:
+                n += 1
+                cand = f"{b}{sep}{n}"
+                if cand not in used:
+                    break
+            numbered[b] = n
+            used.add(cand)
+            labels.append(cand)
+        return labels
+
+    def call(self, e: ast.Call, label):
+        for names in reversed(self.dag_names):
+            if e.name in names:
+                if e.args:
+                    raise NasError(f"`{e.name}` is a dag node; it takes no arguments", e.pos)
+                return ir.NodeRef(e.name, pos=e.pos)
+        site = self.namer.name(label or e.name, label is not None, e.pos)
+        if e.name in self.rules:
+            return self.rule_call(e, site)
+        prim = primitives.get(e.name)
+        if prim is not None:
+            return self.prim_call(e, prim, site)
+        dag_hint = [n for names in self.dag_names for n in names]
+        raise NasError(f"unknown rule or primitive `{e.name}`", e.pos,
+                       did_you_mean(e.name, [*self.rules, *primitives.names(), *dag_hint]))
+
+    def _bind_args(self, e: ast.Call, names: list[str], what: str):
+        """Positional and keyword arguments → {name: Arg}; arity errors name the callee."""
+        bound = {}
+        positional = True
+        for i, a in enumerate(e.args):
+            if a.name is None:
+                if not positional:
+                    raise NasError("a positional argument follows a keyword argument", a.pos)
+                if i >= len(names):
+                    raise NasError(f"{what} takes {len(names)} argument{'s' if len(names) != 1 else ''}, "
+                                   f"got {len(e.args)}", a.pos)
+                bound[names[i]] = a
+            else:
+                positional = False
+                if a.name not in names:
+                    raise NasError(f"{what} has no argument `{a.name}`", a.pos,
+                                   did_you_mean(a.name, names) or f"its arguments: {', '.join(names) or 'none'}")
+                if a.name in bound:
+                    raise NasError(f"argument `{a.name}` is given twice", a.pos)
+                bound[a.name] = a
+        return bound
+
+    def rule_call(self, e: ast.Call, site: str):
+        rule, _ = self.rules[e.name]
+        names = [p.name for p in rule.params]
+        bound = self._bind_args(e, names, f"rule `{e.name}`")
+        args, arg_sites = [], []
+        self.namer.enter()  # the callee's node: choices in the arguments are named there
+        for p in rule.params:
+            if p.name in bound:
+                value, sites = self.value_with_sites(bound[p.name].value, p.name)
+                if p.type is not None:
+                    _check_literal(bound[p.name].value, p.type, None, f"parameter `{p.name}` of `{e.name}`")
+                arg_sites.extend(sites)
+            elif p.default is not None:
+                value = self.plain_value(p.default, "a default value")
+            else:
+                self.namer.leave()
+                raise NasError(f"rule `{e.name}` needs argument `{p.name}`", e.pos,
+                               f"`{e.name}` is defined at {rule.pos}")
+            args.append(value)
+        self.namer.leave()
+        return ir.RuleCall(site, e.name, tuple(args), tuple(arg_sites), rule.shared, pos=e.pos)
+
+    def prim_call(self, e: ast.Call, prim: primitives.Primitive, site: str):
+        names = [a.name for a in prim.args]
+        bound = self._bind_args(e, names, f"primitive `{e.name}`")
+        args, arg_sites = [], []
+        self.namer.enter()
+        for a in prim.args:
+            if a.name in bound:
+                given = bound[a.name].value
+                _check_literal(given, a.type, a.allowed, f"argument `{a.name}` of `{e.name}`")
+                value, sites = self.value_with_sites(given, a.name)
+                arg_sites.extend(sites)
+            elif a.required:
+                self.namer.leave()
+                raise NasError(f"primitive `{e.name}` needs argument `{a.name}`", e.pos,
+                               f"{e.name}({', '.join(x.name for x in prim.args)})")
+            else:
+                value = _default_literal(a.default)
+            args.append((a.name, value))
+        self.namer.leave()
+        return ir.PrimCall(site, e.name, tuple(args), tuple(arg_sites), pos=e.pos)
+
+    def branch_or_pick(self, b):
+        if isinstance(b, ast.Pick):
+            site = self.namer.name("pick", False, b.pos)
+            labels = []
+            for c in b.candidates:
+                labels.append(c.source if c.source is not None else _body_label(c.body))
+            labels = self._option_labels([ast.Option(None, 1.0, c.body if c.source is None else ast.Call(c.source, ()), pos=c.pos)
+                                          for c in b.candidates]) if len(set(labels)) != len(labels) else labels
+            candidates = tuple((lab, self.scope(self.branch, c)) for lab, c in zip(labels, b.candidates))
+            return ir.Pick(site, self.plain_value(b.k, "a pick's count"), candidates, pos=b.pos)
+        return self.branch(b)
+
+    def branch(self, b: ast.Branch):
+        if b.source is not None:
+            if not any(b.source in names for names in self.dag_names):
+                raise NasError(f"`{b.source}` is not a node of this dag (or not defined before here)", b.pos,
+                               did_you_mean(b.source, [n for names in self.dag_names for n in names]))
+        return ir.Branch(b.source, self.net(b.body))
+
+    def dag(self, e: ast.Dag, label):
+        if label is not None:
+            raise NasError("a dag cannot be labelled; its nodes are named", e.pos)
+        names = set()
+        for name in e.inputs:
+            if name in names:
+                raise NasError(f"dag input `{name}` is listed twice", e.pos)
+            names.add(name)
+        self.dag_names.append(names)
+        nodes = []
+        try:
+            for name, branch in e.nodes:
+                if name in names:
+                    raise NasError(f"dag node `{name}` is defined twice", branch.pos)
+                site = self.namer.name(name, True, branch.pos)
+                nodes.append((site, self.scope(self.branch, branch)))
+                names.add(name)
+            outputs = tuple(self.branch(o) for o in e.outputs)
+        finally:
+            self.dag_names.pop()
+        return ir.Dag(e.inputs, tuple(nodes), outputs)
+
+
+def _default_literal(value):
+    if isinstance(value, bool):
+        return ast.Bool(value)
+    if isinstance(value, (int, float)):
+        return ast.Num(value)
+    return ast.Str(value) if not (isinstance(value, str) and value.isidentifier()) else ast.Var(value)
+
+
+def build_rules(loaded: Loaded) -> dict[str, ir.Rule]:
+    """Every rule of a loaded file (own and imported) in checked form."""
+    header = loaded.module.header
+    space_params = {p.name: p for p in header.params} if header else {}
+    for rule_name, (rule, _) in loaded.rules.items():
+        if primitives.get(rule_name) is not None:
+            raise NasError(f"rule `{rule_name}` has the name of a primitive", rule.pos,
+                           "rename the rule; primitives are listed by `nasdsl show --primitives`")
+    result = {}
+    first = _Namer()
+    builder = _RuleBuilder(loaded.rules, space_params, first)
+    builder.main_module = loaded.module
+    order = list(loaded.rules.items())
+    for _, (rule, module) in order:
+        builder.build_rule(rule, module)
+    finals = first.assign()
+    second = _Namer(finals)
+    builder = _RuleBuilder(loaded.rules, space_params, second)
+    builder.main_module = loaded.module
+    for name, (rule, module) in order:
+        result[name] = builder.build_rule(rule, module)
+    _check_productive(result)
+    return result
+
+
+# ---- static checks ----------------------------------------------------------------
+def _calls(node):
+    """Rule names called anywhere inside an ir expression."""
+    if isinstance(node, ir.RuleCall):
+        yield node.rule
+    elif isinstance(node, ir.Seq):
+        for i in node.items:
+            yield from _calls(i)
+    elif isinstance(node, ir.Alt):
+        for o in node.options:
+            yield from _calls(o.body)
+    elif isinstance(node, (ir.Repeat,)):
+        yield from _calls(node.body)
+    elif isinstance(node, ir.If):
+        yield from _calls(node.then)
+        yield from _calls(node.orelse)
+    elif isinstance(node, ir.Merge):
+        for b in node.branches:
+            yield from _calls(b)
+    elif isinstance(node, ir.Pick):
+        for _, c in node.candidates:
+            yield from _calls(c)
+    elif isinstance(node, ir.Branch):
+        if node.body is not None:
+            yield from _calls(node.body)
+    elif isinstance(node, ir.Dag):
+        for _, b in node.nodes:
+            yield from _calls(b)
+        for b in node.outputs:
+            yield from _calls(b)
+
+
+def reachable(rules: dict, start: str) -> list[str]:
+    seen, todo = [], [start]
+    while todo:
+        name = todo.pop()
+        if name in seen or name not in rules:
+            continue
+        seen.append(name)
+        todo.extend(_calls(rules[name].body))
+    return seen
+
+
+def _productive(node, ok: set) -> bool:
+    if isinstance(node, ir.RuleCall):
+        return node.rule in ok
+    if isinstance(node, ir.Seq):
+        return all(_productive(i, ok) for i in node.items)
+    if isinstance(node, ir.Alt):
+        return any(_productive(o.body, ok) for o in node.options)
+    if isinstance(node, ir.Repeat):
+        return True if _count_may_be_zero(node.count) else _productive(node.body, ok)
+    if isinstance(node, ir.If):
+        return _productive(node.then, ok) or _productive(node.orelse, ok)
+    if isinstance(node, ir.Merge):
+        return all(_productive(b, ok) for b in node.branches)
+    if isinstance(node, ir.Pick):
+        return any(_productive(c, ok) for _, c in node.candidates)
+    if isinstance(node, ir.Branch):
+        return node.body is None or _productive(node.body, ok)
+    if isinstance(node, ir.Dag):
+        return all(_productive(b, ok) for _, b in node.nodes) and all(_productive(b, ok) for b in node.outputs)
+    return True
+
+
+def _count_may_be_zero(count) -> bool:
+    if isinstance(count, ast.Num):
+        return count.value == 0
+    return True  # chosen or computed: decided when derived
+
+
+def _check_productive(rules: dict):
+    ok: set = set()
+    changed = True
+    while changed:
+        changed = False
+        for name, rule in rules.items():
+            if name not in ok and _productive(rule.body, ok):
+                ok.add(name)
+                changed = True
+    for name, rule in rules.items():
+        if name not in ok:
+            loop = [r for r in _calls(rule.body) if r not in ok]
+            raise NasError(f"rule `{name}` can never finish deriving: every alternative calls "
+                           f"{', '.join(f'`{r}`' for r in dict.fromkeys(loop))} again", rule.pos,
+                           "give it an alternative that does not recurse, or bound the recursion with a parameter")

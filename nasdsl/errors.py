@@ -1,0 +1,69 @@
+"""Errors that reach users: every one names where (file:line:col or a derivation
+path) and what is wrong, and may carry a hint. The CLI prints them and exits 1;
+nothing a user writes should ever surface as a Python traceback."""
+
+from __future__ import annotations
+
+import difflib
+
+import attrs
+
+
+@attrs.frozen
+class Source:
+    """A text and the name it is reported under (a file path or `<string>`)."""
+
+    name: str
+    text: str = attrs.field(repr=False)
+
+    def line(self, number: int) -> str:
+        lines = self.text.splitlines()
+        return lines[number - 1] if 0 < number <= len(lines) else ""
+
+
+@attrs.frozen
+class Pos:
+    """A position in a source, 1-based like editors and lark."""
+
+    source: Source = attrs.field(repr=False)
+    line: int
+    column: int
+
+    def __str__(self) -> str:
+        return f"{self.source.name}:{self.line}:{self.column}"
+
+
+class NasError(Exception):
+    """A user-facing error: `FILE:LINE:COL: error: what` + the line, a caret, a hint."""
+
+    def __init__(self, message: str, pos: Pos | None = None, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.pos = pos
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.render()
+
+    def render(self) -> str:
+        where = f"{self.pos}: " if self.pos else ""
+        out = [f"{where}error: {self.message}"]
+        if self.pos:
+            text = self.pos.source.line(self.pos.line)
+            if text:
+                out.append(f"    {text}")
+                caret_at = len(text[: self.pos.column - 1].expandtabs(1))
+                out.append("    " + " " * caret_at + "^")
+        if self.hint:
+            out.append(f"hint: {self.hint}")
+        return "\n".join(out)
+
+
+class DerivationError(NasError):
+    """A derivation that is not a member of its space; the message names the path."""
+
+
+def did_you_mean(name: str, candidates) -> str | None:
+    """`did you mean `x`?` for the closest candidate, or None."""
+    close = difflib.get_close_matches(name, sorted(set(candidates)), n=1, cutoff=0.6)
+    return f"did you mean `{close[0]}`?" if close else None

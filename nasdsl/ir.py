@@ -1,0 +1,152 @@
+"""The checked form of a space: rules with every name resolved and every choice
+site named. `nasdsl.check` builds it from the syntax tree; `nasdsl.plan` derives
+from it and the compiler walks it.
+
+Site names are what derivation paths are made of. Inside one scope (a rule body,
+an alternative's option, a repeated body, a dag node, a pick candidate) every
+call, repetition, inline alternative, pick and `where` binding has a name: its
+label (`as rest`, `where w = ...`), else the callee's name; names that repeat in
+a scope are numbered in order (`conv1`, `conv2`, and `conv3x3_1` for names
+ending in a digit), the way torchvision names `conv1`/`bn1`.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from .errors import Pos
+
+
+def _syntax():
+    return attrs.field(default=None, eq=False, repr=False, kw_only=True)
+
+
+# Choice sites inside value expressions (they replace ast.Choice / ast.Range).
+@attrs.frozen
+class VChoice:
+    site: str
+    values: tuple  # value expressions
+    weights: tuple
+    pos: Pos | None = _syntax()
+
+
+@attrs.frozen
+class VRange:
+    site: str
+    lo: object
+    hi: object
+    step: object | None
+    pos: Pos | None = _syntax()
+
+
+# Network expressions.
+@attrs.frozen
+class Seq:
+    items: tuple
+
+
+@attrs.frozen
+class Opt:
+    label: str
+    weight: float
+    body: object  # a scope body
+
+
+@attrs.frozen
+class Alt:
+    site: str | None  # None: the whole body of its rule
+    options: tuple  # of Opt
+    pos: Pos | None = _syntax()
+
+
+@attrs.frozen
+class RuleCall:
+    site: str
+    rule: str
+    args: tuple  # one value expression per parameter of the rule, in order
+    arg_sites: tuple  # names of the choice sites inside args (they live in the callee's node)
+    shared: bool
+    pos: Pos | None = _syntax()
+
+
+@attrs.frozen
+class PrimCall:
+    site: str
+    prim: str
+    args: tuple  # of (name, value expression), every argument of the primitive
+    arg_sites: tuple
+    pos: Pos | None = _syntax()
+
+
+@attrs.frozen
+class NodeRef:
+    """A dag input or node used as a value (identity) inside a dag."""
+
+    name: str
+    pos: Pos | None = _syntax()
+
+
+@attrs.frozen
+class Repeat:
+    site: str
+    body: object
+    count: object  # a value expression; a VChoice / VRange when the count is chosen
+    pos: Pos | None = _syntax()
+
+
+@attrs.frozen
+class If:
+    test: object
+    then: object
+    orelse: object
+    pos: Pos | None = _syntax()
+
+
+@attrs.frozen
+class Branch:
+    source: str | None  # a dag node name, or None for the merge's own input
+    body: object | None  # None: the source itself
+
+
+@attrs.frozen
+class Pick:
+    site: str
+    k: object
+    candidates: tuple  # of (label, Branch)
+    pos: Pos | None = _syntax()
+
+
+@attrs.frozen
+class Merge:
+    kind: str
+    branches: tuple  # of Branch | Pick
+
+
+@attrs.frozen
+class Dag:
+    inputs: tuple
+    nodes: tuple  # of (name, Branch)
+    outputs: tuple  # of Branch
+
+
+@attrs.frozen
+class Where:
+    name: str
+    value: object
+    sites: tuple  # choice sites inside value
+
+
+@attrs.frozen
+class Rule:
+    name: str
+    params: tuple  # of ast.Param (typed)
+    body: object
+    shared: bool
+    wheres: tuple  # of Where
+    requires: tuple  # value expressions
+    file: str  # the file the rule comes from
+    syntax: object = attrs.field(default=None, eq=False, repr=False)
+
+    @property
+    def pos(self):
+        return self.syntax.pos if self.syntax is not None else None

@@ -1,0 +1,793 @@
+"""Plans: the choice structure of a space, specialised to concrete arguments.
+
+For every rule and argument tuple the planner builds (once, memoised) a tree of
+choice sites with exact counts. One mechanism then serves every operation:
+
+    PValue   a value site (`kernel={3, 5}`)          count = number of values
+    PScope   a scope: variants (the values of its `where` and argument choices,
+             filtered by `require`), each a product of sites
+    PAlt     alternatives                             count = sum over options
+    PRepeat  a repetition of one element plan         count = sum over n of c**n
+    PPick    k distinct of n candidates               count = sum over subsets of products
+
+Each plan counts, samples uniformly (top-down by counts), samples per choice,
+ranks, unranks, enumerates lazily and reads a raw derivation back (validation).
+Counting is dynamic programming over (rule, arguments); counts are Python ints.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import math
+
+from . import ast, ir
+from .derivation import Alt, Node, Picked, Rep, scalar_text
+from .errors import DerivationError, NasError, did_you_mean
+from .expr import SYMBOLIC, Scope, evaluate, show, type_name
+
+MAX_REPEAT = 1000  # copies in one repetition
+MAX_ENUMERATED = 100_000  # values of one enumerated choice / combinations of a scope
+MAX_DEPTH = 200  # nested rule calls while deriving
+MAX_COUNT_BITS = 200_000  # about 10**60000 derivations
+
+
+def _cumulative(counts):
+    return list(itertools.accumulate(counts))
+
+
+def _pick_index(cum, rng):
+    """An index drawn with probability proportional to its count."""
+    return bisect.bisect_right(cum, rng.randrange(cum[-1]))
+
+
+def _pick_weighted(weights, rng):
+    total = sum(weights)
+    r = rng.random() * total
+    acc = 0.0
+    for i, w in enumerate(weights):
+        acc += w
+        if r < acc:
+            return i
+    return max(i for i, w in enumerate(weights) if w > 0)
+
+
+def _fmt_values(values, limit=12) -> str:
+    values = list(itertools.islice(values, limit + 1))
+    shown = ", ".join(scalar_text(v) for v in values[:limit])
+    return shown + (", ..." if len(values) > limit else "")
+
+
+def _err(path, message, hint=None):
+    return DerivationError(f"`{path or '(root)'}`: {message}", None, hint)
+
+
+def _join(path, name):
+    return f"{path}.{name}" if path else str(name)
+
+
+class PValue:
+    __slots__ = ("values", "weights", "count")
+
+    def __init__(self, values, weights):
+        self.values = values  # a tuple, or a range for integer ranges
+        self.weights = weights
+        self.count = len(values)
+
+    def sample(self, rng):
+        return self.values[rng.randrange(self.count)]
+
+    def sample_per_choice(self, rng):
+        if self.weights is None:
+            return self.sample(rng)
+        return self.values[_pick_weighted(self.weights, rng)]
+
+    def unrank(self, r):
+        return self.values[r]
+
+    def rank(self, value):
+        return self.values.index(value)
+
+    def iterate(self):
+        return iter(self.values)
+
+    def read(self, raw, path):
+        if isinstance(raw, ast.RawScalar):
+            value = raw.value
+        elif isinstance(raw, ast.RawLabel) and raw.node is None:
+            value = {"true": True, "false": False}.get(raw.name, raw.name)
+        else:
+            raise _err(path, "expected a value", f"allowed: {_fmt_values(self.values)}")
+        for v in (self.values if not isinstance(self.values, range) else ()):
+            if v == value and type_name(v) == type_name(value) or (
+                    isinstance(v, float) and isinstance(value, int) and not isinstance(value, bool) and v == value):
+                return v
+        if isinstance(self.values, range) and isinstance(value, int) and not isinstance(value, bool) \
+                and value in self.values:
+            return value
+        raise _err(path, f"{scalar_text(value)} is not allowed here", f"allowed: {_fmt_values(self.values)}")
+
+
+class PScope:
+    """Variants of one scope. A variant: (assignment, sites, weight, count)."""
+
+    __slots__ = ("variants", "counts", "cum", "count", "key", "names")
+
+    def __init__(self, variants, key=None):
+        self.variants = variants  # tuple of (assignment items, site items, weight)
+        self.counts = [math.prod(s.count for _, s in sites) for _, sites, _ in variants]
+        self.cum = _cumulative(self.counts)
+        self.count = self.cum[-1] if self.cum else 0
+        self.key = key  # (rule, args) for a rule's scope: crossover swaps equal keys
+        names = {}
+        for assignment, sites, _ in variants:
+            for n, _v in assignment:
+                names[n] = None
+            for n, _s in sites:
+                names[n] = None
+        self.names = tuple(names)
+
+    @property
+    def empty(self):
+        return len(self.variants) == 1 and not self.variants[0][0] and not self.variants[0][1]
+
+    def _node(self, variant, values):
+        assignment, sites, _ = self.variants[variant]
+        return Node(tuple(assignment) + tuple((n, v) for (n, _), v in zip(sites, values)))
+
+    def sample(self, rng):
+        v = 0 if len(self.variants) == 1 else _pick_index(self.cum, rng)
+        return self._node(v, [s.sample(rng) for _, s in self.variants[v][1]])
+
+    def sample_per_choice(self, rng):
+        if len(self.variants) == 1:
+            v = 0
+        else:
+            v = _pick_weighted([w if c else 0 for (_, _, w), c in zip(self.variants, self.counts)], rng)
+        return self._node(v, [s.sample_per_choice(rng) for _, s in self.variants[v][1]])
+
+    def unrank(self, r):
+        v = bisect.bisect_right(self.cum, r)
+        r -= self.cum[v - 1] if v else 0
+        sites = self.variants[v][1]
+        digits = []
+        for _, s in reversed(sites):
+            r, d = divmod(r, s.count)
+            digits.append(s.unrank(d))
+        return self._node(v, digits[::-1])
+
+    def rank(self, node):
+        v = self._variant_of(node)
+        r = 0
+        for name, s in self.variants[v][1]:
+            r = r * s.count + s.rank(node[name])
+        return r + (self.cum[v - 1] if v else 0)
+
+    def _variant_of(self, node):
+        if len(self.variants) == 1:
+            return 0
+        for i, (assignment, _, _) in enumerate(self.variants):
+            if all(node.get(n, _NONE) == v for n, v in assignment):
+                return i
+        raise KeyError("no variant")
+
+    def iterate(self):
+        for v, (_, sites, _) in enumerate(self.variants):
+            if self.counts[v]:
+                for values in _product([s for _, s in sites]):
+                    yield self._node(v, values)
+
+    def read(self, raw, path):
+        if raw is None:
+            raw = ast.RawNode(())
+        if not isinstance(raw, ast.RawNode):
+            raise _err(path, "expected the choices of a scope, `(name=value, ...)`",
+                       f"names here: {', '.join(self.names)}" if self.names else "write `()`")
+        given = {}
+        for name, value, pos in raw.items:
+            if name in given:
+                raise _err(_join(path, name), "is given twice")
+            if name not in self.names:
+                raise _err(_join(path, name), "is not a choice of this scope",
+                           did_you_mean(name, self.names) or (f"names here: {', '.join(self.names)}"
+                                                             if self.names else "this scope has no choices"))
+            given[name] = value
+        chosen = None
+        for i, (assignment, sites, _) in enumerate(self.variants):
+            try:
+                values = tuple((n, _read_assignment(self, n, given, path, assignment)) for n, _ in assignment)
+            except _Mismatch:
+                continue
+            if all(v == want for (_, v), (_, want) in zip(values, assignment)):
+                chosen = i
+                break
+        if chosen is None:
+            names = self.variants[0][0] if self.variants else ()
+            allowed = "; ".join(", ".join(f"{n}={scalar_text(v)}" for n, v in a) for a, _, _ in self.variants[:8])
+            if not self.variants:
+                raise _err(path, "no derivation exists here (the constraints exclude every choice)")
+            raise _err(path, "these values are not allowed together: " + ", ".join(
+                f"{n}={_raw_text(given[n]) if n in given else '?'}" for n, _ in names),
+                f"allowed: {allowed}" + ("; ..." if len(self.variants) > 8 else ""))
+        assignment, sites, _ = self.variants[chosen]
+        expected = {n for n, _ in assignment} | {n for n, _ in sites}
+        for name in given:
+            if name not in expected:
+                raise _err(_join(path, name), "is not a choice here (with the other values given)")
+        values = []
+        for name, s in sites:
+            if name not in given:
+                raise _err(_join(path, name), "is missing", _missing_hint(s))
+            values.append(s.read(given[name], _join(path, name)))
+        return self._node(chosen, values)
+
+
+class _Mismatch(Exception):
+    pass
+
+
+_NONE = object()
+
+
+def _read_assignment(scope, name, given, path, assignment):
+    if name not in given:
+        raise _err(_join(path, name), "is missing")
+    raw = given[name]
+    want = dict(assignment)[name]
+    value = PValue((want,), None)
+    try:
+        return value.read(raw, _join(path, name))
+    except DerivationError:
+        raise _Mismatch from None
+
+
+def _raw_text(raw):
+    if isinstance(raw, ast.RawScalar):
+        return scalar_text(raw.value)
+    if isinstance(raw, ast.RawLabel):
+        return raw.name
+    return "..."
+
+
+def _missing_hint(site):
+    if isinstance(site, PValue):
+        return f"allowed: {_fmt_values(site.values)}"
+    if isinstance(site, PAlt):
+        return f"choose one of: {', '.join(lab for lab, _, _ in site.options)}"
+    return None
+
+
+class PAlt:
+    __slots__ = ("options", "counts", "cum", "count")
+
+    def __init__(self, options):
+        self.options = options  # tuple of (label, weight, PScope)
+        self.counts = [o.count for _, _, o in options]
+        self.cum = _cumulative(self.counts)
+        self.count = self.cum[-1] if self.cum else 0
+
+    def sample(self, rng):
+        i = _pick_index(self.cum, rng)
+        label, _, scope = self.options[i]
+        return Alt(label, scope.sample(rng))
+
+    def sample_per_choice(self, rng):
+        i = _pick_weighted([w if c else 0 for (_, w, _), c in zip(self.options, self.counts)], rng)
+        label, _, scope = self.options[i]
+        return Alt(label, scope.sample_per_choice(rng))
+
+    def unrank(self, r):
+        i = bisect.bisect_right(self.cum, r)
+        label, _, scope = self.options[i]
+        return Alt(label, scope.unrank(r - (self.cum[i - 1] if i else 0)))
+
+    def _index(self, label):
+        for i, (lab, _, _) in enumerate(self.options):
+            if lab == label:
+                return i
+        raise KeyError(label)
+
+    def rank(self, alt):
+        i = self._index(alt.label)
+        return self.options[i][2].rank(alt.node) + (self.cum[i - 1] if i else 0)
+
+    def iterate(self):
+        for label, _, scope in self.options:
+            for node in scope.iterate():
+                yield Alt(label, node)
+
+    def read(self, raw, path):
+        labels = [lab for lab, _, _ in self.options]
+        if not isinstance(raw, ast.RawLabel):
+            raise _err(path, "expected an alternative's label", f"choose one of: {', '.join(labels)}")
+        try:
+            i = self._index(raw.name)
+        except KeyError:
+            raise _err(path, f"`{raw.name}` is not an alternative here",
+                       did_you_mean(raw.name, labels) or f"choose one of: {', '.join(labels)}") from None
+        label, _, scope = self.options[i]
+        if scope.count == 0:
+            raise _err(path, f"alternative `{label}` has no derivation here (its constraints exclude it)")
+        return Alt(label, scope.read(raw.node, path))
+
+
+class PRepeat:
+    __slots__ = ("lengths", "weights", "elem", "counts", "cum", "count")
+
+    def __init__(self, lengths, weights, elem):
+        self.lengths = lengths
+        self.weights = weights
+        self.elem = elem
+        self.counts = [elem.count ** n for n in lengths]
+        self.cum = _cumulative(self.counts)
+        self.count = self.cum[-1] if self.cum else 0
+
+    def sample(self, rng):
+        n = self.lengths[0] if len(self.lengths) == 1 else self.lengths[_pick_index(self.cum, rng)]
+        return Rep(tuple(self.elem.sample(rng) for _ in range(n)))
+
+    def sample_per_choice(self, rng):
+        weights = [(w if self.weights else 1.0) if c else 0 for w, c in
+                   zip(self.weights or [1.0] * len(self.lengths), self.counts)]
+        n = self.lengths[_pick_weighted(weights, rng)]
+        return Rep(tuple(self.elem.sample_per_choice(rng) for _ in range(n)))
+
+    def unrank(self, r):
+        i = bisect.bisect_right(self.cum, r)
+        r -= self.cum[i - 1] if i else 0
+        items = []
+        for _ in range(self.lengths[i]):
+            r, d = divmod(r, self.elem.count)
+            items.append(self.elem.unrank(d))
+        return Rep(tuple(reversed(items)))
+
+    def rank(self, rep):
+        i = self.lengths.index(len(rep.items))
+        r = 0
+        for item in rep.items:
+            r = r * self.elem.count + self.elem.rank(item)
+        return r + (self.cum[i - 1] if i else 0)
+
+    def iterate(self):
+        for n, c in zip(self.lengths, self.counts):
+            if c:
+                for values in _product([self.elem] * n):
+                    yield Rep(tuple(values))
+
+    def read(self, raw, path):
+        if not isinstance(raw, ast.RawList):
+            raise _err(path, "expected a list of copies, `[...]`",
+                       f"allowed lengths: {_fmt_values(self.lengths)}")
+        if len(raw.items) not in self.lengths:
+            raise _err(path, f"{len(raw.items)} copies are not allowed here",
+                       f"allowed lengths: {_fmt_values(self.lengths)}")
+        i = self.lengths.index(len(raw.items))
+        if self.counts[i] == 0:
+            raise _err(path, f"{len(raw.items)} copies have no derivation here")
+        return Rep(tuple(self.elem.read(item, _join(path, k)) for k, item in enumerate(raw.items)))
+
+
+class PPick:
+    __slots__ = ("k", "candidates", "subsets", "counts", "cum", "count")
+
+    def __init__(self, k, candidates):
+        self.k = k
+        self.candidates = candidates  # tuple of (label, PScope)
+        self.subsets = tuple(itertools.combinations(range(len(candidates)), k))
+        self.counts = [math.prod(candidates[i][1].count for i in s) for s in self.subsets]
+        self.cum = _cumulative(self.counts)
+        self.count = self.cum[-1] if self.cum else 0
+
+    def _picked(self, subset, make):
+        return Picked(tuple(Alt(self.candidates[i][0], make(self.candidates[i][1])) for i in subset))
+
+    def sample(self, rng):
+        return self._picked(self.subsets[_pick_index(self.cum, rng)], lambda s: s.sample(rng))
+
+    def sample_per_choice(self, rng):
+        live = [i for i, c in enumerate(self.counts) if c]
+        return self._picked(self.subsets[live[rng.randrange(len(live))]], lambda s: s.sample_per_choice(rng))
+
+    def unrank(self, r):
+        i = bisect.bisect_right(self.cum, r)
+        r -= self.cum[i - 1] if i else 0
+        subset = self.subsets[i]
+        digits = []
+        for j in reversed(subset):
+            r, d = divmod(r, self.candidates[j][1].count)
+            digits.append(self.candidates[j][1].unrank(d))
+        digits.reverse()
+        return Picked(tuple(Alt(self.candidates[j][0], v) for j, v in zip(subset, digits)))
+
+    def rank(self, picked):
+        labels = [lab for lab, _ in self.candidates]
+        subset = tuple(labels.index(a.label) for a in picked.items)
+        i = self.subsets.index(subset)
+        r = 0
+        for j, a in zip(subset, picked.items):
+            r = r * self.candidates[j][1].count + self.candidates[j][1].rank(a.node)
+        return r + (self.cum[i - 1] if i else 0)
+
+    def iterate(self):
+        for subset, c in zip(self.subsets, self.counts):
+            if c:
+                for values in _product([self.candidates[j][1] for j in subset]):
+                    yield Picked(tuple(Alt(self.candidates[j][0], v) for j, v in zip(subset, values)))
+
+    def read(self, raw, path):
+        labels = [lab for lab, _ in self.candidates]
+        if not isinstance(raw, ast.RawList) or not all(isinstance(i, ast.RawLabel) for i in raw.items):
+            raise _err(path, f"expected a list of {self.k} chosen candidates", f"candidates: {', '.join(labels)}")
+        if len(raw.items) != self.k:
+            raise _err(path, f"pick {self.k}, got {len(raw.items)}", f"candidates: {', '.join(labels)}")
+        chosen = []
+        for item in raw.items:
+            if item.name not in labels:
+                raise _err(path, f"`{item.name}` is not a candidate here",
+                           did_you_mean(item.name, labels) or f"candidates: {', '.join(labels)}")
+            chosen.append((labels.index(item.name), item))
+        if len({i for i, _ in chosen}) != len(chosen):
+            raise _err(path, "a candidate is picked twice; picks are distinct")
+        chosen.sort(key=lambda t: t[0])
+        return Picked(tuple(Alt(labels[i], self.candidates[i][1].read(item.node, _join(path, labels[i])))
+                            for i, item in chosen))
+
+
+def _product(sites):
+    """Lazy cartesian product of the sites' enumerations (fresh iterators per level)."""
+    if not sites:
+        yield []
+        return
+    first, rest = sites[0], sites[1:]
+    for v in first.iterate():
+        for tail in _product(rest):
+            yield [v, *tail]
+
+
+EMPTY = PScope(((((), (), 1.0)),))
+
+
+# ---- building plans -----------------------------------------------------------------
+class Planner:
+    """Builds and memoises plans for one space with bound parameters."""
+
+    def __init__(self, rules: dict, params: dict, main_file: str):
+        self.rules = rules
+        self.params = params
+        self.main_file = main_file
+        self.memo: dict = {}
+        self.active: list = []
+        self.rejected_by = None  # the last `require` that excluded something
+
+    # -- rules
+    def rule_scope(self, name: str, args: tuple, pos) -> PScope:
+        key = (name, args)
+        hit = self.memo.get(key)
+        if hit is not None:
+            return hit
+        rule = self.rules[name]
+        if key in self.active:
+            shown = ", ".join(show(a) for a in args)
+            raise NasError(f"rule `{name}({shown})` derives itself again with the same arguments: "
+                           f"the space would be infinite", pos,
+                           "bound the recursion with a parameter that shrinks, e.g. `depth - 1`")
+        if len(self.active) >= MAX_DEPTH:
+            raise NasError(f"derivations nest more than {MAX_DEPTH} rule calls deep (at `{name}`)", pos,
+                           "is a recursion unbounded?")
+        self.active.append(key)
+        try:
+            plan = self._build_rule(rule, args)
+        finally:
+            self.active.pop()
+        self.memo[key] = plan
+        return plan
+
+    def _build_rule(self, rule: ir.Rule, args: tuple) -> PScope:
+        names = dict(self.params) if rule.file == self.main_file else {}
+        for p, a in zip(rule.params, args):
+            if p.type is not None and a is not SYMBOLIC:
+                a = _coerce(a, p.type, f"parameter `{p.name}` of `{rule.name}`", rule.pos)
+            names[p.name] = a
+        variants = []
+        for assignment, weight, scope in self._where_assignments(rule, names):
+            if not self._requires_hold(rule, scope):
+                continue
+            sites = self.sites(rule.body, scope)
+            if assignment and sites and sites[0][0] is None:
+                sites = [("alt", sites[0][1])] + sites[1:]
+            if math.prod(s.count for _, s in sites) == 0:
+                continue
+            variants.append((assignment, tuple(sites), weight))
+        return PScope(tuple(variants), key=(rule.name, args))
+
+    def _where_assignments(self, rule, names):
+        """(site values, weight, scope) for every combination of `where` choices."""
+        results = [((), 1.0, dict(names))]
+        for w in rule.wheres:
+            extended = []
+            for assignment, weight, bound in results:
+                scope = Scope(bound)
+                for choices, cw in self.enumerate_sites(w.value, scope, w.sites):
+                    value = evaluate(w.value, Scope(bound, choices))
+                    if value is SYMBOLIC and w.sites:
+                        raise NasError(f"`where {w.name}` depends on a parameter of shared rule "
+                                       f"`{rule.name}`", rule.pos, "a shared rule is derived once for all its uses")
+                    extended.append((assignment + tuple((s, choices[s]) for s in w.sites), weight * cw,
+                                     {**bound, w.name: value}))
+                    if len(extended) > MAX_ENUMERATED:
+                        raise NasError(f"rule `{rule.name}`: more than {MAX_ENUMERATED} combinations of "
+                                       f"`where` choices", rule.pos)
+            results = extended
+        return [(a, w, Scope(b)) for a, w, b in results]
+
+    def _requires_hold(self, rule, scope) -> bool:
+        for r in rule.requires:
+            value = evaluate(r, scope)
+            if value is SYMBOLIC:
+                raise NasError(f"`require` in shared rule `{rule.name}` depends on its parameters",
+                               getattr(r, "pos", None), "a shared rule is derived once for all its uses")
+            if not isinstance(value, bool):
+                raise NasError(f"`require` must be true or false, got `{show(value)}`", getattr(r, "pos", None))
+            if not value:
+                self.rejected_by = r
+                return False
+        return True
+
+    # -- choice domains
+    def domain(self, site, scope: Scope, enumerated: bool):
+        """The values of a VChoice / VRange site, evaluated in `scope`."""
+        if isinstance(site, ir.VChoice):
+            values = tuple(evaluate(v, scope) for v in site.values)
+            for v, expr in zip(values, site.values):
+                if v is SYMBOLIC:
+                    raise NasError("a choice's values cannot depend on a shared rule's parameters",
+                                   getattr(expr, "pos", None) or site.pos,
+                                   "a shared rule is derived once for all its uses")
+            seen = []
+            for v in values:
+                if any(v == s and type_name(v) == type_name(s) for s in seen):
+                    raise NasError(f"the choice lists `{show(v)}` twice", site.pos)
+                seen.append(v)
+            return values, site.weights
+        lo, hi = evaluate(site.lo, scope), evaluate(site.hi, scope)
+        step = evaluate(site.step, scope) if site.step is not None else 1
+        for v in (lo, hi, step):
+            if v is SYMBOLIC:
+                raise NasError("a range cannot depend on a shared rule's parameters", site.pos)
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise NasError(f"a range needs integer bounds, got `{show(v)}` ({type_name(v)})", site.pos)
+        if step <= 0:
+            raise NasError(f"a range's step must be positive, got {step}", site.pos)
+        values = range(lo, hi + 1, step)
+        if len(values) == 0:
+            raise NasError(f"the range {lo}..{hi} is empty", site.pos)
+        if enumerated and len(values) > MAX_ENUMERATED:
+            raise NasError(f"the range {lo}..{hi} has {len(values)} values; at most {MAX_ENUMERATED} "
+                           f"can feed rule arguments or `where` bindings", site.pos)
+        return values, None
+
+    def enumerate_sites(self, expr, scope: Scope, names: tuple):
+        """Every assignment of the choice sites inside `expr`: ({site: value}, weight)."""
+        sites = {}
+        _collect_sites(expr, sites)
+        order = [sites[n] for n in names]
+        combos = [({}, 1.0)]
+        for site in order:
+            values, weights = self.domain(site, scope, enumerated=True)
+            combos = [({**c, site.site: v}, w * (weights[i] if weights else 1.0))
+                      for c, w in combos for i, v in enumerate(values)]
+            if len(combos) > MAX_ENUMERATED:
+                raise NasError(f"more than {MAX_ENUMERATED} combinations of choices here", site.pos)
+        return combos
+
+    # -- network expressions → site lists
+    def sites(self, node, scope: Scope) -> list:
+        kind = type(node)
+        if kind is ir.Seq:
+            out = []
+            for item in node.items:
+                out.extend(self.sites(item, scope))
+            return out
+        if kind is ir.RuleCall:
+            if node.shared:
+                return []
+            plan = self.call_plan(node, scope)
+            return [] if plan is EMPTY or (isinstance(plan, PScope) and plan.empty) else [(node.site, plan)]
+        if kind is ir.PrimCall:
+            if not node.arg_sites:
+                return []
+            found = {}
+            for _, value in node.args:
+                _collect_sites(value, found)
+            values = []
+            for name in node.arg_sites:
+                vals, weights = self.domain(found[name], scope, enumerated=False)
+                values.append((name, PValue(vals, weights)))
+            return [(node.site, PScope((((), tuple(values), 1.0),)))]
+        if kind is ir.NodeRef:
+            return []
+        if kind is ir.Alt:
+            options = tuple((o.label, o.weight, self.scope_plan(o.body, scope)) for o in node.options)
+            return [(node.site, PAlt(options))]
+        if kind is ir.Repeat:
+            return self.repeat(node, scope)
+        if kind is ir.If:
+            test = evaluate(node.test, scope)
+            if test is SYMBOLIC:
+                if self._has_choices(node.then) or self._has_choices(node.orelse):
+                    raise NasError("this condition depends on a shared rule's parameters and its branches "
+                                   "hold choices", node.pos, "a shared rule is derived once for all its uses")
+                return []
+            if not isinstance(test, bool):
+                raise NasError(f"a condition must be true or false, got `{show(test)}`", node.pos)
+            return self.sites(node.then if test else node.orelse, scope)
+        if kind is ir.Merge:
+            out = []
+            for b in node.branches:
+                out.extend(self.sites(b, scope))
+            return out
+        if kind is ir.Branch:
+            return self.sites(node.body, scope) if node.body is not None else []
+        if kind is ir.Pick:
+            return [(node.site, self.pick(node, scope))]
+        if kind is ir.Dag:
+            out = []
+            for name, branch in node.nodes:
+                plan = self.scope_plan(branch, scope)
+                if not plan.empty:
+                    out.append((name, plan))
+            for b in node.outputs:
+                out.extend(self.sites(b, scope))
+            return out
+        raise TypeError(kind)
+
+    def scope_plan(self, body, scope: Scope) -> PScope:
+        sites = tuple(self.sites(body, scope))
+        if not sites:
+            return EMPTY
+        return PScope((((), sites, 1.0),))
+
+    def call_plan(self, node: ir.RuleCall, scope: Scope):
+        rule = self.rules[node.rule]
+        if not node.arg_sites:
+            args = tuple(evaluate(a, scope) for a in node.args)
+            return _collapse(self.rule_scope(node.rule, args, node.pos))
+        variants = []
+        for choices, weight in self._arg_assignments(node, scope):
+            args = tuple(evaluate(a, Scope(scope.names, choices)) for a in node.args)
+            callee = self.rule_scope(node.rule, args, node.pos)
+            own = tuple((s, choices[s]) for s in node.arg_sites)
+            for assignment, sites, w in callee.variants:
+                clash = {n for n, _ in own} & ({n for n, _ in assignment} | {n for n, _ in sites})
+                if clash:
+                    raise NasError(f"`{node.rule}` has a choice named `{clash.pop()}`, like its parameter",
+                                   node.pos, f"rename the site inside `{rule.name}` (`as NAME`)")
+                sites = tuple(("alt", s) if n is None else (n, s) for n, s in sites)
+                variants.append((own + assignment, sites, weight * w))
+        return PScope(tuple(variants))
+
+    def _arg_assignments(self, node, scope):
+        found: dict = {}
+        for a in node.args:
+            _collect_sites(a, found)
+        combos = [({}, 1.0)]
+        for name in node.arg_sites:
+            values, weights = self.domain(found[name], scope, enumerated=True)
+            combos = [({**c, name: v}, w * (weights[i] if weights else 1.0))
+                      for c, w in combos for i, v in enumerate(values)]
+            if len(combos) > MAX_ENUMERATED:
+                raise NasError(f"more than {MAX_ENUMERATED} combinations of argument choices", node.pos)
+        return combos
+
+    def repeat(self, node: ir.Repeat, scope: Scope):
+        if isinstance(node.count, (ir.VChoice, ir.VRange)):
+            lengths, weights = self.domain(node.count, scope, enumerated=True)
+        else:
+            n = evaluate(node.count, scope)
+            if n is SYMBOLIC:
+                if self._has_choices(node.body):
+                    raise NasError("this repetition's count depends on a shared rule's parameters and its "
+                                   "body holds choices", node.pos)
+                return []
+            lengths, weights = (n,), None
+        for n in lengths:
+            if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+                raise NasError(f"a repetition count must be a whole number >= 0, got `{show(n)}`", node.pos)
+            if n > MAX_REPEAT:
+                raise NasError(f"a repetition of {n} copies; at most {MAX_REPEAT} are allowed", node.pos)
+        body = node.body
+        if isinstance(body, ir.RuleCall):
+            elem = EMPTY if body.shared else self.call_plan(body, scope)
+        else:
+            elem = self.scope_plan(body, scope)
+        if isinstance(elem, PScope) and elem.empty and len(lengths) == 1:
+            return []
+        if elem.count > 1 and max(lengths) * elem.count.bit_length() > MAX_COUNT_BITS:
+            raise NasError(f"this repetition alone has more than 10**{int(MAX_COUNT_BITS * 0.30103)} "
+                           f"derivations", node.pos)
+        return [(node.site, PRepeat(tuple(lengths), tuple(weights) if weights else None, elem))]
+
+    def pick(self, node: ir.Pick, scope: Scope):
+        k = evaluate(node.k, scope)
+        if isinstance(k, bool) or not isinstance(k, int):
+            raise NasError(f"pick needs a whole number, got `{show(k)}`", node.pos)
+        n = len(node.candidates)
+        if not 0 <= k <= n:
+            raise NasError(f"cannot pick {k} of {n} candidates", node.pos)
+        if math.comb(n, k) > MAX_ENUMERATED:
+            raise NasError(f"picking {k} of {n} gives {math.comb(n, k)} subsets; at most {MAX_ENUMERATED}",
+                           node.pos)
+        candidates = tuple((label, self.scope_plan(branch, scope)) for label, branch in node.candidates)
+        return PPick(k, candidates)
+
+    def _has_choices(self, node) -> bool:
+        return has_choices(node, self.rules)
+
+
+def _collapse(scope: PScope):
+    """A rule whose whole body is one alternative is represented by that Alt."""
+    if len(scope.variants) == 1:
+        assignment, sites, _ = scope.variants[0]
+        if not assignment and len(sites) == 1 and sites[0][0] is None:
+            return sites[0][1]
+    if scope.empty:
+        return EMPTY
+    return scope
+
+
+def _collect_sites(expr, found: dict):
+    if isinstance(expr, (ir.VChoice, ir.VRange)):
+        found[expr.site] = expr
+        return
+    for field in ("left", "right", "operand", "test", "then", "orelse"):
+        sub = getattr(expr, field, None)
+        if sub is not None:
+            _collect_sites(sub, found)
+    for sub in getattr(expr, "operands", ()) or ():
+        _collect_sites(sub, found)
+    if isinstance(expr, ast.Func):
+        for sub in expr.args:
+            _collect_sites(sub, found)
+
+
+def _coerce(value, type_: str, what: str, pos):
+    actual = type_name(value)
+    if actual == type_ or (type_ == "float" and actual == "int"):
+        return float(value) if type_ == "float" else value
+    raise NasError(f"{what} must be {type_}, got `{show(value)}` ({actual})", pos)
+
+
+_CHOICE_MEMO: dict = {}
+
+
+def has_choices(node, rules, _visiting=None) -> bool:
+    """Whether an ir expression can hold choice sites (shared calls hold none here)."""
+    kind = type(node)
+    if kind is ir.Seq:
+        return any(has_choices(i, rules, _visiting) for i in node.items)
+    if kind is ir.Alt or kind is ir.Pick:
+        return True
+    if kind is ir.PrimCall:
+        return bool(node.arg_sites)
+    if kind is ir.RuleCall:
+        if node.shared:
+            return False
+        if node.arg_sites:
+            return True
+        visiting = _visiting or set()
+        if node.rule in visiting:
+            return True
+        rule = rules[node.rule]
+        return bool(any(w.sites for w in rule.wheres)) or has_choices(rule.body, rules, visiting | {node.rule})
+    if kind is ir.Repeat:
+        return isinstance(node.count, (ir.VChoice, ir.VRange)) or has_choices(node.body, rules, _visiting)
+    if kind is ir.If:
+        return has_choices(node.then, rules, _visiting) or has_choices(node.orelse, rules, _visiting)
+    if kind is ir.Merge:
+        return any(has_choices(b, rules, _visiting) for b in node.branches)
+    if kind is ir.Branch:
+        return node.body is not None and has_choices(node.body, rules, _visiting)
+    if kind is ir.Dag:
+        return any(has_choices(b, rules, _visiting) for _, b in node.nodes) or any(
+            has_choices(b, rules, _visiting) for b in node.outputs)
+    return False

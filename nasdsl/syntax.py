@@ -1,0 +1,436 @@
+"""Text → syntax tree. Lark reads the grammars in `grammars/`; a small post-lexer
+decides which newlines end a statement; a transformer builds `nasdsl.ast` nodes.
+Lark's errors become `NasError`s that point at the offending character."""
+
+from __future__ import annotations
+
+import functools
+from importlib import resources
+
+import lark
+from lark import Token, Transformer, v_args
+
+from . import ast
+from .errors import NasError, Pos, Source
+
+KEYWORD_CALLS = {"add": "ADD", "concat": "CONCAT"}
+BLOCK_OPENERS = {"dag"}
+
+
+def grammar_text(name: str) -> str:
+    return resources.files("nasdsl.grammars").joinpath(name).read_text()
+
+
+class _Layout:
+    """Post-lexer: newlines end statements only where the layout says so.
+
+    Outside brackets a newline counts when the next line starts at column 1; an
+    indented line continues the statement. Inside ( ) and [ ] newlines never count;
+    inside a `dag { }` block every new line starts a node. A newline token holds
+    the whole run of blank and comment lines, ending with the next line's
+    indentation, so the decision needs no look-ahead (lark's contextual lexer
+    picks the next token's lexer from the parser state, which must be current).
+    """
+
+    always_accept = ("_NL",)
+
+    def process(self, stream):
+        stack: list[str] = []  # "(", "[", "{" (value choice) or "block" (dag body)
+        block_next = False
+        previous = None
+        for tok in stream:
+            if tok.type == "_NL":
+                inner = stack[-1] if stack else None
+                indented = tok.value.rsplit("\n", 1)[-1] != ""
+                counts = inner == "block" or (inner is None and not indented)
+                if counts and previous is not None and previous.type != "_NL":
+                    previous = tok
+                    yield tok
+                continue
+            if tok.type in ("NAME", "CALLNAME") and tok.value in KEYWORD_CALLS:
+                tok = Token.new_borrow_pos(KEYWORD_CALLS[tok.value], tok.value, tok)
+            if tok.type == "DAG":
+                block_next = True
+            if tok.type in ("LPAR", "LSQB"):
+                stack.append(tok.value)
+            elif tok.type == "LBRACE":
+                stack.append("block" if block_next else "{")
+                block_next = False
+            elif tok.type in ("RPAR", "RSQB", "RBRACE") and stack:
+                stack.pop()
+            previous = tok
+            yield tok
+
+
+@functools.cache
+def _parser(start: str) -> lark.Lark:
+    tokens = grammar_text("tokens.lark")
+    derivation = grammar_text("derivation.lark")
+    if start == "space":
+        text = grammar_text("nas.lark") + "\n" + derivation + "\n" + tokens
+        start_rule = "start"
+    else:
+        text = "dstart: dvalue\n" + derivation + "\n" + tokens
+        start_rule = "dstart"
+    return lark.Lark(
+        text,
+        start=start_rule,
+        parser="lalr",
+        lexer="contextual",
+        postlex=_Layout(),
+        propagate_positions=True,
+        maybe_placeholders=True,
+    )
+
+
+# ---- errors -----------------------------------------------------------------
+_TOKEN_WORDS = {
+    "NAME": "a name", "CALLNAME": "a call", "INT": "a number", "FLOAT": "a number",
+    "STRING": "a quoted path", "_NL": "a new line", "$END": "the end of the file",
+    "LPAR": "`(`", "RPAR": "`)`", "LSQB": "`[`", "RSQB": "`]`", "LBRACE": "`{`",
+    "RBRACE": "`}`", "COMMA": "`,`", "EQUAL": "`=`", "COLON": "`:`", "VBAR": "`|`",
+    "STAR": "`*`", "GT": "`>`", "AT": "`@`", "MINUS": "`-`", "PLUS": "`+`",
+    "ADD": "`add(`", "CONCAT": "`concat(`", "DOT": "`.`",
+}
+
+
+def _describe_expected(expected) -> str:
+    words = []
+    for name in sorted(expected):
+        word = _TOKEN_WORDS.get(name)
+        if word is None:
+            word = f"`{name.lower()}`" if name.isalpha() else name
+        if word not in words:
+            words.append(word)
+    if len(words) > 6:
+        words = words[:6] + ["..."]
+    return ", ".join(words)
+
+
+def _syntax_error(err: lark.exceptions.LarkError, source: Source) -> NasError:
+    line = getattr(err, "line", None) or 1
+    column = getattr(err, "column", None) or 1
+    if line < 0:  # lark reports end-of-input with -1
+        lines = source.text.splitlines() or [""]
+        line, column = len(lines), len(lines[-1]) + 1
+    pos = Pos(source, line, column)
+    hint = None
+    if isinstance(err, lark.exceptions.UnexpectedCharacters):
+        message = f"unexpected character `{source.text[err.pos_in_stream]}`"
+        if source.text[err.pos_in_stream] == "\t":
+            message = "unexpected tab"
+    elif isinstance(err, lark.exceptions.UnexpectedToken):
+        tok = err.token
+        what = "the end of the file" if tok.type == "$END" else (
+            "a new line" if tok.type == "_NL" else f"`{tok.value}`")
+        message = f"unexpected {what}"
+        expected = _describe_expected(err.expected)
+        if expected:
+            hint = f"expected {expected}"
+        if tok.type == "_NL":
+            hint = (hint + "; " if hint else "") + "indent a line to continue the statement above"
+    elif isinstance(err, lark.exceptions.UnexpectedEOF):
+        message = "unexpected end of the file"
+    else:
+        message = str(err).splitlines()[0]
+    return NasError(message, pos, hint)
+
+
+# ---- parse tree → ast --------------------------------------------------------
+def _pos_of(meta, source):
+    if meta is None or getattr(meta, "empty", True):
+        return None
+    return Pos(source, meta.line, meta.column)
+
+
+def _tok_pos(tok: Token, source: Source) -> Pos:
+    return Pos(source, tok.line, tok.column)
+
+
+@v_args(meta=True)
+class _ToAst(Transformer):
+    def __init__(self, source: Source):
+        super().__init__()
+        self.source = source
+
+    def _p(self, meta):
+        return _pos_of(meta, self.source)
+
+    # statements
+    def start(self, meta, items):
+        header, imports, rules, presets = None, [], [], []
+        for item in items:
+            if item is None:
+                continue
+            if isinstance(item, ast.Header):
+                if header is not None:
+                    raise NasError("a file has one `space` or `library` header", item.pos)
+                header = item
+            elif isinstance(item, ast.Import):
+                imports.append(item)
+            elif isinstance(item, ast.Rule):
+                rules.append(item)
+            elif isinstance(item, ast.Preset):
+                presets.append(item)
+        return ast.Module(header, tuple(imports), tuple(rules), tuple(presets), source=self.source)
+
+    def space_header(self, meta, items):
+        name, *params = items
+        return ast.Header(str(name), tuple(p for p in params if p is not None), pos=self._p(meta))
+
+    def space_header_bare(self, meta, items):
+        return ast.Header(str(items[0]), (), pos=self._p(meta))
+
+    def library_header(self, meta, items):
+        return ast.Header(str(items[0]), (), library=True, pos=self._p(meta))
+
+    def param(self, meta, items):
+        name, type_, default = items
+        return ast.Param(str(name), str(type_) if type_ is not None else None, default, pos=self._p(meta))
+
+    def import_all(self, meta, items):
+        return ast.Import(str(items[0])[1:-1], None, pos=self._p(meta))
+
+    def import_some(self, meta, items):
+        return ast.Import(str(items[0])[1:-1], tuple(str(n) for n in items[1:]), pos=self._p(meta))
+
+    def rule_params(self, meta, items):
+        return tuple(p for p in items if p is not None)
+
+    def rule(self, meta, items):
+        shared, name = items[0], items[1]
+        params = items[2] if isinstance(items[2], tuple) else ()
+        rest = items[2:] if not isinstance(items[2], tuple) and items[2] is not None else items[3:]
+        body, *clauses = rest
+        wheres, requires = [], []
+        for kind, value in clauses:
+            if kind == "where":
+                wheres.extend(value)
+            else:
+                requires.append(value)
+        return ast.Rule(str(name), params, body, shared is not None, tuple(wheres), tuple(requires),
+                        pos=_tok_pos(name, self.source))
+
+    def where(self, meta, items):
+        return ("where", tuple(items))
+
+    def require(self, meta, items):
+        return ("require", items[0])
+
+    def binding(self, meta, items):
+        return ast.Binding(str(items[0]), items[1], pos=self._p(meta))
+
+    def preset(self, meta, items):
+        name = items[0]
+        params = items[1] if isinstance(items[1], tuple) else ()
+        value = items[-1]
+        return ast.Preset(str(name), params, value, pos=_tok_pos(name, self.source))
+
+    def preset_params(self, meta, items):
+        return tuple(i for i in items if i is not None)
+
+    def kwarg(self, meta, items):
+        return (str(items[0]), items[1])
+
+    # network expressions
+    def alts(self, meta, items):
+        if len(items) == 1 and items[0].label is None and items[0].weight == 1.0:
+            return items[0].body
+        return ast.Alts(tuple(items), pos=self._p(meta))
+
+    def option(self, meta, items):
+        label, body, weight = items
+        w = float(weight.value) if weight is not None else 1.0
+        return ast.Option(str(label) if label is not None else None, w, body, pos=self._p(meta))
+
+    def seq(self, meta, items):
+        return items[0] if len(items) == 1 else ast.Seq(tuple(items), pos=self._p(meta))
+
+    def repeat(self, meta, items):
+        body, _star, count = items
+        return ast.Repeat(body, count, pos=self._p(meta))
+
+    def labelled(self, meta, items):
+        return ast.Labelled(items[0], str(items[1]), pos=self._p(meta))
+
+    def net_if(self, meta, items):
+        return ast.NetIf(*items, pos=self._p(meta))
+
+    def merge(self, meta, items):
+        kind, branches = items
+        return ast.Merge(str(kind), branches, pos=self._p(meta))
+
+    def call(self, meta, items):
+        name, *args = items
+        return ast.Call(str(name), tuple(a for a in args if a is not None), pos=_tok_pos(name, self.source))
+
+    def arg(self, meta, items):
+        name, value = items
+        return ast.Arg(str(name) if name is not None else None, value, pos=self._p(meta))
+
+    def branches(self, meta, items):
+        return tuple(items)
+
+    def edge(self, meta, items):
+        source, _gt, body = items
+        return ast.Branch(str(source), body, pos=self._p(meta))
+
+    def local(self, meta, items):
+        return ast.Branch(None, items[0], pos=self._p(meta))
+
+    def pick(self, meta, items):
+        k, *candidates = items
+        return ast.Pick(k, tuple(candidates), pos=self._p(meta))
+
+    def dag(self, meta, items):
+        names, nodes, outputs = [], [], []
+        for item in items:
+            if isinstance(item, Token):
+                names.append(str(item))
+            elif isinstance(item, tuple):
+                nodes.append(item)
+            elif isinstance(item, ast.Branch):
+                outputs.append(item)
+        return ast.Dag(tuple(names), tuple(nodes), tuple(outputs), pos=self._p(meta))
+
+    def dag_node(self, meta, items):
+        return (str(items[0]), items[1])
+
+    # value expressions
+    def range(self, meta, items):
+        lo, hi, step = items
+        return ast.Range(lo, hi, step, pos=self._p(meta))
+
+    def cond(self, meta, items):
+        return ast.Cond(*items, pos=self._p(meta))
+
+    def or_(self, meta, items):
+        return ast.BoolOp("or", tuple(items), pos=self._p(meta))
+
+    def and_(self, meta, items):
+        return ast.BoolOp("and", tuple(items), pos=self._p(meta))
+
+    def not_(self, meta, items):
+        return ast.Not(items[0], pos=self._p(meta))
+
+    def binop(self, meta, items):
+        left, op, right = items
+        return ast.BinOp(str(op), left, right, pos=_tok_pos(op, self.source))
+
+    def neg(self, meta, items):
+        operand = items[-1]
+        if isinstance(operand, ast.Num):
+            return ast.Num(-operand.value, pos=self._p(meta))
+        return ast.Neg(operand, pos=self._p(meta))
+
+    def pow(self, meta, items):
+        return ast.BinOp("**", items[0], items[1], pos=self._p(meta))
+
+    def string(self, meta, items):
+        return ast.Str(str(items[0])[1:-1], pos=self._p(meta))
+
+    def var(self, meta, items):
+        return ast.Var(str(items[0]), pos=self._p(meta))
+
+    def func(self, meta, items):
+        name, *args = items
+        return ast.Func(str(name), tuple(a for a in args if a is not None), pos=self._p(meta))
+
+    def true(self, meta, items):
+        return ast.Bool(True, pos=self._p(meta))
+
+    def false(self, meta, items):
+        return ast.Bool(False, pos=self._p(meta))
+
+    def choice(self, meta, items):
+        values = tuple(v for v, _ in items)
+        weights = tuple(w for _, w in items)
+        return ast.Choice(values, weights, pos=self._p(meta))
+
+    def choice_item(self, meta, items):
+        value, weight = items
+        return (value, float(weight.value) if weight is not None else 1.0)
+
+    def int(self, meta, items):
+        return ast.Num(int(items[0]), pos=self._p(meta))
+
+    def float(self, meta, items):
+        return ast.Num(float(items[0]), pos=self._p(meta))
+
+    # derivation text
+    def dnode(self, meta, items):
+        return ast.RawNode(tuple(i for i in items if i is not None), pos=self._p(meta))
+
+    def ditem(self, meta, items):
+        name, value = items
+        return (str(name), value, _tok_pos(name, self.source))
+
+    def dlist(self, meta, items):
+        return ast.RawList(tuple(i for i in items if i is not None), pos=self._p(meta))
+
+    def dlabel(self, meta, items):
+        name = items[0]
+        node = items[1] if len(items) > 1 else None
+        return ast.RawLabel(str(name), node, pos=_tok_pos(name, self.source))
+
+    def dstring(self, meta, items):
+        return ast.RawScalar(str(items[0])[1:-1], pos=self._p(meta))
+
+    def dint(self, meta, items):
+        return ast.RawScalar(int(items[0]), pos=self._p(meta))
+
+    def dfloat(self, meta, items):
+        return ast.RawScalar(float(items[0]), pos=self._p(meta))
+
+    def dneg_int(self, meta, items):
+        return ast.RawScalar(-int(items[-1]), pos=self._p(meta))
+
+    def dneg_float(self, meta, items):
+        return ast.RawScalar(-float(items[-1]), pos=self._p(meta))
+
+    def dstart(self, meta, items):
+        return items[0]
+
+
+MAX_SOURCE_CHARS = 2_000_000
+MAX_NESTING = 200
+
+
+def _check_nesting(source: Source):
+    """Refuse absurdly nested text before lark recurses into it."""
+    depth = deepest = 0
+    for ch in source.text:
+        if ch in "([{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in ")]}":
+            depth -= 1
+    if deepest > MAX_NESTING:
+        raise NasError(f"brackets nest {deepest} deep; at most {MAX_NESTING} are allowed", Pos(source, 1, 1))
+
+
+def _parse(source: Source, start: str):
+    if len(source.text) > MAX_SOURCE_CHARS:
+        raise NasError(f"the text is {len(source.text)} characters long; at most {MAX_SOURCE_CHARS} are read",
+                       Pos(source, 1, 1))
+    _check_nesting(source)
+    try:
+        tree = _parser(start).parse(source.text)
+    except lark.exceptions.LarkError as err:
+        raise _syntax_error(err, source) from None
+    try:
+        return _ToAst(source).transform(tree)
+    except lark.exceptions.VisitError as err:
+        if isinstance(err.orig_exc, NasError):
+            raise err.orig_exc from None
+        raise
+
+
+def parse_module(text: str, name: str = "<string>") -> ast.Module:
+    """Parse a space file's text into an `ast.Module` (no name resolution yet)."""
+    return _parse(Source(name, text), "space")
+
+
+def parse_derivation_text(text: str, name: str = "<derivation>"):
+    """Parse a derivation's text form into a raw tree (`ast.RawNode`, ...)."""
+    return _parse(Source(name, text), "derivation")
