@@ -105,9 +105,10 @@ def load_file(path, text: str | None = None, _stack=(), name: str | None = None)
 class _Namer:
     """Names sites in two passes over the same traversal: collect, then assign.
 
-    The builder calls `name(base, explicit)` for each site in a deterministic
+    The builder calls `name(base, explicit, pos)` for each site in a deterministic
     order; the first pass records the bases per scope, the second hands out the
-    final (numbered where needed) names in the same order.
+    final (numbered where needed) names in the same order. Sites in the two
+    branches of one `if` never coexist, so they may share a name.
     """
 
     def __init__(self, finals=None):
@@ -115,6 +116,8 @@ class _Namer:
         self.collected: list[list] = []
         self.stack: list[list] = []
         self.scopes = 0
+        self.branches: list = []  # (if id, side) on the way to the current site
+        self.ifs = 0
 
     def enter(self):
         sid = self.scopes
@@ -125,49 +128,47 @@ class _Namer:
     def leave(self):
         self.stack.pop()
 
+    def new_if(self) -> int:
+        self.ifs += 1
+        return self.ifs
+
     def name(self, base: str, explicit: bool, pos) -> str:
         sid, i = self.stack[-1]
         self.stack[-1][1] += 1
         if self.finals is None:
-            self.collected[sid].append((base, explicit, pos))
+            self.collected[sid].append((base, explicit, pos, dict(self.branches)))
             return base
         return self.finals[sid][i]
+
+    @staticmethod
+    def _coexist(a: dict, b: dict) -> bool:
+        return all(b.get(k, side) == side for k, side in a.items())
 
     def assign(self) -> list[list[str]]:
         finals = []
         for entries in self.collected:
-            explicit = {}
-            for base, is_explicit, pos in entries:
-                if is_explicit:
-                    if base in explicit:
-                        raise NasError(f"two sites are named `{base}` in one scope", pos,
-                                       "rename one of them (`as NAME`)")
-                    explicit[base] = pos
-            totals: dict[str, int] = {}
-            for base, is_explicit, _ in entries:
-                if not is_explicit:
-                    totals[base] = totals.get(base, 0) + 1
-            used = set(explicit)
-            seen: dict[str, int] = {}
-            names = []
-            for base, is_explicit, _ in entries:
-                if is_explicit:
-                    names.append(base)
+            names: list = []
+            for i, (base, explicit, pos, branch) in enumerate(entries):
+                if explicit:
+                    for j, (other, other_explicit, _, other_branch) in enumerate(entries[:i]):
+                        if other_explicit and other == base and self._coexist(branch, other_branch):
+                            raise NasError(f"two sites are named `{base}` in one scope", pos,
+                                           "rename one of them (`as NAME`)")
+                names.append(base if explicit else None)
+            for i, (base, explicit, pos, branch) in enumerate(entries):
+                if explicit:
                     continue
-                if totals[base] == 1 and base not in explicit:
-                    names.append(base)
-                    used.add(base)
+                rivals = [j for j, (b, _, _, br) in enumerate(entries) if b == base and self._coexist(branch, br)]
+                if len(rivals) == 1:
+                    names[i] = base
                     continue
+                taken = {names[j] for j, (_, _, _, br) in enumerate(entries)
+                         if names[j] is not None and self._coexist(branch, br)}
                 sep = "_" if base[-1].isdigit() else ""
-                n = seen.get(base, 0)
-                while True:
+                n = 1
+                while f"{base}{sep}{n}" in taken:
                     n += 1
-                    candidate = f"{base}{sep}{n}"
-                    if candidate not in used:
-                        break
-                seen[base] = n
-                used.add(candidate)
-                names.append(candidate)
+                names[i] = f"{base}{sep}{n}"
             finals.append(names)
         return finals
 
@@ -362,7 +363,15 @@ class _RuleBuilder:
             body = self.scope(self._repeat_body, e.body)
             return ir.Repeat(site, body, count, pos=e.pos)
         if isinstance(e, ast.NetIf):
-            return ir.If(self.plain_value(e.test, "a condition"), self.net(e.then), self.net(e.orelse), pos=e.pos)
+            branch = self.namer.new_if()
+            sides = []
+            for side, body in (("then", e.then), ("else", e.orelse)):
+                self.namer.branches.append((branch, side))
+                try:
+                    sides.append(self.net(body))
+                finally:
+                    self.namer.branches.pop()
+            return ir.If(self.plain_value(e.test, "a condition"), *sides, pos=e.pos)
         if isinstance(e, ast.Merge):
             return ir.Merge(e.kind, tuple(self.branch_or_pick(b) for b in e.branches))
         if isinstance(e, ast.Dag):

@@ -58,8 +58,22 @@ def _fmt_values(values, limit=12) -> str:
     return shown + (", ..." if len(values) > limit else "")
 
 
-def _err(path, message, hint=None):
-    return DerivationError(f"`{path or '(root)'}`: {message}", None, hint)
+def _err(path, message, hint=None, raw=None):
+    return DerivationError(f"`{path or '(root)'}`: {message}", getattr(raw, "pos", None), hint)
+
+
+def _located(read):
+    """Point a DerivationError at the innermost raw text it concerns."""
+
+    def wrapper(self, raw, path):
+        try:
+            return read(self, raw, path)
+        except DerivationError as err:
+            if err.pos is None and getattr(raw, "pos", None) is not None:
+                err.pos = raw.pos
+            raise
+
+    return wrapper
 
 
 def _join(path, name):
@@ -91,6 +105,7 @@ class PValue:
     def iterate(self):
         return iter(self.values)
 
+    @_located
     def read(self, raw, path):
         if isinstance(raw, ast.RawScalar):
             value = raw.value
@@ -177,6 +192,7 @@ class PScope:
                 for values in _product([s for _, s in sites]):
                     yield self._node(v, values)
 
+    @_located
     def read(self, raw, path):
         if raw is None:
             raw = ast.RawNode(())
@@ -186,11 +202,12 @@ class PScope:
         given = {}
         for name, value, pos in raw.items:
             if name in given:
-                raise _err(_join(path, name), "is given twice")
+                raise _err(_join(path, name), "is given twice", raw=ast.RawNode((), pos=pos))
             if name not in self.names:
                 raise _err(_join(path, name), "is not a choice of this scope",
                            did_you_mean(name, self.names) or (f"names here: {', '.join(self.names)}"
-                                                             if self.names else "this scope has no choices"))
+                                                             if self.names else "this scope has no choices"),
+                           raw=ast.RawNode((), pos=pos))
             given[name] = value
         chosen = None
         for i, (assignment, sites, _) in enumerate(self.variants):
@@ -296,6 +313,7 @@ class PAlt:
             for node in scope.iterate():
                 yield Alt(label, node)
 
+    @_located
     def read(self, raw, path):
         labels = [lab for lab, _, _ in self.options]
         if not isinstance(raw, ast.RawLabel):
@@ -354,6 +372,7 @@ class PRepeat:
                 for values in _product([self.elem] * n):
                     yield Rep(tuple(values))
 
+    @_located
     def read(self, raw, path):
         if not isinstance(raw, ast.RawList):
             raise _err(path, "expected a list of copies, `[...]`",
@@ -414,6 +433,7 @@ class PPick:
                 for values in _product([self.candidates[j][1] for j in subset]):
                     yield Picked(tuple(Alt(self.candidates[j][0], v) for j, v in zip(subset, values)))
 
+    @_located
     def read(self, raw, path):
         labels = [lab for lab, _ in self.candidates]
         if not isinstance(raw, ast.RawList) or not all(isinstance(i, ast.RawLabel) for i in raw.items):

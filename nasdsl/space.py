@@ -265,7 +265,7 @@ class Space:
         try:
             return Derivation(space.root.read(syntax.value, ""))
         except DerivationError as err:
-            raise NasError(f"preset `{name}`: {err.message}", syntax.pos, err.hint) from None
+            raise NasError(f"preset `{name}`: {err.message}", err.pos or syntax.pos, err.hint) from None
 
     def preset_space(self, name: str) -> "Space":
         params = self.preset_params(name)
