@@ -251,7 +251,7 @@ class _RuleBuilder:
             if b.name in self.bound:
                 raise NasError(f"`{b.name}` is already a parameter", b.pos)
             value, sites = self.value_with_sites(b.value, b.name)
-            wheres.append(ir.Where(b.name, value, sites))
+            wheres.append(ir.Where(b.name, value, sites, syntax=b))
             self.bound.add(b.name)
         body = self.net(rule.body, top=True)
         self.namer.leave()
@@ -276,13 +276,13 @@ class _RuleBuilder:
                 site = self.namer.name(base, False, e.pos)
                 sites.append(site)
                 values = tuple(self.plain_value(v, "a choice's value") for v in e.values)
-                return ir.VChoice(site, values, e.weights, pos=e.pos)
+                return ir.VChoice(site, values, e.weights, pos=e.pos, syntax=e)
             if isinstance(e, ast.Range):
                 site = self.namer.name(base, False, e.pos)
                 sites.append(site)
                 parts = [self.plain_value(x, "a range bound") if x is not None else None
                          for x in (e.lo, e.hi, e.step)]
-                return ir.VRange(site, *parts, pos=e.pos)
+                return ir.VRange(site, *parts, pos=e.pos, syntax=e)
             return self.value(e, walk)
 
         return walk(expr), tuple(sites)
@@ -291,10 +291,10 @@ class _RuleBuilder:
         """A repetition's count; when chosen, the choice is the repetition's own site."""
         if isinstance(e, ast.Choice):
             values = tuple(self.plain_value(v, "a repetition count") for v in e.values)
-            return ir.VChoice(site, values, e.weights, pos=e.pos)
+            return ir.VChoice(site, values, e.weights, pos=e.pos, syntax=e)
         if isinstance(e, ast.Range):
             parts = [self.plain_value(x, "a range bound") if x is not None else None for x in (e.lo, e.hi, e.step)]
-            return ir.VRange(site, *parts, pos=e.pos)
+            return ir.VRange(site, *parts, pos=e.pos, syntax=e)
         return self.plain_value(e, "a repetition count")
 
     def plain_value(self, expr, what: str):
@@ -354,14 +354,14 @@ class _RuleBuilder:
             for o in e.options:
                 if not o.weight > 0:
                     raise NasError("an alternative's weight must be positive", o.pos)
-            return ir.Alt(site, options, pos=e.pos)
+            return ir.Alt(site, options, pos=e.pos, syntax=e)
         if isinstance(e, ast.Repeat):
             base = label or (e.body.label if isinstance(e.body, ast.Labelled) else None)
             auto = _body_label(e.body) if isinstance(e.body, (ast.Call, ast.Labelled)) else "repeat"
             site = self.namer.name(base or auto, base is not None, e.pos)
             count = self.count_site(e.count, site)
             body = self.scope(self._repeat_body, e.body)
-            return ir.Repeat(site, body, count, pos=e.pos)
+            return ir.Repeat(site, body, count, pos=e.pos, syntax=e)
         if isinstance(e, ast.NetIf):
             branch = self.namer.new_if()
             sides = []
@@ -468,7 +468,7 @@ class _RuleBuilder:
                                f"`{e.name}` is defined at {rule.pos}")
             args.append(value)
         self.namer.leave()
-        return ir.RuleCall(site, e.name, tuple(args), tuple(arg_sites), rule.shared, pos=e.pos)
+        return ir.RuleCall(site, e.name, tuple(args), tuple(arg_sites), rule.shared, pos=e.pos, syntax=e)
 
     def prim_call(self, e: ast.Call, prim: primitives.Primitive, site: str):
         names = [a.name for a in prim.args]
@@ -489,7 +489,7 @@ class _RuleBuilder:
                 value = _default_literal(a.default)
             args.append((a.name, value))
         self.namer.leave()
-        return ir.PrimCall(site, e.name, tuple(args), tuple(arg_sites), pos=e.pos)
+        return ir.PrimCall(site, e.name, tuple(args), tuple(arg_sites), pos=e.pos, syntax=e)
 
     def branch_or_pick(self, b):
         if isinstance(b, ast.Pick):
@@ -500,7 +500,7 @@ class _RuleBuilder:
             labels = self._option_labels([ast.Option(None, 1.0, c.body if c.source is None else ast.Call(c.source, ()), pos=c.pos)
                                           for c in b.candidates]) if len(set(labels)) != len(labels) else labels
             candidates = tuple((lab, self.scope(self.branch, c)) for lab, c in zip(labels, b.candidates))
-            return ir.Pick(site, self.plain_value(b.k, "a pick's count"), candidates, pos=b.pos)
+            return ir.Pick(site, self.plain_value(b.k, "a pick's count"), candidates, pos=b.pos, syntax=b)
         return self.branch(b)
 
     def branch(self, b: ast.Branch):
@@ -530,7 +530,7 @@ class _RuleBuilder:
             outputs = tuple(self.branch(o) for o in e.outputs)
         finally:
             self.dag_names.pop()
-        return ir.Dag(e.inputs, tuple(nodes), outputs)
+        return ir.Dag(e.inputs, tuple(nodes), outputs, syntax=e)
 
 
 def _default_literal(value):

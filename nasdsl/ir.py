@@ -28,6 +28,8 @@ class VChoice:
     values: tuple  # value expressions
     weights: tuple
     pos: Pos | None = _syntax()
+    syntax: object = attrs.field(default=None, eq=False, repr=False, kw_only=True)
+
 
 
 @attrs.frozen
@@ -37,6 +39,8 @@ class VRange:
     hi: object
     step: object | None
     pos: Pos | None = _syntax()
+    syntax: object = attrs.field(default=None, eq=False, repr=False, kw_only=True)
+
 
 
 # Network expressions.
@@ -57,6 +61,8 @@ class Alt:
     site: str | None  # None: the whole body of its rule
     options: tuple  # of Opt
     pos: Pos | None = _syntax()
+    syntax: object = attrs.field(default=None, eq=False, repr=False, kw_only=True)
+
 
 
 @attrs.frozen
@@ -67,6 +73,8 @@ class RuleCall:
     arg_sites: tuple  # names of the choice sites inside args (they live in the callee's node)
     shared: bool
     pos: Pos | None = _syntax()
+    syntax: object = attrs.field(default=None, eq=False, repr=False, kw_only=True)
+
 
 
 @attrs.frozen
@@ -76,6 +84,8 @@ class PrimCall:
     args: tuple  # of (name, value expression), every argument of the primitive
     arg_sites: tuple
     pos: Pos | None = _syntax()
+    syntax: object = attrs.field(default=None, eq=False, repr=False, kw_only=True)
+
 
 
 @attrs.frozen
@@ -92,6 +102,8 @@ class Repeat:
     body: object
     count: object  # a value expression; a VChoice / VRange when the count is chosen
     pos: Pos | None = _syntax()
+    syntax: object = attrs.field(default=None, eq=False, repr=False, kw_only=True)
+
 
 
 @attrs.frozen
@@ -114,6 +126,8 @@ class Pick:
     k: object
     candidates: tuple  # of (label, Branch)
     pos: Pos | None = _syntax()
+    syntax: object = attrs.field(default=None, eq=False, repr=False, kw_only=True)
+
 
 
 @attrs.frozen
@@ -127,6 +141,8 @@ class Dag:
     inputs: tuple
     nodes: tuple  # of (name, Branch)
     outputs: tuple  # of Branch
+    syntax: object = attrs.field(default=None, eq=False, repr=False, kw_only=True)
+
 
 
 @attrs.frozen
@@ -134,6 +150,8 @@ class Where:
     name: str
     value: object
     sites: tuple  # choice sites inside value
+    syntax: object = attrs.field(default=None, eq=False, repr=False, kw_only=True)
+
 
 
 @attrs.frozen

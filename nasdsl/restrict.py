@@ -1,0 +1,367 @@
+"""Restriction: the sub-space that keeps only some values at some paths, written
+back out as a `.nas` file.
+
+    sub = space.restrict({"cell.x2.op1": {"nor_conv_3x3", "skip_connect"},
+                          "stage1.rest": {0, 1},                     # repetition counts
+                          "stage1.rest.*.mbconv.expand": {3}})       # every copy
+    sub.space.count      # exactly the original derivations that satisfy every entry
+    sub.text             # a self-contained space file (imports inlined)
+
+A path names a choice site of the derivation. Rules along the path are cloned
+(`block` becomes `block_r1`, called `as block` so paths and derivation texts are
+unchanged), so the restriction applies at that path only; `*` stands for every
+copy of a repetition. Each entry is applied to the space the previous one left,
+and the result is re-read and re-checked like any space file.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from . import ast, ir, printer
+from .derivation import scalar_text
+from .errors import NasError, did_you_mean
+
+
+@attrs.frozen
+class Restriction:
+    space: object  # the restricted Space
+    text: str  # its .nas source
+
+
+def restrict(space, keep: dict) -> Restriction:
+    from .space import loads
+
+    original = space
+    text = None
+    for path, allowed in keep.items():
+        text = _restrict_once(space, path, allowed)
+        space = loads(text, name=f"<{original.name} restricted>")
+        space.check()
+    if text is None:
+        text = _write(space, {}, [])
+        space = loads(text, name=f"<{original.name}>")
+    return Restriction(space, text)
+
+
+def _literal(v):
+    if isinstance(v, bool):
+        return ast.Bool(v)
+    if isinstance(v, (int, float)):
+        return ast.Num(v)
+    return ast.Var(v) if v.isidentifier() else ast.Str(v)
+
+
+class _Edit:
+    """Collects cloned rules and the syntax nodes to replace (by identity)."""
+
+    def __init__(self, space):
+        self.space = space
+        self.rules = dict(space.rules)  # name -> ir.Rule (originals)
+        self.replace: dict = {}  # output rule name -> {id(syntax node): new syntax node}
+        self.clones: list = []  # (new name, original ir.Rule)
+        self.taken = set(space.rules)
+
+    def clone_name(self, name):
+        n = 1
+        while f"{name}_r{n}" in self.taken:
+            n += 1
+        self.taken.add(f"{name}_r{n}")
+        return f"{name}_r{n}"
+
+
+def _restrict_once(space, path: str, allowed) -> str:
+    if isinstance(allowed, (str, int, float)):
+        allowed = {allowed}
+    allowed = set(allowed)
+    parts = [p for p in path.split(".") if p]
+    if not parts:
+        raise NasError("a restriction needs a path, e.g. `cell.x2.op1`")
+    edit = _Edit(space)
+    edit.domain = _domain(space.root, parts, path)
+    unknown = [a for a in allowed if not any(a == v for v in edit.domain)]
+    if unknown:
+        shown = ", ".join(scalar_text(v) for v in edit.domain[:12])
+        raise NasError(f"`{path}`: {scalar_text(unknown[0])} is not allowed here", None, f"allowed: {shown}")
+    if not allowed:
+        raise NasError(f"`{path}`: nothing would be kept")
+    head = parts[0]
+    root_rule = space.rules["network"]
+    if head in space.shared_rules:
+        # a shared rule is one derivation everywhere: restrict it in place
+        _in_rule(edit, space.rules[head], parts[1:], allowed, path, in_place=True)
+    else:
+        _in_scope(edit, "network", root_rule, root_rule.body, root_rule.wheres, parts, allowed, path)
+    return _write(space, edit.replace, edit.clones)
+
+
+def _sites(node):
+    """Named things directly in a scope: (name, ir node), looking through transparent containers."""
+    kind = type(node)
+    if kind is ir.Seq:
+        for i in node.items:
+            yield from _sites(i)
+    elif kind in (ir.RuleCall, ir.PrimCall, ir.Repeat, ir.Pick):
+        yield node.site, node
+    elif kind is ir.Alt:
+        yield node.site, node
+    elif kind is ir.If:
+        yield from _sites(node.then)
+        yield from _sites(node.orelse)
+    elif kind is ir.Merge:
+        for b in node.branches:
+            yield from _sites(b)
+    elif kind is ir.Branch:
+        if node.body is not None:
+            yield from _sites(node.body)
+    elif kind is ir.Dag:
+        for name, b in node.nodes:
+            yield name, ("dagnode", b)
+        for b in node.outputs:
+            yield from _sites(b)
+
+
+def _in_scope(edit, target, rule, body, wheres, parts, allowed, path):
+    name, rest = parts[0], parts[1:]
+    for w in wheres:
+        if name in w.sites:
+            if rest:
+                raise NasError(f"`{path}`: `{name}` is a value; nothing lies below it")
+            _restrict_value(edit, target, _find_site(w.value, name), allowed, path)
+            return
+    found = [node for site, node in _sites(body) if site == name]
+    if isinstance(body, ir.Alt) and body.site is None:  # a rule that is one alternative
+        found = [node for o in body.options for site, node in _sites(o.body) if site == name]
+    if not found:
+        names = [s for s, _ in _sites(body)] + [s for w in wheres for s in w.sites]
+        raise NasError(f"`{path}`: no choice named `{name}` in rule `{rule.name}`", None,
+                       did_you_mean(name, names) or f"names there: {', '.join(names) or 'none'}")
+    for node in found:
+        _in_node(edit, target, rule, node, rest, allowed, path)
+
+
+def _in_node(edit, target, rule, node, rest, allowed, path):
+    if isinstance(node, tuple):  # a dag node: its own scope
+        _in_scope(edit, target, rule, node[1], (), rest, allowed, path) if rest else _no_value(path)
+        return
+    kind = type(node)
+    if kind is ir.RuleCall:
+        if rest and rest[0] in node.arg_sites:
+            if rest[1:]:
+                raise NasError(f"`{path}`: `{rest[0]}` is a value; nothing lies below it")
+            _restrict_value(edit, target, _find_arg_site(node, rest[0]), allowed, path)
+            return
+        if node.shared:
+            raise NasError(f"`{path}`: `{node.rule}` is shared; restrict it at `{node.rule}...` instead")
+        clone = _in_rule(edit, edit.rules[node.rule], rest, allowed, path)
+        edit.replace.setdefault(target, {})[id(node.syntax)] = ast.Labelled(ast.Call(clone, node.syntax.args, pos=node.syntax.pos),
+                                                     node.site)
+    elif kind is ir.PrimCall:
+        if len(rest) != 1 or rest[0] not in node.arg_sites:
+            raise NasError(f"`{path}`: `{node.prim}` has choices {', '.join(node.arg_sites) or 'none'}")
+        _restrict_value(edit, target, _find_arg_site(node, rest[0]), allowed, path)
+    elif kind is ir.Alt:
+        if rest:
+            for o in node.options:
+                if any(site == rest[0] for site, _ in _sites(o.body)):
+                    _in_scope(edit, target, rule, o.body, (), rest, allowed, path)
+            return
+        _restrict_alt(edit, target, node, allowed, path)
+    elif kind is ir.Repeat:
+        if not rest:
+            if not isinstance(node.count, (ir.VChoice, ir.VRange)):
+                raise NasError(f"`{path}`: this repetition's count is fixed; nothing to restrict")
+            _restrict_value(edit, target, node.count, allowed, path)
+            return
+        if rest[0] != "*":
+            raise NasError(f"`{path}`: restrict every copy of a repetition with `*` (e.g. `{rest[0]}` → `*`)")
+        body = node.body
+        if isinstance(body, ir.RuleCall):
+            _in_node(edit, target, rule, body, rest[1:], allowed, path)
+        else:
+            _in_scope(edit, target, rule, body, (), rest[1:], allowed, path)
+    elif kind is ir.Pick:
+        if not rest:
+            kept = tuple(c for (lab, _), c in zip(node.candidates, node.syntax.candidates) if lab in allowed)
+            edit.replace.setdefault(target, {})[id(node.syntax)] = ast.Pick(node.syntax.k, kept, pos=node.syntax.pos)
+            return
+        for lab, branch in node.candidates:
+            if lab == rest[0]:
+                _in_scope(edit, target, rule, branch, (), rest[1:], allowed, path)
+                return
+        raise NasError(f"`{path}`: no candidate `{rest[0]}`", None,
+                       did_you_mean(rest[0], [lab for lab, _ in node.candidates]))
+
+
+def _no_value(path):
+    raise NasError(f"`{path}`: a dag node is a scope; name a choice inside it")
+
+
+def _in_rule(edit, rule, rest, allowed, path, in_place=False) -> str:
+    """Restrict inside `rule` (a clone, unless in place); returns the name to call."""
+    target = rule.name if in_place else edit.clone_name(rule.name)
+    if not rest:  # the rule's own value: its top-level alternative
+        if isinstance(rule.body, ir.Alt) and rule.body.site is None:
+            _restrict_alt(edit, target, rule.body, allowed, path)
+        else:
+            raise NasError(f"`{path}`: rule `{rule.name}` is not one alternative; name a choice inside it")
+    else:
+        _in_scope(edit, target, rule, rule.body, rule.wheres, rest, allowed, path)
+    if not in_place:
+        edit.clones.append((target, rule))
+    return target
+
+
+def _restrict_alt(edit, target, node: ir.Alt, allowed, path):
+    options = tuple(ast.Option(o.label, o.weight, s.body, pos=s.pos)
+                    for o, s in zip(node.options, node.syntax.options) if o.label in allowed)
+    edit.replace.setdefault(target, {})[id(node.syntax)] = ast.Alts(options, pos=node.syntax.pos)
+
+
+def _restrict_value(edit, target, site, allowed, path):
+    """Replace a choice's syntax by the kept values (as literals, in their order)."""
+    values = edit.domain
+    keep = [v for v in values if any(v == a and type(v) is type(a) or (isinstance(v, float) and v == a)
+                                     for a in allowed)]
+    weights = dict(zip(values, site.weights)) if isinstance(site, ir.VChoice) else {}
+    edit.replace.setdefault(target, {})[id(site.syntax)] = ast.Choice(tuple(_literal(v) for v in keep),
+                                               tuple(weights.get(v, 1.0) for v in keep), pos=site.syntax.pos)
+
+
+def _domain(plan, parts, path):
+    """What can be chosen at `parts`: values, repetition counts, labels or candidates.
+
+    Read from the plan, where every domain is evaluated in its own context."""
+    from .plan import PAlt, PPick, PRepeat, PScope, PValue
+
+    if not parts:
+        if isinstance(plan, PValue):
+            return list(plan.values)
+        if isinstance(plan, PRepeat):
+            return list(plan.lengths)
+        if isinstance(plan, PAlt):
+            return [lab for lab, _, _ in plan.options]
+        if isinstance(plan, PPick):
+            return [lab for lab, _ in plan.candidates]
+        raise NasError(f"`{path}` is a scope; name a choice inside it")
+    head, rest = parts[0], parts[1:]
+    if isinstance(plan, PScope):
+        values = []
+        for assignment, sites, _ in plan.variants:
+            for n, v in assignment:
+                if n == head and not rest and v not in values:
+                    values.append(v)
+            for n, s in sites:
+                if n == head:
+                    return _domain(s, rest, path)
+        if values:
+            return values
+    elif isinstance(plan, PAlt):
+        for _, _, scope in plan.options:
+            if head in scope.names:
+                return _domain(scope, parts, path)
+    elif isinstance(plan, PRepeat) and head == "*":
+        return _domain(plan.elem, rest, path)
+    elif isinstance(plan, PPick):
+        for lab, scope in plan.candidates:
+            if lab == head:
+                return _domain(scope, rest, path)
+    names = getattr(plan, "names", ())
+    raise NasError(f"`{path}`: no choice `{head}` here", None,
+                   did_you_mean(str(head), names) or (f"names here: {', '.join(names)}" if names else None))
+
+
+def _find_site(expr, name):
+    if isinstance(expr, (ir.VChoice, ir.VRange)):
+        return expr if expr.site == name else None
+    for field in ("left", "right", "operand", "test", "then", "orelse"):
+        sub = getattr(expr, field, None)
+        if sub is not None:
+            found = _find_site(sub, name)
+            if found is not None:
+                return found
+    for sub in list(getattr(expr, "operands", ()) or ()) + list(getattr(expr, "args", ()) or ()):
+        found = _find_site(sub, name)
+        if found is not None:
+            return found
+    return None
+
+
+def _find_arg_site(node, name):
+    args = node.args if isinstance(node, ir.RuleCall) else [v for _, v in node.args]
+    for a in args:
+        found = _find_site(a, name)
+        if found is not None:
+            return found
+    raise KeyError(name)
+
+
+# ---- writing ---------------------------------------------------------------------------
+def _rewrite(node, replace: dict):
+    """A copy of a syntax tree with some nodes (by identity) replaced."""
+    hit = replace.get(id(node))
+    if hit is not None:
+        return _rewrite(hit, {k: v for k, v in replace.items() if k != id(node)}) if hit is not node else hit
+    if isinstance(node, tuple):
+        return tuple(_rewrite(n, replace) for n in node)
+    if attrs.has(type(node)):
+        changes = {}
+        for field in attrs.fields(type(node)):
+            old = getattr(node, field.name)
+            new = _rewrite(old, replace)
+            if new is not old:
+                changes[field.name] = new
+        node = attrs.evolve(node, **changes) if changes else node
+        if isinstance(node, ast.Labelled) and isinstance(node.body, ast.Labelled):
+            node = attrs.evolve(node, body=node.body.body)  # a renamed call keeps its one label
+    return node
+
+
+def _write(space, replace: dict, clones: list) -> str:
+    """The space's rules with the edits of each (cloned) rule applied, as a file."""
+    out = {name: _rewrite(r.syntax, replace.get(name, {})) for name, r in space.rules.items()}
+    for name, original in clones:
+        out[name] = attrs.evolve(_rewrite(original.syntax, replace.get(name, {})), name=name)
+    # keep only what the network still reaches (clones replace their originals on the path)
+    keep = _reachable_syntax(out, "network")
+    ordered = [out[n] for n in keep]
+    presets = []
+    header = attrs.evolve(space.header, params=tuple(
+        attrs.evolve(p, default=_literal(space.params[p.name])) for p in space.header.params))
+    comment = f"{space.name}, restricted (written by nasdsl)"
+    text = printer.module(header, ordered, (), comment)
+    from .space import loads
+
+    restricted = loads(text, name="<restricted>")
+    for name in space.presets:
+        try:
+            d = space.preset(name)
+            if not space.preset_params(name):
+                d = restricted.parse(d.text)
+                presets.append((name, (), d.text))
+        except NasError:
+            continue  # a preset outside the restricted space is dropped
+    return printer.module(header, ordered, presets, comment)
+
+
+def _reachable_syntax(rules: dict, start: str) -> list:
+    """Rule names reachable from `start` through calls in the syntax trees, in file order."""
+    seen, todo = set(), [start]
+    while todo:
+        name = todo.pop()
+        if name in seen or name not in rules:
+            continue
+        seen.add(name)
+        todo.extend(_called(rules[name]))
+    return [n for n in rules if n in seen]
+
+
+def _called(node):
+    if isinstance(node, ast.Call):
+        yield node.name
+    if isinstance(node, tuple):
+        for n in node:
+            yield from _called(n)
+    elif attrs.has(type(node)):
+        for field in attrs.fields(type(node)):
+            yield from _called(getattr(node, field.name))
