@@ -76,29 +76,52 @@ def load_file(path, text: str | None = None, _stack=(), name: str | None = None)
         if len(_stack) >= MAX_IMPORT_DEPTH:
             raise NasError("imports nest too deep", imp.pos)
         loaded = load_file(target, None, (*_stack, path) if path is not None else _stack)
+        # `import "f.nas"` takes every rule but the file's `network`; `from ... import a, b`
+        # takes those. Either way the rules they call come along, and a name may
+        # only mean one rule.
         wanted = imp.names if imp.names is not None else tuple(
-            r.name for r in loaded.module.rules)
+            r.name for r in loaded.module.rules if r.name != "network")
         for rule_name in wanted:
             if rule_name not in loaded.rules:
                 raise NasError(f"`{imp.path}` has no rule `{rule_name}`", imp.pos,
                                did_you_mean(rule_name, loaded.rules))
-            rule, owner = loaded.rules[rule_name]
-            if rule_name in rules and rules[rule_name][0] is not rule:
-                raise NasError(f"rule `{rule_name}` is imported twice from different files", imp.pos)
-            rules[rule_name] = (rule, owner)
-        # rules the imported ones call must come along, under their own names
-        for rule_name, entry in loaded.rules.items():
-            rules.setdefault(rule_name, entry)
+        for rule_name in syntax_reachable({n: r for n, (r, _) in loaded.rules.items()}, wanted):
+            entry = loaded.rules[rule_name]
+            if rule_name in rules and rules[rule_name][0] is not entry[0]:
+                raise NasError(f"two different rules named `{rule_name}` are imported "
+                               f"({rules[rule_name][0].pos} and {entry[0].pos})", imp.pos)
+            rules[rule_name] = entry
     for rule in module.rules:
-        if rule.name in rules and rules[rule.name][1] is not module:
-            previous = rules[rule.name][0]
-            imported_directly = any(imp.names is None or rule.name in imp.names for imp in module.imports)
-            if imported_directly:
-                raise NasError(f"rule `{rule.name}` is defined here and imported ({previous.pos})", rule.pos)
-        if rule.name in rules and rules[rule.name][1] is module:
-            raise NasError(f"rule `{rule.name}` is defined twice (first at {rules[rule.name][0].pos})", rule.pos)
+        if rule.name in rules:
+            first = rules[rule.name]
+            what = "defined twice" if first[1] is module else "defined here and imported"
+            raise NasError(f"rule `{rule.name}` is {what} (also at {first[0].pos})", rule.pos)
         rules[rule.name] = (rule, module)
     return Loaded(module, path, rules)
+
+
+def calls_in_syntax(node):
+    """Names called anywhere in a syntax tree."""
+    if isinstance(node, ast.Call):
+        yield node.name
+    if isinstance(node, tuple):
+        for n in node:
+            yield from calls_in_syntax(n)
+    elif attrs.has(type(node)):
+        for field in attrs.fields(type(node)):
+            yield from calls_in_syntax(getattr(node, field.name))
+
+
+def syntax_reachable(rules: dict, start) -> list:
+    """Rule names reachable from the names in `start` through calls, in `rules`' order."""
+    seen, todo = set(), list(start)
+    while todo:
+        name = todo.pop()
+        if name in seen or name not in rules:
+            continue
+        seen.add(name)
+        todo.extend(calls_in_syntax(rules[name]))
+    return [n for n in rules if n in seen]
 
 
 # ---- site naming -----------------------------------------------------------------

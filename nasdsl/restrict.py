@@ -19,6 +19,7 @@ from __future__ import annotations
 import attrs
 
 from . import ast, ir, printer
+from .check import syntax_reachable
 from .derivation import scalar_text
 from .errors import NasError, did_you_mean
 
@@ -317,13 +318,44 @@ def _rewrite(node, replace: dict):
     return node
 
 
+def _pinned_names(rule: ir.Rule) -> dict:
+    """{id(syntax): site} for the sites of a rule whose name is numbered (`op2`).
+
+    An edited rule labels them explicitly, so the edit (a call renamed to a
+    clone, an option dropped) cannot renumber its siblings and change paths."""
+    pinned = {}
+
+    def walk(node):
+        if isinstance(node, tuple):
+            for n in node:
+                walk(n)
+            return
+        if not attrs.has(type(node)):
+            return
+        site, syntax = getattr(node, "site", None), getattr(node, "syntax", None)
+        if isinstance(node, (ir.RuleCall, ir.PrimCall, ir.Repeat, ir.Alt, ir.Pick)) and site and syntax is not None:
+            base = getattr(node, "rule", None) or getattr(node, "prim", None)
+            if site != base:
+                pinned[id(syntax)] = ast.Labelled(syntax, site)
+        for field in attrs.fields(type(node)):
+            if field.name != "syntax":
+                walk(getattr(node, field.name))
+
+    walk(rule.body)
+    return pinned
+
+
+def _edits(rule: ir.Rule, replace: dict) -> dict:
+    return {**_pinned_names(rule), **replace} if replace else {}
+
+
 def _write(space, replace: dict, clones: list) -> str:
     """The space's rules with the edits of each (cloned) rule applied, as a file."""
-    out = {name: _rewrite(r.syntax, replace.get(name, {})) for name, r in space.rules.items()}
+    out = {name: _rewrite(r.syntax, _edits(r, replace.get(name, {}))) for name, r in space.rules.items()}
     for name, original in clones:
-        out[name] = attrs.evolve(_rewrite(original.syntax, replace.get(name, {})), name=name)
+        out[name] = attrs.evolve(_rewrite(original.syntax, _edits(original, replace.get(name, {}))), name=name)
     # keep only what the network still reaches (clones replace their originals on the path)
-    keep = _reachable_syntax(out, "network")
+    keep = syntax_reachable(out, ["network"])
     ordered = [out[n] for n in keep]
     presets = []
     header = attrs.evolve(space.header, params=tuple(
@@ -342,26 +374,3 @@ def _write(space, replace: dict, clones: list) -> str:
         except NasError:
             continue  # a preset outside the restricted space is dropped
     return printer.module(header, ordered, presets, comment)
-
-
-def _reachable_syntax(rules: dict, start: str) -> list:
-    """Rule names reachable from `start` through calls in the syntax trees, in file order."""
-    seen, todo = set(), [start]
-    while todo:
-        name = todo.pop()
-        if name in seen or name not in rules:
-            continue
-        seen.add(name)
-        todo.extend(_called(rules[name]))
-    return [n for n in rules if n in seen]
-
-
-def _called(node):
-    if isinstance(node, ast.Call):
-        yield node.name
-    if isinstance(node, tuple):
-        for n in node:
-            yield from _called(n)
-    elif attrs.has(type(node)):
-        for field in attrs.fields(type(node)):
-            yield from _called(getattr(node, field.name))
