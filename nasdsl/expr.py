@@ -42,7 +42,14 @@ def _round(x, ndigits=None):
     return round(x) if ndigits is None else round(x, int(ndigits))
 
 
+def _log(x, base=None):
+    return math.log(x) if base is None else math.log(x, base)
+
+
 BUILTINS = {
+    "log": _log,
+    "exp": math.exp,
+    "sqrt": math.sqrt,
     "min": min,
     "max": max,
     "abs": abs,

@@ -80,6 +80,25 @@ def _join(path, name):
     return f"{path}.{name}" if path else str(name)
 
 
+EMPTY_NODE = Node()
+TABLE_MAX = 256  # a site with at most this many derivations samples from a table of them
+
+
+class _Tabled:
+    """Uniform sampling of a small site: one draw from the list of all its
+    derivations (built on first use), instead of a walk down its tree."""
+
+    __slots__ = ()
+
+    def sample(self, rng):
+        if self.count > TABLE_MAX:
+            return self._sample(rng)
+        table = self._table
+        if table is None:
+            table = self._table = tuple(self.iterate())
+        return table[rng.randrange(self.count)]
+
+
 class PValue:
     __slots__ = ("values", "weights", "count")
 
@@ -100,7 +119,10 @@ class PValue:
         return self.values[r]
 
     def rank(self, value):
-        return self.values.index(value)
+        i = self.values.index(value)
+        if type_name(self.values[i]) != type_name(value):
+            raise ValueError(f"{value!r} has the wrong type")
+        return i
 
     def iterate(self):
         return iter(self.values)
@@ -123,17 +145,20 @@ class PValue:
         raise _err(path, f"{scalar_text(value)} is not allowed here", f"allowed: {_fmt_values(self.values)}")
 
 
-class PScope:
+class PScope(_Tabled):
     """Variants of one scope. A variant: (assignment, sites, weight, count)."""
 
-    __slots__ = ("variants", "counts", "cum", "count", "key", "names")
+    __slots__ = ("variants", "counts", "cum", "count", "key", "names", "_site_names", "_site_plans", "_table")
 
     def __init__(self, variants, key=None):
         self.variants = variants  # tuple of (assignment items, site items, weight)
         self.counts = [math.prod(s.count for _, s in sites) for _, sites, _ in variants]
         self.cum = _cumulative(self.counts)
         self.count = self.cum[-1] if self.cum else 0
+        self._table = None
         self.key = key  # (rule, args) for a rule's scope: crossover swaps equal keys
+        self._site_names = [tuple(n for n, _ in sites) for _, sites, _ in variants]
+        self._site_plans = [tuple(p for _, p in sites) for _, sites, _ in variants]
         names = {}
         for assignment, sites, _ in variants:
             for n, _v in assignment:
@@ -147,12 +172,14 @@ class PScope:
         return len(self.variants) == 1 and not self.variants[0][0] and not self.variants[0][1]
 
     def _node(self, variant, values):
-        assignment, sites, _ = self.variants[variant]
-        return Node(tuple(assignment) + tuple((n, v) for (n, _), v in zip(sites, values)))
+        assignment = self.variants[variant][0]
+        if not values and not assignment:
+            return EMPTY_NODE
+        return Node(assignment + tuple(zip(self._site_names[variant], values)))
 
-    def sample(self, rng):
+    def _sample(self, rng):
         v = 0 if len(self.variants) == 1 else _pick_index(self.cum, rng)
-        return self._node(v, [s.sample(rng) for _, s in self.variants[v][1]])
+        return self._node(v, [s.sample(rng) for s in self._site_plans[v]])
 
     def sample_per_choice(self, rng):
         if len(self.variants) == 1:
@@ -172,9 +199,15 @@ class PScope:
         return self._node(v, digits[::-1])
 
     def rank(self, node):
+        """The rank of `node`; raises KeyError / ValueError when it is not a member."""
+        if type(node) is not Node:
+            raise ValueError("expected a Node")
         v = self._variant_of(node)
+        assignment, sites, _ = self.variants[v]
+        if len(node.items) != len(assignment) + len(sites):
+            raise KeyError("unexpected choices")
         r = 0
-        for name, s in self.variants[v][1]:
+        for name, s in sites:
             r = r * s.count + s.rank(node[name])
         return r + (self.cum[v - 1] if v else 0)
 
@@ -274,17 +307,25 @@ def _missing_hint(site):
     return None
 
 
-class PAlt:
-    __slots__ = ("options", "counts", "cum", "count")
+class PAlt(_Tabled):
+    __slots__ = ("options", "counts", "cum", "count", "leaves", "all_leaves", "_table")
 
     def __init__(self, options):
         self.options = options  # tuple of (label, weight, PScope)
         self.counts = [o.count for _, _, o in options]
         self.cum = _cumulative(self.counts)
         self.count = self.cum[-1] if self.cum else 0
+        self._table = None
+        # options without choices inside are constant values: build them once
+        self.leaves = tuple(Alt(label, EMPTY_NODE) if scope.empty else None for label, _, scope in options)
+        self.all_leaves = all(leaf is not None for leaf in self.leaves)
 
-    def sample(self, rng):
+    def _sample(self, rng):
+        if self.all_leaves:
+            return self.leaves[rng.randrange(len(self.leaves))]
         i = _pick_index(self.cum, rng)
+        if self.leaves[i] is not None:
+            return self.leaves[i]
         label, _, scope = self.options[i]
         return Alt(label, scope.sample(rng))
 
@@ -305,6 +346,8 @@ class PAlt:
         raise KeyError(label)
 
     def rank(self, alt):
+        if type(alt) is not Alt:
+            raise ValueError("expected an Alt")
         i = self._index(alt.label)
         return self.options[i][2].rank(alt.node) + (self.cum[i - 1] if i else 0)
 
@@ -329,8 +372,8 @@ class PAlt:
         return Alt(label, scope.read(raw.node, path))
 
 
-class PRepeat:
-    __slots__ = ("lengths", "weights", "elem", "counts", "cum", "count")
+class PRepeat(_Tabled):
+    __slots__ = ("lengths", "weights", "elem", "counts", "cum", "count", "_table")
 
     def __init__(self, lengths, weights, elem):
         self.lengths = lengths
@@ -339,8 +382,9 @@ class PRepeat:
         self.counts = [elem.count ** n for n in lengths]
         self.cum = _cumulative(self.counts)
         self.count = self.cum[-1] if self.cum else 0
+        self._table = None
 
-    def sample(self, rng):
+    def _sample(self, rng):
         n = self.lengths[0] if len(self.lengths) == 1 else self.lengths[_pick_index(self.cum, rng)]
         return Rep(tuple(self.elem.sample(rng) for _ in range(n)))
 
@@ -360,6 +404,8 @@ class PRepeat:
         return Rep(tuple(reversed(items)))
 
     def rank(self, rep):
+        if type(rep) is not Rep:
+            raise ValueError("expected a Rep")
         i = self.lengths.index(len(rep.items))
         r = 0
         for item in rep.items:
@@ -386,8 +432,8 @@ class PRepeat:
         return Rep(tuple(self.elem.read(item, _join(path, k)) for k, item in enumerate(raw.items)))
 
 
-class PPick:
-    __slots__ = ("k", "candidates", "subsets", "counts", "cum", "count")
+class PPick(_Tabled):
+    __slots__ = ("k", "candidates", "subsets", "counts", "cum", "count", "_table")
 
     def __init__(self, k, candidates):
         self.k = k
@@ -396,11 +442,12 @@ class PPick:
         self.counts = [math.prod(candidates[i][1].count for i in s) for s in self.subsets]
         self.cum = _cumulative(self.counts)
         self.count = self.cum[-1] if self.cum else 0
+        self._table = None
 
     def _picked(self, subset, make):
         return Picked(tuple(Alt(self.candidates[i][0], make(self.candidates[i][1])) for i in subset))
 
-    def sample(self, rng):
+    def _sample(self, rng):
         return self._picked(self.subsets[_pick_index(self.cum, rng)], lambda s: s.sample(rng))
 
     def sample_per_choice(self, rng):
@@ -419,6 +466,8 @@ class PPick:
         return Picked(tuple(Alt(self.candidates[j][0], v) for j, v in zip(subset, digits)))
 
     def rank(self, picked):
+        if type(picked) is not Picked:
+            raise ValueError("expected a Picked")
         labels = [lab for lab, _ in self.candidates]
         subset = tuple(labels.index(a.label) for a in picked.items)
         i = self.subsets.index(subset)
@@ -464,7 +513,7 @@ def _product(sites):
             yield [v, *tail]
 
 
-EMPTY = PScope(((((), (), 1.0)),))
+EMPTY = PScope(((((), (), 1.0)),))  # a scope without choices (and count 1)
 
 
 # ---- building plans -----------------------------------------------------------------

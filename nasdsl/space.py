@@ -212,7 +212,10 @@ class Space:
         return Derivation(self.root.unrank(rank))
 
     def rank(self, d: Derivation) -> int:
-        return self.root.rank(self.validate(d).root)
+        try:
+            return self.root.rank(d.root)
+        except (KeyError, ValueError, IndexError, TypeError, AttributeError):
+            return self.root.rank(self.validate(d).root)
 
     def enumerate(self):
         """All derivations, lazily, in rank order."""
@@ -231,7 +234,11 @@ class Space:
         """`d` if it is a member of this space, else a DerivationError."""
         if not isinstance(d, Derivation):
             raise TypeError(f"expected a Derivation, got {type(d).__name__}")
-        return self.parse(d.text)
+        try:
+            self.root.rank(d.root)  # a structural walk: fast, and fails on any non-member
+            return d
+        except (KeyError, ValueError, IndexError, TypeError, AttributeError):
+            return self.parse(d.text)  # slow path: names the path and what is allowed
 
     def __contains__(self, d) -> bool:
         try:

@@ -94,12 +94,16 @@ _TOKEN_WORDS = {
 }
 
 
+@functools.cache
+def _literal_words() -> dict:
+    """Each literal terminal (keyword or operator: `else`, `//`, `..`) as it is written."""
+    return {t.name: f"`{t.pattern.value}`" for t in _parser("space").terminals if t.pattern.type == "str"}
+
+
 def _describe_expected(expected) -> str:
     words = []
     for name in sorted(expected):
-        word = _TOKEN_WORDS.get(name)
-        if word is None:
-            word = f"`{name.lower()}`" if name.isalpha() else name
+        word = _TOKEN_WORDS.get(name) or _literal_words().get(name, name)
         if word not in words:
             words.append(word)
     if len(words) > 6:

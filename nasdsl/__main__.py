@@ -1,0 +1,8 @@
+"""`python -m nasdsl`: the same as the `nasdsl` command."""
+
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

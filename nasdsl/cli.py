@@ -1,0 +1,316 @@
+"""The `nasdsl` command: check, count, sample, show and mutate space files.
+
+Every command computes one JSON-ready dict; `--json` prints it as is and the
+human form renders the same dict with rich, so the two never disagree.
+Exit codes: 0 ok, 1 bad input (a `NasError` or an unreadable file, printed as
+`file:line:col: error: ...`), 2 bad usage, 3 an internal error, 130 Ctrl-C,
+141 a closed pipe. Python tracebacks appear only with `--debug`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import sys
+import traceback
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from . import primitives
+from .derivation import distance
+from .errors import NasError
+from .expr import SYMBOLIC, show
+from .space import load
+
+EXIT_OK, EXIT_BAD_INPUT, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
+EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 130, 141  # 128 + SIGINT, 128 + SIGPIPE, as a shell reports
+
+
+class UsageError(Exception):
+    """Options that parse but do not make sense together (exit 2)."""
+
+
+# ---- the parts every command shares -------------------------------------------
+def load_space(args):
+    """The space named by `args.file`, bound to the `--param` values."""
+    return load(args.file, params=dict(args.param or ()))
+
+
+def emit(args, data: dict, render) -> None:
+    """`data` as one JSON object with `--json`, else `render(console, data)`."""
+    if args.json:
+        print(json.dumps(data))
+    else:
+        render(Console(highlight=False, markup=False, soft_wrap=True), data)
+
+
+def log_count(count: int) -> str:
+    """`15625 (10^4.19)`: exact, and readable at a glance when huge."""
+    return f"{count} (10^{math.log10(count):.2f})"
+
+
+def json_value(value):
+    """A parameter or argument value as JSON: native scalars; a shared rule's
+    unbound (symbolic) parameter is null."""
+    return None if value is SYMBOLIC else value
+
+
+# ---- check ------------------------------------------------------------------------
+def cmd_check(args) -> int:
+    files = [check_file(path) for path in args.files]
+    emit(args, {"files": files}, render_check)
+    return EXIT_OK if all(f["ok"] for f in files) else EXIT_BAD_INPUT
+
+
+def check_file(path: str) -> dict:
+    """One file's result; a library is checked by loading it (it has no count)."""
+    try:
+        space = load(path)
+        count = None if space.is_library else space.check().count
+    except NasError as err:
+        # an error that names no place (a missing file, an empty library) gets the file's name
+        return {"file": path, "ok": False, "count": None, "error": str(err) if err.pos else f"{path}: {err}"}
+    return {"file": path, "ok": True, "count": count, "error": None}
+
+
+def render_check(console, data):
+    for f in data["files"]:
+        if f["ok"]:
+            detail = "library" if f["count"] is None else f"count {f['count']}"
+            console.print(Text.assemble(("ok", "green"), f" {f['file']} ({detail})"))
+        else:
+            print(f["error"], file=sys.stderr)
+    failed = sum(not f["ok"] for f in data["files"])
+    if failed and len(data["files"]) > 1:
+        print(f"{failed} of {len(data['files'])} files failed", file=sys.stderr)
+
+
+# ---- count ------------------------------------------------------------------------
+def cmd_count(args) -> int:
+    space = load_space(args)
+    emit(args, {"space": space.name, "count": space.count},
+         lambda console, d: console.print(f"{d['space']}: {log_count(d['count'])}"))
+    return EXIT_OK
+
+
+# ---- sample -----------------------------------------------------------------------
+def cmd_sample(args) -> int:
+    space = load_space(args)
+    derivations = [d.text for d in space.samples(args.n, seed=args.seed, method=args.method)]
+    # plain lines, never wrapped, so that each one can be pasted back as --derivation
+    emit(args, {"derivations": derivations}, lambda console, d: print("\n".join(d["derivations"])))
+    return EXIT_OK
+
+
+# ---- show -------------------------------------------------------------------------
+def cmd_show(args) -> int:
+    if args.primitives == (args.file is not None):
+        raise UsageError("give a space FILE or --primitives (not both)")
+    if args.primitives:
+        emit(args, {"primitives": [primitive_info(p) for p in map(primitives.get, primitives.names())]},
+             render_primitives)
+        return EXIT_OK
+    space = load_space(args)
+    counts = {} if space.is_library else space.rule_counts()
+    data = {
+        "space": space.name,
+        "params": {k: json_value(v) for k, v in space.params.items()},
+        "count": None if space.is_library else space.count,
+        "rules": [rule_info(rule, counts.get(name, {})) for name, rule in space.rules.items()],
+        "presets": space.presets,
+    }
+    emit(args, data, render_space)
+    return EXIT_OK
+
+
+def rule_info(rule, counts: dict) -> dict:
+    pos = rule.pos
+    return {
+        "name": rule.name,
+        "params": [p.name for p in rule.params],
+        "shared": rule.shared,
+        "file": rule.file,
+        "line": pos.line if pos else None,
+        "counts": [{"args": [json_value(a) for a in args], "count": n} for args, n in counts.items()],
+    }
+
+
+def render_space(console, data):
+    params = ", ".join(f"{k}={show(v)}" for k, v in data["params"].items())
+    console.print(Text.assemble(("space ", "bold"), (data["space"], "bold cyan"), f"({params})"))
+    if data["count"] is not None:
+        console.print(f"count {log_count(data['count'])}")
+    table = Table("rule", "params", "shared", "defined at", "count by arguments")
+    table.columns[3].no_wrap = True
+    for r in data["rules"]:
+        uses = [f"({', '.join('*' if a is None else show(a) for a in u['args'])}) {u['count']}"
+                if u["args"] else str(u["count"]) for u in r["counts"]]
+        table.add_row(r["name"], ", ".join(r["params"]), "shared" if r["shared"] else "",
+                      f"{r['file']}:{r['line']}", "\n".join(uses) or "unused")
+    console.print(table)
+    console.print(f"presets: {', '.join(data['presets']) or 'none'}")
+
+
+def primitive_info(p) -> dict:
+    return {
+        "name": p.name,
+        "args": [{"name": a.name, "type": a.type, "required": a.required,
+                  "default": None if a.required else a.default,
+                  "allowed": list(a.allowed) if a.allowed else None} for a in p.args],
+        "doc": p.doc,
+    }
+
+
+def render_primitives(console, data):
+    table = Table("primitive", "arguments", "about")
+    for p in data["primitives"]:
+        args = []
+        for a in p["args"]:
+            text = f"{a['name']}: {a['type']}" + ("" if a["required"] else f" = {show(a['default'])}")
+            args.append(text + (f" in {{{', '.join(a['allowed'])}}}" if a["allowed"] else ""))
+        table.add_row(p["name"], "\n".join(args), p["doc"])
+    console.print(table)
+
+
+# ---- mutate -----------------------------------------------------------------------
+def cmd_mutate(args) -> int:
+    space = load_space(args)
+    if args.derivation is not None:
+        parent = space.parse(args.derivation)
+    elif args.preset is not None:
+        space = space.preset_space(args.preset)  # a preset may set parameters
+        parent = space.preset(args.preset)
+    else:
+        parent = space.sample(seed=args.seed_sample)
+    rng = random.Random(args.seed)  # one stream for all children: deterministic per --seed
+    children = [space.mutate(parent, rng=rng, kind=args.kind) for _ in range(args.n)]
+    data = {"parent": parent.text, "children": [c.text for c in children],
+            "distances": [distance(parent, c) for c in children]}
+    emit(args, data, render_mutate)
+    return EXIT_OK
+
+
+def render_mutate(console, data):
+    print(f"parent {data['parent']}")
+    for child, dist in zip(data["children"], data["distances"]):
+        print(f"d={dist}  {child}")
+
+
+# ---- the parser -------------------------------------------------------------------
+def param_pair(text: str) -> tuple[str, str]:
+    """`--param NAME=VALUE`; the loader converts VALUE by the parameter's declared type."""
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got `{text}`")
+    return name.strip(), value
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got `{text}`") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # --debug is accepted before or after the command; SUPPRESS keeps a subcommand
+    # from resetting a --debug given before it
+    debug = argparse.ArgumentParser(add_help=False)
+    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="show Python tracebacks")
+    output = argparse.ArgumentParser(add_help=False)
+    output.add_argument("--json", action="store_true", help="print one JSON object to stdout")
+    space = argparse.ArgumentParser(add_help=False)
+    space.add_argument("--param", action="append", type=param_pair, metavar="NAME=VALUE",
+                       help="set a space parameter (repeatable)")
+
+    parser = argparse.ArgumentParser(prog="nasdsl", description="Check, count, sample and explore NAS search spaces.")
+    parser.add_argument("--debug", action="store_true", help="show Python tracebacks")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name, run, help, parents):
+        sub = commands.add_parser(name, help=help, description=help, parents=[debug, output, *parents])
+        sub.set_defaults(run=run)
+        return sub
+
+    check = command("check", cmd_check, "check space files (all of them; exit 1 if any is bad)", [])
+    check.add_argument("files", nargs="+", metavar="FILE")
+
+    count = command("count", cmd_count, "the exact number of derivations", [space])
+    count.add_argument("file", metavar="FILE")
+
+    sample = command("sample", cmd_sample, "draw derivations (deterministic per --seed)", [space])
+    sample.add_argument("file", metavar="FILE")
+    sample.add_argument("-n", type=positive_int, default=1, help="how many (default 1)")
+    sample.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    sample.add_argument("--method", choices=("uniform", "per-choice"), default="uniform",
+                        help="uniform over derivations (default), or each choice by its weights")
+
+    show_ = command("show", cmd_show, "a space's parameters, rules, counts and presets", [space])
+    show_.add_argument("file", nargs="?", metavar="FILE")
+    show_.add_argument("--primitives", action="store_true", help="list the registered primitives instead")
+
+    mutate = command("mutate", cmd_mutate, "mutate a derivation and report each child's distance", [space])
+    mutate.add_argument("file", metavar="FILE")
+    source = mutate.add_mutually_exclusive_group(required=True)
+    source.add_argument("--derivation", metavar="TEXT", help="the parent, as derivation text")
+    source.add_argument("--preset", metavar="NAME", help="the parent: a preset of the file")
+    source.add_argument("--seed-sample", type=int, metavar="S", help="the parent: the uniform sample with seed S")
+    mutate.add_argument("--seed", type=int, default=0, help="random seed for the mutations (default 0)")
+    mutate.add_argument("-n", type=positive_int, default=1, help="how many children (default 1)")
+    mutate.add_argument("--kind", choices=("choice", "subtree"), default="choice",
+                        help="change one choice (default) or re-draw one subtree")
+    return parser
+
+
+# ---- the entry point --------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; returns the exit code (the console script exits with it)."""
+    if hasattr(sys, "set_int_max_str_digits"):
+        sys.set_int_max_str_digits(0)  # counts are exact and may have thousands of digits
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as done:  # argparse: --help (0) or a usage error (2)
+        return done.code if isinstance(done.code, int) else EXIT_USAGE
+    try:
+        code = args.run(args)
+        sys.stdout.flush()  # a closed pipe must show up here, not at interpreter exit
+        return code
+    except UsageError as err:
+        print(f"nasdsl {args.command}: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except BrokenPipeError:
+        _discard_stdout()
+        return EXIT_BROKEN_PIPE
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except (NasError, OSError) as err:
+        _debug_traceback(args)
+        print(str(err), file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except Exception as err:
+        _debug_traceback(args)
+        print(f"nasdsl: internal error: {type(err).__name__}: {err} (rerun with --debug)", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+def _debug_traceback(args) -> None:
+    if args.debug:
+        traceback.print_exc()
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null so Python's final flush does not fail again."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):  # not a real file (e.g. captured by a test)
+        pass
