@@ -1,4 +1,4 @@
-"""The `nasdsl` command: check, count, sample, show and mutate space files.
+"""The `nasdsl` command: check, count, sample, show, mutate and restrict space files.
 
 Every command computes one JSON-ready dict; `--json` prints it as is and the
 human form renders the same dict with rich, so the two never disagree.
@@ -201,6 +201,46 @@ def render_mutate(console, data):
         print(f"d={dist}  {child}")
 
 
+# ---- restrict ------------------------------------------------------------------------
+def cmd_restrict(args) -> int:
+    space = load_space(args)
+    restricted = space.restrict(dict(args.keep))
+    data = {"space": space.name, "count": restricted.space.count, "original_count": space.count,
+            "file": args.output, "text": None if args.output else restricted.text}
+    if args.output:
+        try:
+            with open(args.output, "w") as f:
+                f.write(restricted.text)
+        except OSError as err:
+            raise NasError(f"cannot write {args.output}: {err.strerror or err}") from None
+    emit(args, data, render_restrict)
+    return EXIT_OK
+
+
+def render_restrict(console, data):
+    if data["text"] is not None:
+        print(data["text"], end="")
+    kept = f"{data['count']} of {data['original_count']} derivations kept"
+    print(f"wrote {data['file']}: {kept}" if data["file"] else f"# {kept}", file=sys.stderr)
+
+
+def keep_pair(text: str) -> tuple[str, set]:
+    """`--keep PATH=V1,V2`: values read as ints, floats, true/false, else labels."""
+    path, sep, values = text.partition("=")
+    if not sep or not path.strip() or not values.strip():
+        raise argparse.ArgumentTypeError(f"expected PATH=VALUE[,VALUE...], got `{text}`")
+    return path.strip(), {_scalar(v.strip()) for v in values.split(",") if v.strip()}
+
+
+def _scalar(text: str):
+    for convert in (int, float):
+        try:
+            return convert(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(text, text)
+
+
 # ---- the parser -------------------------------------------------------------------
 def param_pair(text: str) -> tuple[str, str]:
     """`--param NAME=VALUE`; the loader converts VALUE by the parameter's declared type."""
@@ -268,6 +308,13 @@ def build_parser() -> argparse.ArgumentParser:
     mutate.add_argument("-n", type=positive_int, default=1, help="how many children (default 1)")
     mutate.add_argument("--kind", choices=("choice", "subtree"), default="choice",
                         help="change one choice (default) or re-draw one subtree")
+
+    restrict = command("restrict", cmd_restrict,
+                       "keep some values at some paths; print (or write) the sub-space as a .nas file", [space])
+    restrict.add_argument("file", metavar="FILE")
+    restrict.add_argument("--keep", action="append", type=keep_pair, required=True, metavar="PATH=V1,V2",
+                          help="keep only these values at PATH (`*` for every copy of a repetition); repeatable")
+    restrict.add_argument("-o", "--output", metavar="OUT", help="write the restricted space here")
     return parser
 
 

@@ -255,3 +255,20 @@ def test_internal_error_is_one_line_and_exit_3(monkeypatch, capsys):
     assert main(["count", NB201]) == 3
     err = capsys.readouterr().err
     assert err == "nasdsl: internal error: RuntimeError: boom (rerun with --debug)\n"
+
+
+# ---- restrict ---------------------------------------------------------------------
+def test_restrict_writes_a_space_that_counts_what_it_keeps(tmp_path, capsys):
+    out = tmp_path / "sub.nas"
+    code, data = run_json(capsys, "restrict", NB201, "--keep", "cell.x1.op=none,skip_connect",
+                          "--keep", "cell.x3.op3=nor_conv_3x3", "-o", str(out))
+    assert code == 0 and data["count"] == 15625 * 2 // 25 and data["original_count"] == 15625
+    assert nasdsl.load(out).count == data["count"]
+
+
+def test_restrict_reads_numbers_and_reports_bad_values(capsys):
+    code, data = run_json(capsys, "restrict", TUTORIAL, "--keep", "stage1.rest=0")
+    assert code == 0 and nasdsl.loads(data["text"]).count == data["count"] < data["original_count"]
+    assert main(["restrict", TUTORIAL, "--keep", "stage1.rest=7"]) == 1
+    assert "stage1.rest" in capsys.readouterr().err
+    assert main(["restrict", TUTORIAL, "--keep", "stage1.rest"]) == 2
