@@ -1,4 +1,4 @@
-"""The `nasdsl` command: check, count, sample, show, mutate and restrict space files.
+"""The `nasdsl` command: check, count, sample, show, mutate, restrict and compile space files.
 
 Every command computes one JSON-ready dict; `--json` prints it as is and the
 human form renders the same dict with rich, so the two never disagree.
@@ -201,6 +201,65 @@ def render_mutate(console, data):
         print(f"d={dist}  {child}")
 
 
+# ---- compile -----------------------------------------------------------------------
+def cmd_compile(args) -> int:
+    space = load_space(args)
+    if args.preset is not None:
+        space = space.preset_space(args.preset)
+        d = space.preset(args.preset)
+    elif args.derivation is not None:
+        d = space.parse(args.derivation)
+    else:
+        d = space.sample(seed=args.seed)
+    from .graph import output_shape
+
+    graph = space.graph(d, args.input_shape)
+    data = {"space": space.name, "derivation": d.text, "hash": d.hash,
+            "input_shape": list(graph.graph["input_shape"]), "output_shape": list(output_shape(graph)),
+            "params": graph.graph["params"], "macs": graph.graph["macs"], "nodes": graph.number_of_nodes()}
+    if args.code:
+        from .module import build_module
+
+        data["code"] = build_module(graph).code.strip("\n")
+    if args.dot or args.png:
+        from .export import to_dot, write_png
+
+        if args.dot:
+            _write(args.dot, to_dot(graph))
+        if args.png:
+            write_png(graph, args.png)
+    emit(args, data, render_compile)
+    return EXIT_OK
+
+
+def _write(path: str, text: str) -> None:
+    try:
+        with open(path, "w") as f:
+            f.write(text)
+    except OSError as err:
+        raise NasError(f"cannot write {path}: {err.strerror or err}") from None
+
+
+def render_compile(console, data):
+    table = Table(show_header=False, box=None)
+    for key in ("space", "derivation", "input_shape", "output_shape", "params", "macs", "nodes"):
+        value = data[key]
+        table.add_row(key, f"{value:,}" if isinstance(value, int) else str(value))
+    console.print(table)
+    if "code" in data:
+        print(data["code"])
+
+
+def shape_arg(text: str) -> tuple:
+    try:
+        shape = tuple(int(p) for p in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected C,H,W (whole numbers), got `{text}`") from None
+    if not shape or any(n < 1 for n in shape):
+        raise argparse.ArgumentTypeError(f"expected positive sizes, got `{text}`")
+    return shape
+
+
 # ---- restrict ------------------------------------------------------------------------
 def cmd_restrict(args) -> int:
     space = load_space(args)
@@ -308,6 +367,18 @@ def build_parser() -> argparse.ArgumentParser:
     mutate.add_argument("-n", type=positive_int, default=1, help="how many children (default 1)")
     mutate.add_argument("--kind", choices=("choice", "subtree"), default="choice",
                         help="change one choice (default) or re-draw one subtree")
+
+    compile_ = command("compile", cmd_compile, "compile a derivation: params, MACs, output shape, graph, code", [space])
+    compile_.add_argument("file", metavar="FILE")
+    which = compile_.add_mutually_exclusive_group()
+    which.add_argument("--preset", metavar="NAME", help="compile a preset of the file")
+    which.add_argument("--derivation", metavar="TEXT", help="compile this derivation")
+    which.add_argument("--seed", type=int, default=0, help="compile the uniform sample with this seed (default 0)")
+    compile_.add_argument("--input-shape", type=shape_arg, metavar="C,H,W",
+                          help="per-sample input shape (default: the space's in_channels and resolution, else 3,32,32)")
+    compile_.add_argument("--code", action="store_true", help="also print the generated module's forward code")
+    compile_.add_argument("--dot", metavar="FILE", help="write the graph as Graphviz source")
+    compile_.add_argument("--png", metavar="FILE", help="draw the graph as a PNG (needs Graphviz's dot)")
 
     restrict = command("restrict", cmd_restrict,
                        "keep some values at some paths; print (or write) the sub-space as a .nas file", [space])

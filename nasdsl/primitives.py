@@ -1,20 +1,38 @@
-"""The primitive registry: the terminals a space file may call.
+"""The primitive registry: the terminals a space file may call, and what they mean.
 
 A space file never runs code; every name it calls is a rule of the file or a
-primitive registered here from Python. A primitive declares its arguments (name,
-type, default); the compiler adds each primitive's shape rule, cost and module
-factory. Users register their own with `register` before loading a space:
+primitive registered here from Python. A primitive declares
+
+    args     its arguments (name, type, default)
+    shape    how its output shape follows from its input shape(s) and arguments
+    params   its parameter count        macs  its multiply-accumulates (per sample)
+    module   a factory for the torch.nn.Module (None: the op passes its input on)
+
+Shapes are per sample: `(C, H, W)` for feature maps, `(F,)` for vectors. MACs
+count what `torch.utils.flop_counter` counts (convolutions and matrix products),
+halved. Torch is imported only when a module is built. Users register their own
+primitives the same way, before loading a space:
 
     from nasdsl.primitives import Arg, Primitive, register
-    register(Primitive("mish_conv", (Arg("out", "int"), Arg("kernel", "int", 3))))
+    register(Primitive("double", (Arg("scale", "float", 2.0),), shape=lambda a, s: s[0],
+                       module=lambda a, s: MyDouble(a["scale"])))
 """
 
 from __future__ import annotations
 
+import math
+from typing import Callable
+
 import attrs
+
+from .expr import make_divisible
 
 REQUIRED = object()
 TYPES = ("int", "float", "bool", "str")
+
+
+class ShapeError(ValueError):
+    """A primitive cannot take its input; the compiler adds the path."""
 
 
 @attrs.frozen
@@ -29,11 +47,23 @@ class Arg:
         return self.default is REQUIRED
 
 
+def _same(args, shapes):
+    return shapes[0]
+
+
+def _zero(args, shapes, out=None):
+    return 0
+
+
 @attrs.frozen
 class Primitive:
     name: str
     args: tuple = ()
     doc: str = ""
+    shape: Callable = _same
+    params: Callable = _zero
+    macs: Callable = _zero  # (args, in shapes, out shape) -> int
+    module: Callable | None = None  # (args, in shapes) -> nn.Module; None: passes its input on
 
     def arg(self, name: str) -> Arg | None:
         return next((a for a in self.args if a.name == name), None)
@@ -61,41 +91,276 @@ def names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-# ---- the standard set --------------------------------------------------------
-def _p(name, *args, doc=""):
-    register(Primitive(name, tuple(args), doc))
+# ---- shape helpers ----------------------------------------------------------------
+def feature_map(shapes, name) -> tuple:
+    if len(shapes[0]) != 3:
+        raise ShapeError(f"`{name}` needs a feature map (C, H, W), got {_fmt(shapes[0])}")
+    return shapes[0]
 
 
-_ACTS = ("relu", "relu6", "hswish", "hsigmoid", "silu", "gelu", "sigmoid", "mish", "identity")
+def _fmt(shape) -> str:
+    return "(" + ", ".join(map(str, shape)) + ")"
+
+
+def same_padding(kernel, dilation, padding):
+    return dilation * (kernel - 1) // 2 if padding < 0 else padding
+
+
+def conv_out(size, kernel, stride, dilation, padding, name):
+    out = (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+    if out < 1:
+        raise ShapeError(f"`{name}` with kernel {kernel}, stride {stride} cannot take a {size}-pixel side")
+    return out
+
+
+def _positive(args, name, *keys):
+    for k in keys:
+        if args[k] < 1:
+            raise ShapeError(f"`{name}`: {k} must be at least 1, got {args[k]}")
+
+
+# ---- convolutions -------------------------------------------------------------------
+def _conv_shape(a, s):
+    c, h, w = feature_map(s, "conv")
+    _positive(a, "conv", "out", "kernel", "stride", "groups", "dilation")
+    if c % a["groups"] or a["out"] % a["groups"]:
+        raise ShapeError(f"`conv`: groups={a['groups']} must divide both {c} input and {a['out']} output channels")
+    p = same_padding(a["kernel"], a["dilation"], a["padding"])
+    return (a["out"], conv_out(h, a["kernel"], a["stride"], a["dilation"], p, "conv"),
+            conv_out(w, a["kernel"], a["stride"], a["dilation"], p, "conv"))
+
+
+def _conv_params(a, s):
+    return a["out"] * (s[0][0] // a["groups"]) * a["kernel"] ** 2 + (a["out"] if a["bias"] else 0)
+
+
+def _conv_macs(a, s, o):
+    return a["out"] * (s[0][0] // a["groups"]) * a["kernel"] ** 2 * o[1] * o[2]
+
+
+def _conv_module(a, s):
+    from torch import nn
+
+    return nn.Conv2d(s[0][0], a["out"], a["kernel"], a["stride"], same_padding(a["kernel"], a["dilation"], a["padding"]),
+                     a["dilation"], a["groups"], a["bias"])
+
+
+def _dw(a, s):
+    """A depthwise conv's arguments as a conv's."""
+    return {**a, "out": s[0][0], "groups": s[0][0]}
+
+
+def _sep_parts(a, s):
+    dw = {"out": s[0][0], "kernel": a["kernel"], "stride": a["stride"], "groups": s[0][0],
+          "dilation": a["dilation"], "bias": False, "padding": -1}
+    mid = _conv_shape(dw, s)
+    pw = {"out": a["out"], "kernel": 1, "stride": 1, "groups": 1, "dilation": 1, "bias": False, "padding": 0}
+    return dw, mid, pw
+
+
+def _sep_shape(a, s):
+    _, mid, pw = _sep_parts(a, s)
+    return _conv_shape(pw, [mid])
+
+
+def _sep_params(a, s):
+    dw, mid, pw = _sep_parts(a, s)
+    return _conv_params(dw, s) + _conv_params(pw, [mid])
+
+
+def _sep_macs(a, s, o):
+    dw, mid, pw = _sep_parts(a, s)
+    return _conv_macs(dw, s, mid) + _conv_macs(pw, [mid], o)
+
+
+def _sep_module(a, s):
+    from torch import nn
+
+    dw, mid, pw = _sep_parts(a, s)
+    return nn.Sequential(_conv_module(dw, s), _conv_module(pw, [mid]))
+
+
+def _fr_shape(a, s):
+    c, h, w = feature_map(s, "fact_reduce")
+    if a["out"] % 2 or a["out"] < 2:
+        raise ShapeError(f"`fact_reduce` needs an even number of output channels, got {a['out']}")
+    if h % 2 or w % 2:
+        raise ShapeError(f"`fact_reduce` needs an even height and width, got {_fmt(s[0])}")
+    return (a["out"], h // 2, w // 2)
+
+
+def _fr_params(a, s):
+    return 2 * s[0][0] * (a["out"] // 2) + 2 * a["out"]
+
+
+def _fr_macs(a, s, o):
+    return 2 * s[0][0] * (a["out"] // 2) * o[1] * o[2]
+
+
+def _fr_module(a, s):
+    from .modules import FactorizedReduce
+
+    return FactorizedReduce(s[0][0], a["out"])
+
+
+# ---- normalisation, activations, pooling ----------------------------------------------
+def _norm_params(a, s):
+    return 2 * s[0][0] if a["affine"] else 0
+
+
+def _bn_module(a, s):
+    from torch import nn
+
+    cls = nn.BatchNorm2d if len(s[0]) == 3 else nn.BatchNorm1d
+    return cls(s[0][0], eps=a["eps"], momentum=a["momentum"], affine=a["affine"])
+
+
+_ACTIVATIONS = {"relu": "ReLU", "relu6": "ReLU6", "hswish": "Hardswish", "hsigmoid": "Hardsigmoid",
+                "silu": "SiLU", "gelu": "GELU", "sigmoid": "Sigmoid", "mish": "Mish"}
+
+
+def activation_module(kind: str):
+    from torch import nn
+
+    if kind == "identity":
+        return nn.Identity()
+    cls = getattr(nn, _ACTIVATIONS[kind])
+    return cls(inplace=True) if kind in ("relu", "relu6", "hswish", "hsigmoid", "silu", "mish") else cls()
+
+
+def _pool_shape(name):
+    def shape(a, s):
+        c, h, w = feature_map(s, name)
+        _positive(a, name, "kernel", "stride")
+        p = (a["kernel"] - 1) // 2 if a["padding"] < 0 else a["padding"]
+        if 2 * p > a["kernel"]:
+            raise ShapeError(f"`{name}`: padding {p} is more than half the kernel {a['kernel']}")
+        return (c, conv_out(h, a["kernel"], a["stride"], 1, p, name), conv_out(w, a["kernel"], a["stride"], 1, p, name))
+
+    return shape
+
+
+def _maxpool_module(a, s):
+    from torch import nn
+
+    return nn.MaxPool2d(a["kernel"], a["stride"], (a["kernel"] - 1) // 2 if a["padding"] < 0 else a["padding"])
+
+
+def _avgpool_module(a, s):
+    from torch import nn
+
+    return nn.AvgPool2d(a["kernel"], a["stride"], (a["kernel"] - 1) // 2 if a["padding"] < 0 else a["padding"],
+                        count_include_pad=a["count_include_pad"])
+
+
+def se_squeeze(a, channels: int) -> int:
+    return a["squeeze"] if a["squeeze"] > 0 else make_divisible(a["ratio"] * channels, a["divisor"])
+
+
+def _se_params(a, s):
+    c = s[0][0]
+    q = se_squeeze(a, c)
+    return c * q + q + q * c + c
+
+
+def _se_module(a, s):
+    from .modules import SqueezeExcitation
+
+    return SqueezeExcitation(s[0][0], se_squeeze(a, s[0][0]), a["act"], a["gate"])
+
+
+def _linear_shape(a, s):
+    if len(s[0]) != 1:
+        raise ShapeError(f"`linear` needs a vector (F,), got {_fmt(s[0])}; flatten first")
+    _positive(a, "linear", "out")
+    return (a["out"],)
+
+
+def _linear_module(a, s):
+    from torch import nn
+
+    return nn.Linear(s[0][0], a["out"], a["bias"])
+
+
+def _zero_shape(a, s):
+    c, h, w = feature_map(s, "zero")
+    _positive(a, "zero", "stride")
+    return (a["out"] or c, -(-h // a["stride"]), -(-w // a["stride"]))
+
+
+def _shuffle_shape(a, s):
+    c = feature_map(s, "shuffle")[0]
+    if a["groups"] < 1 or c % a["groups"]:
+        raise ShapeError(f"`shuffle`: {a['groups']} groups must divide {c} channels")
+    return s[0]
+
+
+def _module(factory_name, **fixed):
+    """A factory for one of nasdsl.modules' classes."""
+
+    def build(a, s):
+        from . import modules
+
+        return getattr(modules, factory_name)(**{k: (v(a, s) if callable(v) else v) for k, v in fixed.items()})
+
+    return build
+
+
+# ---- the standard set --------------------------------------------------------------
+_ACTS = tuple(_ACTIVATIONS) + ("identity",)
+
+
+def _p(name, *args, **semantics):
+    register(Primitive(name, tuple(args), **semantics))
+
 
 _p("conv", Arg("out", "int"), Arg("kernel", "int", 3), Arg("stride", "int", 1), Arg("groups", "int", 1),
    Arg("dilation", "int", 1), Arg("bias", "bool", False), Arg("padding", "int", -1),
-   doc="2-d convolution; padding -1 means 'same' for stride 1: dilation * (kernel - 1) // 2")
+   doc="2-d convolution; padding -1 keeps the size at stride 1: dilation * (kernel - 1) // 2",
+   shape=_conv_shape, params=_conv_params, macs=_conv_macs, module=_conv_module)
 _p("dwconv", Arg("kernel", "int", 3), Arg("stride", "int", 1), Arg("dilation", "int", 1),
    Arg("bias", "bool", False), Arg("padding", "int", -1),
-   doc="depthwise convolution (groups = channels), channels pass through")
+   doc="depthwise convolution (groups = channels); the channels pass through",
+   shape=lambda a, s: _conv_shape(_dw(a, s), s), params=lambda a, s: _conv_params(_dw(a, s), s),
+   macs=lambda a, s, o: _conv_macs(_dw(a, s), s, o), module=lambda a, s: _conv_module(_dw(a, s), s))
 _p("sepconv", Arg("out", "int"), Arg("kernel", "int", 3), Arg("stride", "int", 1), Arg("dilation", "int", 1),
-   doc="depthwise then pointwise convolution, no norm or activation between")
+   doc="depthwise then pointwise convolution (no norm or activation between)",
+   shape=_sep_shape, params=_sep_params, macs=_sep_macs, module=_sep_module)
 _p("fact_reduce", Arg("out", "int"),
-   doc="DARTS FactorizedReduce: relu, two stride-2 1x1 convs (one shifted by a pixel), concat, bn")
+   doc="DARTS FactorizedReduce: relu, two stride-2 1x1 convs (one shifted by a pixel), concat, bn",
+   shape=_fr_shape, params=_fr_params, macs=_fr_macs, module=_fr_module)
 _p("bn", Arg("affine", "bool", True), Arg("eps", "float", 1e-5), Arg("momentum", "float", 0.1),
-   doc="batch norm over channels")
-_p("instancenorm", Arg("affine", "bool", True), doc="instance norm over channels")
-_p("layernorm", Arg("affine", "bool", True), doc="layer norm over (channels, height, width)")
-for _act in _ACTS[:-1]:
-    _p(_act, doc=f"{_act} activation")
-_p("act", Arg("kind", "str", allowed=_ACTS), doc="an activation named by a value: act(kind={relu, hswish})")
+   doc="batch norm over channels", params=_norm_params, module=_bn_module)
+_p("instancenorm", Arg("affine", "bool", True), doc="instance norm over channels",
+   shape=lambda a, s: feature_map(s, "instancenorm"), params=_norm_params,
+   module=lambda a, s: __import__("torch").nn.InstanceNorm2d(s[0][0], affine=a["affine"]))
+_p("layernorm", Arg("affine", "bool", True), doc="layer norm over (C, H, W) with a per-channel affine (GroupNorm(1, C))",
+   shape=lambda a, s: feature_map(s, "layernorm"), params=_norm_params,
+   module=lambda a, s: __import__("torch").nn.GroupNorm(1, s[0][0], affine=a["affine"]))
+for _act in _ACTIVATIONS:
+    _p(_act, doc=f"{_act} activation", module=lambda a, s, k=_act: activation_module(k))
+_p("act", Arg("kind", "str", allowed=_ACTS), doc="an activation named by a value: act(kind={relu, hswish})",
+   module=lambda a, s: activation_module(a["kind"]))
 _p("se", Arg("ratio", "float", 0.25), Arg("divisor", "int", 8), Arg("squeeze", "int", 0),
    Arg("act", "str", "relu", allowed=_ACTS), Arg("gate", "str", "hsigmoid", allowed=_ACTS),
-   doc="squeeze-and-excitation; squeeze channels = squeeze if > 0 else make_divisible(ratio * channels, divisor)")
-_p("maxpool", Arg("kernel", "int", 3), Arg("stride", "int", 1), Arg("padding", "int", -1))
+   doc="squeeze-and-excitation (torchvision's): squeeze channels = squeeze if > 0 else "
+       "make_divisible(ratio * channels, divisor)",
+   shape=lambda a, s: feature_map(s, "se"), params=_se_params,
+   macs=lambda a, s, o: 2 * s[0][0] * se_squeeze(a, s[0][0]), module=_se_module)
+_p("maxpool", Arg("kernel", "int", 3), Arg("stride", "int", 1), Arg("padding", "int", -1),
+   shape=_pool_shape("maxpool"), module=_maxpool_module)
 _p("avgpool", Arg("kernel", "int", 3), Arg("stride", "int", 1), Arg("padding", "int", -1),
-   Arg("count_include_pad", "bool", False))
-_p("gap", doc="global average pooling to 1x1")
-_p("flatten")
-_p("linear", Arg("out", "int"), Arg("bias", "bool", True))
-_p("dropout", Arg("p", "float", 0.0))
+   Arg("count_include_pad", "bool", False), shape=_pool_shape("avgpool"), module=_avgpool_module)
+_p("gap", doc="global average pooling to 1x1", shape=lambda a, s: (feature_map(s, "gap")[0], 1, 1),
+   module=lambda a, s: __import__("torch").nn.AdaptiveAvgPool2d(1))
+_p("flatten", shape=lambda a, s: (math.prod(s[0]),), module=lambda a, s: __import__("torch").nn.Flatten(1))
+_p("linear", Arg("out", "int"), Arg("bias", "bool", True), shape=_linear_shape,
+   params=lambda a, s: s[0][0] * a["out"] + (a["out"] if a["bias"] else 0),
+   macs=lambda a, s, o: s[0][0] * a["out"], module=_linear_module)
+_p("dropout", Arg("p", "float", 0.0), module=lambda a, s: __import__("torch").nn.Dropout(a["p"]))
 _p("identity", doc="passes its input through")
 _p("zero", Arg("stride", "int", 1), Arg("out", "int", 0),
-   doc="outputs zeros (an absent edge); out 0 keeps the channel count")
-_p("shuffle", Arg("groups", "int"), doc="channel shuffle")
+   doc="zeros (an absent edge); out 0 keeps the channel count, stride subsamples",
+   shape=_zero_shape, module=_module("Zero", stride=lambda a, s: a["stride"], out=lambda a, s: a["out"]))
+_p("shuffle", Arg("groups", "int"), doc="channel shuffle", shape=_shuffle_shape,
+   module=_module("ChannelShuffle", groups=lambda a, s: a["groups"]))

@@ -17,7 +17,7 @@ from pathlib import Path
 from . import ast, plan as planning
 from .check import build_rules, load_file, reachable
 from .derivation import Derivation, Node, distance
-from .errors import DerivationError, NasError, did_you_mean
+from .errors import DerivationError, NasError, Pos, did_you_mean
 from .expr import SYMBOLIC, Scope, evaluate, show, type_name
 from .syntax import parse_derivation_text
 
@@ -54,6 +54,16 @@ def convert_param(decl: ast.Param, value, pos=None):
     raise NasError(f"parameter `{decl.name}` is {type_}; got `{show(value)}` ({actual})", pos)
 
 
+def _override(header: ast.Header, name: str, value):
+    """A parameter value given from outside the file (`params=`, `--param`); its
+    errors point at the header, where the parameters are declared."""
+    decls = {p.name: p for p in header.params}
+    if name not in decls:
+        raise NasError(f"space `{header.name}` has no parameter `{name}`", header.pos,
+                       did_you_mean(name, decls) or f"its parameters: {', '.join(decls) or 'none'}")
+    return convert_param(decls[name], value, decls[name].pos)
+
+
 class Space:
     """A space file checked and bound to parameter values."""
 
@@ -72,7 +82,7 @@ class Space:
         module = loaded.module
         header = module.header
         if header is None:
-            pos = module.rules[0].pos if module.rules else None
+            pos = module.rules[0].pos if module.rules else Pos(module.source, 1, 1)
             raise NasError("a space file starts with `space NAME(...)` (or `library NAME`)", pos,
                            "e.g. `space tiny(num_classes: int = 10)`")
         rules = build_rules(loaded)
@@ -88,10 +98,7 @@ class Space:
                 value = evaluate(p.default, Scope(dict(bound)))
                 bound[p.name] = convert_param(p, value, p.default.pos)
         for name, value in (params or {}).items():
-            if name not in decls:
-                raise NasError(f"space `{header.name}` has no parameter `{name}`", None,
-                               did_you_mean(name, decls) or f"its parameters: {', '.join(decls) or 'none'}")
-            bound[name] = convert_param(decls[name], value)
+            bound[name] = _override(header, name, value)
         missing = [p.name for p in header.params if p.name not in bound]
         if missing:
             raise NasError(f"parameter `{missing[0]}` has no default; give it with --param {missing[0]}=VALUE",
@@ -109,12 +116,9 @@ class Space:
 
     def bind(self, **params) -> "Space":
         """The same space with some parameters changed."""
-        decls = {p.name: p for p in self.header.params}
         new = dict(self.params)
         for name, value in params.items():
-            if name not in decls:
-                raise NasError(f"space `{self.name}` has no parameter `{name}`", None, did_you_mean(name, decls))
-            new[name] = convert_param(decls[name], value)
+            new[name] = _override(self.header, name, value)
         space = Space(self.name, self.header, self.rules, new, tuple(self.preset_syntax.values()),
                       self.module, self.is_library)
         space._file = self._file
@@ -305,6 +309,19 @@ class Space:
         from .restrict import restrict
 
         return restrict(self, keep)
+
+    # the compiler: derivation → graph → module
+    def graph(self, d, input_shape=None):
+        """The dependency graph (`networkx.DiGraph`) of `d`; see nasdsl.graph."""
+        from .graph import build_graph
+
+        return build_graph(self, d, input_shape)
+
+    def compile(self, d, input_shape=None, seed: int | None = 0):
+        """The PyTorch module (`torch.fx.GraphModule`) of `d`; see nasdsl.module."""
+        from .module import build_module
+
+        return build_module(self.graph(d, input_shape), seed)
 
     def __repr__(self):
         params = ", ".join(f"{k}={show(v)}" for k, v in self.params.items())

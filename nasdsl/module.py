@@ -1,0 +1,58 @@
+"""Dependency graph → PyTorch module: a `torch.fx.GraphModule` whose submodules
+are named by provenance path, so `state_dict` keys mean the same thing in every
+derivation that shares the path, and `print_readable()` is plain Python.
+
+Weights are initialised in graph order after `torch.manual_seed(seed)`, so the
+same derivation and seed give identical weights.
+"""
+
+from __future__ import annotations
+
+import operator
+
+import networkx as nx
+import torch
+import torch.fx
+
+from . import primitives
+
+
+def build_module(graph: nx.DiGraph, seed: int | None = 0) -> torch.fx.GraphModule:
+    """The module of a graph from `nasdsl.graph.build_graph`."""
+    modules: dict[str, torch.nn.Module] = {}
+    fx = torch.fx.Graph()
+    values: dict[str, torch.fx.Node] = {}
+    if seed is not None:
+        torch.manual_seed(seed)
+    for node_id in nx.topological_sort(graph):
+        attrs = graph.nodes[node_id]
+        op = attrs["op"]
+        inputs = [values[i] for i in attrs["inputs"]]
+        if op == "input":
+            values[node_id] = fx.placeholder("x")
+        elif op == "output":
+            fx.output(inputs[0] if len(inputs) == 1 else tuple(inputs))
+        elif op == "add":
+            result = inputs[0]
+            for other in inputs[1:]:
+                result = fx.call_function(operator.add, (result, other))
+            values[node_id] = result
+        elif op == "concat":
+            values[node_id] = fx.call_function(torch.cat, (tuple(inputs),), {"dim": 1})
+        else:
+            factory = primitives.get(op).module
+            if factory is None:  # identity: the value passes on, nothing is built
+                values[node_id] = inputs[0]
+                continue
+            module = factory(attrs["args"], attrs["in_shapes"])
+            if hasattr(module, "inplace"):  # in place only where nothing else reads the input
+                source = attrs["inputs"][0]
+                module.inplace = source != "input" and graph.out_degree(source) == 1
+            modules[node_id] = module
+            values[node_id] = fx.call_module(node_id, (inputs[0],))
+    module = torch.fx.GraphModule(modules, fx, class_name=_class_name(graph.graph.get("space", "Network")))
+    return module
+
+
+def _class_name(space: str) -> str:
+    return "".join(part.capitalize() for part in space.replace("-", "_").split("_")) or "Network"
