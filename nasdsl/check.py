@@ -4,6 +4,7 @@ never finish deriving found before anything is counted."""
 
 from __future__ import annotations
 
+import collections
 from pathlib import Path
 
 import attrs
@@ -56,7 +57,7 @@ def load_file(path, text: str | None = None, _stack=(), name: str | None = None)
     path = Path(path).resolve() if path is not None else None
     if text is None:
         try:
-            text = path.read_text()
+            text = path.read_text(encoding="utf-8-sig")  # UTF-8, without the mark some editors write
         except (OSError, UnicodeDecodeError) as err:
             raise NasError(f"cannot read {path}: {err.strerror if hasattr(err, 'strerror') and err.strerror else err}") from None
     if name is None:
@@ -168,32 +169,41 @@ class _Namer:
         return all(b.get(k, side) == side for k, side in a.items())
 
     def assign(self) -> list[list[str]]:
-        finals = []
-        for entries in self.collected:
-            names: list = []
-            for i, (base, explicit, pos, branch) in enumerate(entries):
-                if explicit:
-                    for j, (other, other_explicit, _, other_branch) in enumerate(entries[:i]):
-                        if other_explicit and other == base and self._coexist(branch, other_branch):
-                            raise NasError(f"two sites are named `{base}` in one scope", pos,
-                                           "rename one of them (`as NAME`)")
-                names.append(base if explicit else None)
-            for i, (base, explicit, pos, branch) in enumerate(entries):
-                if explicit:
-                    continue
-                rivals = [j for j, (b, _, _, br) in enumerate(entries) if b == base and self._coexist(branch, br)]
-                if len(rivals) == 1:
-                    names[i] = base
-                    continue
-                taken = {names[j] for j, (_, _, _, br) in enumerate(entries)
-                         if names[j] is not None and self._coexist(branch, br)}
+        return [self._assign_scope(entries) for entries in self.collected]
+
+    def _assign_scope(self, entries) -> list[str]:
+        """Explicit names stay (two coexisting ones clash); an automatic name is its
+        base, numbered from 1 with the smallest number no coexisting site has taken
+        when other coexisting sites share the base. Sites are grouped by the `if`
+        sides they sit under, so a long scope costs linear time."""
+        sides = [tuple(sorted(branch.items())) for *_, branch in entries]
+        groups = list(dict.fromkeys(sides))
+        along = {a: [b for b in groups if self._coexist(dict(a), dict(b))] for a in groups}
+        used: dict = {g: set() for g in groups}  # names given so far, by group
+        names: list = [None] * len(entries)
+        for i, (base, explicit, pos, _) in enumerate(entries):
+            if explicit:
+                if any(base in used[g] for g in along[sides[i]]):
+                    raise NasError(f"two sites are named `{base}` in one scope", pos, "rename one of them (`as NAME`)")
+                names[i] = base
+                used[sides[i]].add(base)
+        sharing = collections.Counter((base, side) for (base, *_), side in zip(entries, sides))
+        next_number: dict = {}  # (base, group) -> the smallest number that may be free
+        for i, (base, explicit, _, _) in enumerate(entries):
+            if explicit:
+                continue
+            group = sides[i]
+            if sum(sharing[base, g] for g in along[group]) == 1:
+                names[i] = base
+            else:
                 sep = "_" if base[-1].isdigit() else ""
-                n = 1
-                while f"{base}{sep}{n}" in taken:
+                n = next_number.get((base, group), 1)
+                while any(f"{base}{sep}{n}" in used[g] for g in along[group]):
                     n += 1
+                next_number[base, group] = n
                 names[i] = f"{base}{sep}{n}"
-            finals.append(names)
-        return finals
+            used[group].add(names[i])
+        return names
 
 
 # ---- rules → ir ----------------------------------------------------------------------
@@ -208,22 +218,28 @@ def _literal_type(expr):
     return None
 
 
-def _check_literal(expr, type_: str, allowed, what: str):
-    """Refuse literals (and choice values) that cannot have the declared type."""
+def _check_literal(expr, type_: str, allowed, what: str, bound):
+    """Refuse literals, choice values and symbols (names that are no parameter or
+    binding in `bound`) that cannot have the declared type. Computed values are
+    checked when the space is planned."""
     values = expr.values if isinstance(expr, ast.Choice) else [expr]
     for v in values:
         if isinstance(v, ast.Var):
-            continue  # a parameter, or a symbol; checked when evaluated
+            if v.name in bound:
+                continue
+            if type_ != "str":
+                raise NasError(f"{what} takes {type_}, got `{v.name}`, which is not a parameter or a `where` name here",
+                               v.pos, did_you_mean(v.name, bound))
+            if allowed and v.name not in allowed:
+                raise NasError(f"{what} takes one of {', '.join(allowed)}; got `{v.name}`", v.pos,
+                               did_you_mean(v.name, [*allowed, *bound]))
+            continue
         t = _literal_type(v)
         if t is None:
             continue
         if t == type_ or (type_ == "float" and t == "int"):
             continue
         raise NasError(f"{what} takes {type_}, got `{_show_literal(v)}` ({t})", v.pos)
-    if type_ == "str" and allowed:
-        for v in values:
-            if isinstance(v, ast.Var) and v.name not in allowed and v.name[0].islower():
-                pass  # may be a parameter; evaluated later
 
 
 def _show_literal(v):
@@ -374,9 +390,6 @@ class _RuleBuilder:
             site = None if top and label is None else self.namer.name(label or "alt", label is not None, e.pos)
             labels = self._option_labels(e.options)
             options = tuple(ir.Opt(lab, o.weight, self.scope(self.net, o.body)) for lab, o in zip(labels, e.options))
-            for o in e.options:
-                if not o.weight > 0:
-                    raise NasError("an alternative's weight must be positive", o.pos)
             return ir.Alt(site, options, pos=e.pos, syntax=e)
         if isinstance(e, ast.Repeat):
             base = label or (e.body.label if isinstance(e.body, ast.Labelled) else None)
@@ -408,14 +421,14 @@ class _RuleBuilder:
     def _option_labels(self, options):
         bases = [o.label or _body_label(o.body) for o in options]
         explicit = [o.label is not None for o in options]
-        seen = {}
+        used = set()  # the explicit labels, then the numbered ones
         for o, b, ex in zip(options, bases, explicit):
-            if ex and b in seen and explicit[seen[b]]:
+            if ex and b in used:
                 raise NasError(f"two alternatives are labelled `{b}`", o.pos)
-            seen.setdefault(b, bases.index(b))
-        counts = {b: bases.count(b) for b in bases}
+            if ex:
+                used.add(b)
+        counts = collections.Counter(bases)
         labels, numbered = [], {}
-        used = {b for b, ex in zip(bases, explicit) if ex}
         for b, ex in zip(bases, explicit):
             if ex or counts[b] == 1:
                 labels.append(b)
@@ -481,7 +494,8 @@ class _RuleBuilder:
             if p.name in bound:
                 value, sites = self.value_with_sites(bound[p.name].value, p.name)
                 if p.type is not None:
-                    _check_literal(bound[p.name].value, p.type, None, f"parameter `{p.name}` of `{e.name}`")
+                    _check_literal(bound[p.name].value, p.type, None, f"parameter `{p.name}` of `{e.name}`",
+                                   self.bound)
                 arg_sites.extend(sites)
             elif p.default is not None:
                 value = self.plain_value(p.default, "a default value")
@@ -501,7 +515,7 @@ class _RuleBuilder:
         for a in prim.args:
             if a.name in bound:
                 given = bound[a.name].value
-                _check_literal(given, a.type, a.allowed, f"argument `{a.name}` of `{e.name}`")
+                _check_literal(given, a.type, a.allowed, f"argument `{a.name}` of `{e.name}`", self.bound)
                 value, sites = self.value_with_sites(given, a.name)
                 arg_sites.extend(sites)
             elif a.required:
@@ -669,9 +683,18 @@ def _check_productive(rules: dict):
             if name not in ok and _productive(rule.body, ok):
                 ok.add(name)
                 changed = True
-    for name, rule in rules.items():
-        if name not in ok:
-            loop = [r for r in _calls(rule.body) if r not in ok]
-            raise NasError(f"rule `{name}` can never finish deriving: every alternative calls "
-                           f"{', '.join(f'`{r}`' for r in dict.fromkeys(loop))} again", rule.pos,
-                           "give it an alternative that does not recurse, or bound the recursion with a parameter")
+    if len(ok) == len(rules):
+        return
+    # Every stuck rule calls a stuck rule, so following those calls from any of them
+    # ends in a cycle: report the cycle's first rule, the one to fix.
+    path = [next(name for name in rules if name not in ok)]
+    while True:
+        stuck = next(r for r in _calls(rules[path[-1]].body) if r not in ok)
+        if stuck in path:
+            cycle = path[path.index(stuck):] + [stuck]
+            break
+        path.append(stuck)
+    rule = rules[stuck]
+    raise NasError(f"rule `{stuck}` can never finish deriving: every alternative leads back to it "
+                   f"({' -> '.join(cycle)})", rule.pos,
+                   "give it an alternative that does not recurse, or bound the recursion with a parameter")

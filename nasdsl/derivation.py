@@ -21,6 +21,9 @@ import re
 import attrs
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+# names that derivation text does not read as a string: booleans, and the merge
+# keywords (`syntax.KEYWORD_CALLS`)
+_NOT_STRINGS = frozenset({"true", "false", "add", "concat"})
 
 
 @attrs.frozen
@@ -100,8 +103,8 @@ def scalar_text(value) -> str:
     if isinstance(value, float):
         text = repr(value)
         return text if ("." in text or "e" in text or "inf" in text or "nan" in text) else text + ".0"
-    if isinstance(value, str):
-        return value if _IDENT.match(value) else '"' + value + '"'
+    if isinstance(value, str):  # quoted unless it reads back as the same string
+        return value if _IDENT.match(value) and value not in _NOT_STRINGS else '"' + value + '"'
     raise TypeError(f"not a derivation scalar: {value!r}")
 
 

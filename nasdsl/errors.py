@@ -17,8 +17,9 @@ class Source:
     text: str = attrs.field(repr=False)
 
     def line(self, number: int) -> str:
-        lines = self.text.splitlines()
-        return lines[number - 1] if 0 < number <= len(lines) else ""
+        # lines end at "\n" only, as lark counts them (str.splitlines also splits at \f, \x1c, ...)
+        lines = self.text.split("\n")
+        return lines[number - 1].rstrip("\r") if 0 < number <= len(lines) else ""
 
 
 @attrs.frozen
@@ -51,12 +52,26 @@ class NasError(Exception):
         if self.pos:
             text = self.pos.source.line(self.pos.line)
             if text:
-                out.append(f"    {text}")
-                caret_at = len(text[: self.pos.column - 1].expandtabs(1))
-                out.append("    " + " " * caret_at + "^")
+                shown, before = _excerpt(text, self.pos.column - 1)
+                out.append(f"    {shown}")
+                # tabs stay tabs, so the caret lines up however wide a terminal draws them
+                out.append("    " + "".join(c if c == "\t" else " " for c in before) + "^")
         if self.hint:
             out.append(f"hint: {self.hint}")
         return "\n".join(out)
+
+
+MAX_SHOWN = 100  # characters of a long source line shown around the caret
+
+
+def _excerpt(line: str, index: int) -> tuple[str, str]:
+    """The part of `line` to show and the part of it before the caret at `index`."""
+    if len(line) <= MAX_SHOWN:
+        return line, line[:index]
+    start = max(0, min(index - MAX_SHOWN // 2, len(line) - MAX_SHOWN))
+    head = "..." if start > 0 else ""
+    tail = "..." if start + MAX_SHOWN < len(line) else ""
+    return head + line[start:start + MAX_SHOWN] + tail, head + line[start:index]
 
 
 class DerivationError(NasError):

@@ -61,13 +61,10 @@ def mutate(space, d: Derivation, rng: random.Random, kind: str = "choice") -> De
 
 
 def _mutable(plan, kind) -> bool:
-    if kind == "subtree":
+    """A subtree with another derivation, or a choice with another live option."""
+    if kind == "subtree" or type(plan) is PValue:
         return plan.count > 1
-    if type(plan) is PValue:
-        return plan.count > 1
-    if type(plan) is PScope:
-        return sum(1 for c in plan.counts if c) > 1
-    return sum(1 for c in plan.counts if c) > 1  # PAlt options, PRepeat lengths, PPick subsets
+    return sum(1 for c in plan.counts if c) > 1  # variants, options, lengths or subsets
 
 
 def _resample_other(plan, value, rng):

@@ -18,17 +18,20 @@ Counting is dynamic programming over (rule, arguments); counts are Python ints.
 from __future__ import annotations
 
 import bisect
+import functools
 import itertools
 import math
 
-from . import ast, ir
+from . import ast, ir, primitives
+from .check import _calls
 from .derivation import Alt, Node, Picked, Rep, scalar_text
 from .errors import DerivationError, NasError, did_you_mean
 from .expr import SYMBOLIC, Scope, evaluate, show, type_name
 
 MAX_REPEAT = 1000  # copies in one repetition
 MAX_ENUMERATED = 100_000  # values of one enumerated choice / combinations of a scope
-MAX_DEPTH = 200  # nested rule calls while deriving
+MAX_DEPTH = 100  # nested levels of rules and expressions while planning (each costs a few Python frames)
+MAX_RANGE = 10**15  # values of one integer range (a range's len() must fit a machine word)
 MAX_COUNT_BITS = 200_000  # about 10**60000 derivations
 
 
@@ -56,6 +59,15 @@ def _fmt_values(values, limit=12) -> str:
     values = list(itertools.islice(values, limit + 1))
     shown = ", ".join(scalar_text(v) for v in values[:limit])
     return shown + (", ..." if len(values) > limit else "")
+
+
+def _suggest(given, candidates, lead: str) -> str:
+    """`did you mean `x`? allowed: a, b, c`: the candidates, and the closest one when
+    something was misspelt (never scanning a range: it may be huge)."""
+    strings = [c for c in candidates if isinstance(c, str)] if isinstance(given, str) and isinstance(
+        candidates, (tuple, list)) else []
+    close = did_you_mean(given, strings) if strings else None
+    return (f"{close} " if close else "") + lead + _fmt_values(candidates)
 
 
 def _err(path, message, hint=None, raw=None):
@@ -142,7 +154,7 @@ class PValue:
         if isinstance(self.values, range) and isinstance(value, int) and not isinstance(value, bool) \
                 and value in self.values:
             return value
-        raise _err(path, f"{scalar_text(value)} is not allowed here", f"allowed: {_fmt_values(self.values)}")
+        raise _err(path, f"{scalar_text(value)} is not allowed here", _suggest(value, self.values, "allowed: "))
 
 
 class PScope(_Tabled):
@@ -242,16 +254,10 @@ class PScope(_Tabled):
                                                              if self.names else "this scope has no choices"),
                            raw=ast.RawNode((), pos=pos))
             given[name] = value
-        chosen = None
-        for i, (assignment, sites, _) in enumerate(self.variants):
-            try:
-                values = tuple((n, _read_assignment(self, n, given, path, assignment)) for n, _ in assignment)
-            except _Mismatch:
-                continue
-            if all(v == want for (_, v), (_, want) in zip(values, assignment)):
-                chosen = i
-                break
+        chosen = next((i for i, (assignment, _, _) in enumerate(self.variants)
+                       if all(n in given and _reads_as(given[n], v) for n, v in assignment)), None)
         if chosen is None:
+            self._read_each_assigned(given, path)
             names = self.variants[0][0] if self.variants else ()
             allowed = "; ".join(", ".join(f"{n}={scalar_text(v)}" for n, v in a) for a, _, _ in self.variants[:8])
             if not self.variants:
@@ -271,24 +277,27 @@ class PScope(_Tabled):
             values.append(s.read(given[name], _join(path, name)))
         return self._node(chosen, values)
 
-
-class _Mismatch(Exception):
-    pass
+    def _read_each_assigned(self, given, path):
+        """A value that no variant has for its name is an error about that name alone."""
+        allowed: dict = {}
+        for assignment, _, _ in self.variants:
+            for name, value in assignment:
+                allowed.setdefault(name, {})[type_name(value), value] = value
+        for name, values in allowed.items():
+            if name in given:
+                PValue(tuple(values.values()), None).read(given[name], _join(path, name))
 
 
 _NONE = object()
 
 
-def _read_assignment(scope, name, given, path, assignment):
-    if name not in given:
-        raise _err(_join(path, name), "is missing")
-    raw = given[name]
-    want = dict(assignment)[name]
-    value = PValue((want,), None)
+def _reads_as(raw, value) -> bool:
+    """Whether raw derivation text denotes `value`."""
     try:
-        return value.read(raw, _join(path, name))
+        PValue((value,), None).read(raw, "")
+        return True
     except DerivationError:
-        raise _Mismatch from None
+        return False
 
 
 def _raw_text(raw):
@@ -365,7 +374,7 @@ class PAlt(_Tabled):
             i = self._index(raw.name)
         except KeyError:
             raise _err(path, f"`{raw.name}` is not an alternative here",
-                       did_you_mean(raw.name, labels) or f"choose one of: {', '.join(labels)}") from None
+                       _suggest(raw.name, labels, "choose one of: ")) from None
         label, _, scope = self.options[i]
         if scope.count == 0:
             raise _err(path, f"alternative `{label}` has no derivation here (its constraints exclude it)")
@@ -503,14 +512,26 @@ class PPick(_Tabled):
 
 
 def _product(sites):
-    """Lazy cartesian product of the sites' enumerations (fresh iterators per level)."""
+    """Lazy cartesian product of the sites' enumerations, the last site varying
+    fastest. Each level gets a fresh iterator; a loop rather than recursion, since a
+    repetition may have a thousand copies."""
     if not sites:
         yield []
         return
-    first, rest = sites[0], sites[1:]
-    for v in first.iterate():
-        for tail in _product(rest):
-            yield [v, *tail]
+    iterators, values = [sites[0].iterate()], []
+    while iterators:
+        for v in iterators[-1]:
+            values.append(v)
+            if len(values) == len(sites):
+                yield list(values)
+                values.pop()
+                continue
+            iterators.append(sites[len(values)].iterate())
+            break
+        else:  # this level is exhausted: advance the one above
+            iterators.pop()
+            if values:
+                values.pop()
 
 
 EMPTY = PScope(((((), (), 1.0)),))  # a scope without choices (and count 1)
@@ -525,7 +546,8 @@ class Planner:
         self.params = params
         self.main_file = main_file
         self.memo: dict = {}
-        self.active: list = []
+        self.active: list = []  # (rule, args) being planned, outermost first
+        self.depth = 0  # nesting of `sites` calls
         self.rejected_by = None  # the last `require` that excluded something
 
     # -- rules
@@ -540,9 +562,6 @@ class Planner:
             raise NasError(f"rule `{name}({shown})` derives itself again with the same arguments: "
                            f"the space would be infinite", pos,
                            "bound the recursion with a parameter that shrinks, e.g. `depth - 1`")
-        if len(self.active) >= MAX_DEPTH:
-            raise NasError(f"derivations nest more than {MAX_DEPTH} rule calls deep (at `{name}`)", pos,
-                           "is a recursion unbounded?")
         self.active.append(key)
         try:
             plan = self._build_rule(rule, args)
@@ -613,9 +632,16 @@ class Planner:
                                    getattr(expr, "pos", None) or site.pos,
                                    "a shared rule is derived once for all its uses")
             seen = []
-            for v in values:
-                if any(v == s and type_name(v) == type_name(s) for s in seen):
-                    raise NasError(f"the choice lists `{show(v)}` twice", site.pos)
+            for v, expr in zip(values, site.values):
+                pos = getattr(expr, "pos", None) or site.pos
+                if isinstance(v, float) and not math.isfinite(v):  # no derivation text reads back as inf or nan
+                    raise NasError(f"a choice's value must be a finite number, got `{show(v)}`", pos)
+                # equal values of different types (1, 1.0, true) would make derivations that
+                # compare equal but read and rank differently: they are one value
+                same = next((s for s in seen if s == v), _NONE)
+                if same is not _NONE:
+                    raise NasError(f"the choice lists `{show(v)}` twice" if show(same) == show(v) else
+                                   f"the choice lists `{show(same)}` and `{show(v)}`, which are equal", pos)
                 seen.append(v)
             return values, site.weights
         lo, hi = evaluate(site.lo, scope), evaluate(site.hi, scope)
@@ -627,9 +653,11 @@ class Planner:
                 raise NasError(f"a range needs integer bounds, got `{show(v)}` ({type_name(v)})", site.pos)
         if step <= 0:
             raise NasError(f"a range's step must be positive, got {step}", site.pos)
-        values = range(lo, hi + 1, step)
-        if len(values) == 0:
+        if hi < lo:
             raise NasError(f"the range {lo}..{hi} is empty", site.pos)
+        if (hi - lo) // step >= MAX_RANGE:
+            raise NasError(f"the range {lo}..{hi} has more than {MAX_RANGE} values", site.pos)
+        values = range(lo, hi + 1, step)
         if enumerated and len(values) > MAX_ENUMERATED:
             raise NasError(f"the range {lo}..{hi} has {len(values)} values; at most {MAX_ENUMERATED} "
                            f"can feed rule arguments or `where` bindings", site.pos)
@@ -639,18 +667,38 @@ class Planner:
         """Every assignment of the choice sites inside `expr`: ({site: value}, weight)."""
         sites = {}
         _collect_sites(expr, sites)
-        order = [sites[n] for n in names]
+        return self._combinations([sites[n] for n in names], scope, "choices here", None)
+
+    def _combinations(self, sites, scope: Scope, what: str, pos):
+        """Every assignment of value sites as ({site: value}, weight), refused before
+        it is built when there would be more than MAX_ENUMERATED."""
         combos = [({}, 1.0)]
-        for site in order:
+        for site in sites:
             values, weights = self.domain(site, scope, enumerated=True)
+            if len(combos) * len(values) > MAX_ENUMERATED:
+                raise NasError(f"more than {MAX_ENUMERATED} combinations of {what}", pos or site.pos)
             combos = [({**c, site.site: v}, w * (weights[i] if weights else 1.0))
                       for c, w in combos for i, v in enumerate(values)]
-            if len(combos) > MAX_ENUMERATED:
-                raise NasError(f"more than {MAX_ENUMERATED} combinations of choices here", site.pos)
         return combos
 
     # -- network expressions → site lists
     def sites(self, node, scope: Scope) -> list:
+        """(site name, plan) pairs for a network expression. Every recursion of the
+        planner passes through here, so this is where its depth is bounded."""
+        if self.depth >= MAX_DEPTH:
+            name, args = self.active[-1]
+            call = f"{name}({', '.join(show(a) for a in args)})" if args else name
+            raise NasError(f"derivations nest more than {MAX_DEPTH} levels deep (in `{call}`)",
+                           getattr(node, "pos", None) or self.rules[name].pos,
+                           "is a recursion unbounded? a recursive rule needs an argument that moves "
+                           "toward a case without recursion")
+        self.depth += 1
+        try:
+            return self._sites(node, scope)
+        finally:
+            self.depth -= 1
+
+    def _sites(self, node, scope: Scope) -> list:
         kind = type(node)
         if kind is ir.Seq:
             out = []
@@ -663,16 +711,23 @@ class Planner:
             plan = self.call_plan(node, scope)
             return [] if plan is EMPTY or (isinstance(plan, PScope) and plan.empty) else [(node.site, plan)]
         if kind is ir.PrimCall:
-            if not node.arg_sites:
-                return []
-            found = {}
-            for _, value in node.args:
+            prim = primitives.get(node.prim)
+            found, direct = {}, {}
+            for arg_name, value in node.args:
+                known = len(found)
                 _collect_sites(value, found)
+                if len(found) == known:  # no choice inside: its value is known now
+                    _check_arg(prim.arg(arg_name), node.prim, evaluate(value, scope), value)
+                elif isinstance(value, (ir.VChoice, ir.VRange)):
+                    direct[value.site] = prim.arg(arg_name)
             values = []
             for name in node.arg_sites:
                 vals, weights = self.domain(found[name], scope, enumerated=False)
+                if name in direct:
+                    for v in vals if isinstance(vals, tuple) else vals[:1]:
+                        _check_arg(direct[name], node.prim, v, found[name])
                 values.append((name, PValue(vals, weights)))
-            return [(node.site, PScope((((), tuple(values), 1.0),)))]
+            return [(node.site, PScope((((), tuple(values), 1.0),)))] if values else []
         if kind is ir.NodeRef:
             return []
         if kind is ir.Alt:
@@ -739,14 +794,7 @@ class Planner:
         found: dict = {}
         for a in node.args:
             _collect_sites(a, found)
-        combos = [({}, 1.0)]
-        for name in node.arg_sites:
-            values, weights = self.domain(found[name], scope, enumerated=True)
-            combos = [({**c, name: v}, w * (weights[i] if weights else 1.0))
-                      for c, w in combos for i, v in enumerate(values)]
-            if len(combos) > MAX_ENUMERATED:
-                raise NasError(f"more than {MAX_ENUMERATED} combinations of argument choices", node.pos)
-        return combos
+        return self._combinations([found[name] for name in node.arg_sites], scope, "argument choices", node.pos)
 
     def repeat(self, node: ir.Repeat, scope: Scope):
         if isinstance(node.count, (ir.VChoice, ir.VRange)):
@@ -790,7 +838,26 @@ class Planner:
         return PPick(k, candidates)
 
     def _has_choices(self, node) -> bool:
-        return has_choices(node, self.rules)
+        return has_choices(node, self._rules_with_choices)
+
+    @functools.cached_property
+    def _rules_with_choices(self) -> set:
+        """The rules whose derivations can hold choices: those with choices of their
+        own, then their callers (a worklist, so a long chain of rules is no recursion)."""
+        callers: dict = {name: set() for name in self.rules}
+        found = set()
+        for name, rule in self.rules.items():
+            for callee in _calls(rule.body):
+                callers[callee].add(name)
+            if any(w.sites for w in rule.wheres) or has_choices(rule.body, set()):
+                found.add(name)
+        todo = list(found)
+        while todo:
+            for caller in callers[todo.pop()]:
+                if caller not in found:
+                    found.add(caller)
+                    todo.append(caller)
+        return found
 
 
 def _collapse(scope: PScope):
@@ -819,6 +886,18 @@ def _collect_sites(expr, found: dict):
             _collect_sites(sub, found)
 
 
+def _check_arg(arg: primitives.Arg, prim: str, value, expr):
+    """A primitive's argument must have its declared type (and be an allowed symbol)."""
+    if value is SYMBOLIC:
+        return
+    what = f"argument `{arg.name}` of `{prim}`"
+    pos = getattr(expr, "pos", None)
+    _coerce(value, arg.type, what, pos)
+    if arg.allowed and value not in arg.allowed:
+        raise NasError(f"{what} takes one of {', '.join(arg.allowed)}; got `{show(value)}`", pos,
+                       did_you_mean(value, arg.allowed))
+
+
 def _coerce(value, type_: str, what: str, pos):
     actual = type_name(value)
     if actual == type_ or (type_ == "float" and actual == "int"):
@@ -826,37 +905,26 @@ def _coerce(value, type_: str, what: str, pos):
     raise NasError(f"{what} must be {type_}, got `{show(value)}` ({actual})", pos)
 
 
-_CHOICE_MEMO: dict = {}
-
-
-def has_choices(node, rules, _visiting=None) -> bool:
+def has_choices(node, rules_with_choices: set) -> bool:
     """Whether an ir expression can hold choice sites (shared calls hold none here)."""
     kind = type(node)
     if kind is ir.Seq:
-        return any(has_choices(i, rules, _visiting) for i in node.items)
+        return any(has_choices(i, rules_with_choices) for i in node.items)
     if kind is ir.Alt or kind is ir.Pick:
         return True
     if kind is ir.PrimCall:
         return bool(node.arg_sites)
     if kind is ir.RuleCall:
-        if node.shared:
-            return False
-        if node.arg_sites:
-            return True
-        visiting = _visiting or set()
-        if node.rule in visiting:
-            return True
-        rule = rules[node.rule]
-        return bool(any(w.sites for w in rule.wheres)) or has_choices(rule.body, rules, visiting | {node.rule})
+        return not node.shared and (bool(node.arg_sites) or node.rule in rules_with_choices)
     if kind is ir.Repeat:
-        return isinstance(node.count, (ir.VChoice, ir.VRange)) or has_choices(node.body, rules, _visiting)
+        return isinstance(node.count, (ir.VChoice, ir.VRange)) or has_choices(node.body, rules_with_choices)
     if kind is ir.If:
-        return has_choices(node.then, rules, _visiting) or has_choices(node.orelse, rules, _visiting)
+        return has_choices(node.then, rules_with_choices) or has_choices(node.orelse, rules_with_choices)
     if kind is ir.Merge:
-        return any(has_choices(b, rules, _visiting) for b in node.branches)
+        return any(has_choices(b, rules_with_choices) for b in node.branches)
     if kind is ir.Branch:
-        return node.body is not None and has_choices(node.body, rules, _visiting)
+        return node.body is not None and has_choices(node.body, rules_with_choices)
     if kind is ir.Dag:
-        return any(has_choices(b, rules, _visiting) for _, b in node.nodes) or any(
-            has_choices(b, rules, _visiting) for b in node.outputs)
+        return any(has_choices(b, rules_with_choices) for _, b in node.nodes) or any(
+            has_choices(b, rules_with_choices) for b in node.outputs)
     return False

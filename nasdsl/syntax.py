@@ -5,13 +5,15 @@ Lark's errors become `NasError`s that point at the offending character."""
 from __future__ import annotations
 
 import functools
+import math
+import re
 from importlib import resources
 
 import lark
-from lark import Token, Transformer, v_args
+from lark import Token, Transformer_NonRecursive, v_args
 
 from . import ast
-from .errors import NasError, Pos, Source
+from .errors import DerivationError, NasError, Pos, Source
 
 KEYWORD_CALLS = {"add": "ADD", "concat": "CONCAT"}
 BLOCK_OPENERS = {"dag"}
@@ -111,33 +113,79 @@ def _describe_expected(expected) -> str:
     return ", ".join(words)
 
 
-def _syntax_error(err: lark.exceptions.LarkError, source: Source) -> NasError:
+def _show_char(ch: str) -> str:
+    return f"`{ch}`" if ch.isprintable() else repr(ch)
+
+
+_ARGUMENT_TOKENS = {"EQUAL", "COMMA", "INT", "FLOAT", "MINUS", "LBRACE", "STRING"}
+
+
+def _spaced_callee(text: str, offset: int) -> str | None:
+    """The name in `conv (out=3)`: the innermost `(` open before `offset` follows a name
+    and a space, so the parser read a call and then a group, not a call's arguments."""
+    depth = 0
+    for i in range(offset - 1, -1, -1):
+        if text[i] in ")]}":
+            depth += 1
+        elif text[i] in "([{":
+            if depth > 0:
+                depth -= 1
+                continue
+            end = i
+            while end > 0 and text[end - 1] in " \t":
+                end -= 1
+            start = end
+            while start > 0 and (text[start - 1].isalnum() or text[start - 1] == "_"):
+                start -= 1
+            if text[i] == "(" and end < i and start < end and not text[start].isdigit():
+                return text[start:end]
+            return None
+    return None
+
+
+def _end_of_text(source: Source) -> tuple[int, int]:
+    """The line and column just after the last non-blank character."""
+    body = source.text.rstrip()
+    return body.count("\n") + 1, len(body) - body.rfind("\n")
+
+
+def _token_hint(err: lark.exceptions.UnexpectedToken, source: Source) -> str | None:
+    tok, text = err.token, source.text
+    callee = _spaced_callee(text, tok.start_pos) if tok.type in _ARGUMENT_TOKENS else None
+    if callee:
+        return f"to pass arguments to `{callee}`, write `{callee}(` with no space before `(`"
+    line_start = text.rfind("\n", 0, tok.start_pos) + 1 if tok.type != "$END" else 0
+    if "EQUAL" in err.expected and re.fullmatch(r"[A-Za-z_]\w*[ \t]*", text[line_start:tok.start_pos] or "-"):
+        return "a line that starts at column 1 begins a new statement; indent it to continue the one above"
+    expected = _describe_expected(err.expected)
+    hint = f"expected {expected}" if expected else None
+    if tok.type == "_NL":
+        hint = (hint + "; " if hint else "") + "indent a line to continue the statement above"
+    return hint
+
+
+def _syntax_error(err: lark.exceptions.LarkError, source: Source, error=NasError) -> NasError:
     line = getattr(err, "line", None) or 1
     column = getattr(err, "column", None) or 1
-    if line < 0:  # lark reports end-of-input with -1
-        lines = source.text.splitlines() or [""]
-        line, column = len(lines), len(lines[-1]) + 1
-    pos = Pos(source, line, column)
     hint = None
     if isinstance(err, lark.exceptions.UnexpectedCharacters):
-        message = f"unexpected character `{source.text[err.pos_in_stream]}`"
-        if source.text[err.pos_in_stream] == "\t":
-            message = "unexpected tab"
+        ch = source.text[err.pos_in_stream]
+        message = f"unexpected character {_show_char(ch)}"
+        if ch == '"':
+            message, hint = "unterminated string", 'a string ends with `"` on the same line'
     elif isinstance(err, lark.exceptions.UnexpectedToken):
         tok = err.token
-        what = "the end of the file" if tok.type == "$END" else (
-            "a new line" if tok.type == "_NL" else f"`{tok.value}`")
-        message = f"unexpected {what}"
-        expected = _describe_expected(err.expected)
-        if expected:
-            hint = f"expected {expected}"
-        if tok.type == "_NL":
-            hint = (hint + "; " if hint else "") + "indent a line to continue the statement above"
+        message = "unexpected " + {"$END": "end of file", "_NL": "end of line"}.get(tok.type, f"`{tok.value}`")
+        hint = _token_hint(err, source)
+        if tok.type == "$END":
+            line = -1
     elif isinstance(err, lark.exceptions.UnexpectedEOF):
-        message = "unexpected end of the file"
+        message, line = "unexpected end of file", -1
     else:
         message = str(err).splitlines()[0]
-    return NasError(message, pos, hint)
+    if line < 0:  # the end of the text (lark may report -1, or the last token's place)
+        line, column = _end_of_text(source)
+    return error(message, Pos(source, line, column), hint)
 
 
 # ---- parse tree → ast --------------------------------------------------------
@@ -152,7 +200,9 @@ def _tok_pos(tok: Token, source: Source) -> Pos:
 
 
 @v_args(meta=True)
-class _ToAst(Transformer):
+class _ToAst(Transformer_NonRecursive):
+    """Parse tree → ast, without recursion: derivation texts nest as deep as their space."""
+
     def __init__(self, source: Source):
         super().__init__()
         self.source = source
@@ -244,8 +294,16 @@ class _ToAst(Transformer):
 
     def option(self, meta, items):
         label, body, weight = items
-        w = float(weight.value) if weight is not None else 1.0
-        return ast.Option(str(label) if label is not None else None, w, body, pos=self._p(meta))
+        return ast.Option(str(label) if label is not None else None, self._weight(weight), body, pos=self._p(meta))
+
+    @staticmethod
+    def _weight(number):
+        """`@ w` (1 when not written): a positive, finite number."""
+        if number is None:
+            return 1.0
+        if not 0 < number.value < math.inf:
+            raise NasError(f"a weight must be a positive number, got {number.value}", number.pos)
+        return float(number.value)
 
     def seq(self, meta, items):
         return items[0] if len(items) == 1 else ast.Seq(tuple(items), pos=self._p(meta))
@@ -353,7 +411,7 @@ class _ToAst(Transformer):
 
     def choice_item(self, meta, items):
         value, weight = items
-        return (value, float(weight.value) if weight is not None else 1.0)
+        return (value, self._weight(weight))
 
     def int(self, meta, items):
         return ast.Num(int(items[0]), pos=self._p(meta))
@@ -396,32 +454,47 @@ class _ToAst(Transformer):
         return items[0]
 
 
-MAX_SOURCE_CHARS = 2_000_000
-MAX_NESTING = 200
+# Characters read at most. Lark parses some 50-150 KB a second, and a space file is a
+# few KB (the shipped ones are under 10 KB); a derivation of a large space may be long.
+MAX_CHARS = {"space": 200_000, "derivation": 2_000_000}
+MAX_NESTING = 150  # levels of a space file's parse tree; the checker and planner recurse over it
 
 
-def _check_nesting(source: Source):
-    """Refuse absurdly nested text before lark recurses into it."""
-    depth = deepest = 0
-    for ch in source.text:
-        if ch in "([{":
-            depth += 1
-            deepest = max(deepest, depth)
-        elif ch in ")]}":
-            depth -= 1
-    if deepest > MAX_NESTING:
-        raise NasError(f"brackets nest {deepest} deep; at most {MAX_NESTING} are allowed", Pos(source, 1, 1))
+def _check_indentation(source: Source):
+    """Indentation is spaces only: a tab looks like spaces but is not, so a file
+    mixing them reads differently in every editor."""
+    found = re.search(r"^[ \f]*\t", source.text, re.MULTILINE)
+    if found:
+        line = source.text.count("\n", 0, found.start()) + 1
+        raise NasError("a tab in the indentation", Pos(source, line, found.end() - found.start()),
+                       "indent with spaces")
 
 
-def _parse(source: Source, start: str):
-    if len(source.text) > MAX_SOURCE_CHARS:
-        raise NasError(f"the text is {len(source.text)} characters long; at most {MAX_SOURCE_CHARS} are read",
-                       Pos(source, 1, 1))
-    _check_nesting(source)
+def _check_nesting(tree: lark.Tree, source: Source):
+    """Refuse a space file nested deeper than MAX_NESTING (brackets, `a * 1 * 1 ...`,
+    `not not ...`) before the checker and the planner recurse into it; the error
+    points at the first place in the text that is too deep."""
+    stack = [(tree, 1, None)]
+    while stack:
+        node, depth, pos = stack.pop()
+        pos = _pos_of(node.meta, source) or pos
+        if depth > MAX_NESTING:
+            raise NasError(f"the text nests more than {MAX_NESTING} levels deep", pos,
+                           "move the inner part into a rule of its own")
+        stack.extend((child, depth + 1, pos) for child in reversed(node.children) if isinstance(child, lark.Tree))
+
+
+def _tree(source: Source, start: str, error) -> lark.Tree:
+    if len(source.text) > MAX_CHARS[start]:
+        raise error(f"the text is {len(source.text)} characters long; at most {MAX_CHARS[start]} are read",
+                    Pos(source, 1, 1))
     try:
-        tree = _parser(start).parse(source.text)
+        return _parser(start).parse(source.text)
     except lark.exceptions.LarkError as err:
-        raise _syntax_error(err, source) from None
+        raise _syntax_error(err, source, error) from None
+
+
+def _to_ast(tree: lark.Tree, source: Source):
     try:
         return _ToAst(source).transform(tree)
     except lark.exceptions.VisitError as err:
@@ -432,9 +505,15 @@ def _parse(source: Source, start: str):
 
 def parse_module(text: str, name: str = "<string>") -> ast.Module:
     """Parse a space file's text into an `ast.Module` (no name resolution yet)."""
-    return _parse(Source(name, text), "space")
+    source = Source(name, text)
+    _check_indentation(source)
+    tree = _tree(source, "space", NasError)
+    _check_nesting(tree, source)
+    return _to_ast(tree, source)
 
 
 def parse_derivation_text(text: str, name: str = "<derivation>"):
-    """Parse a derivation's text form into a raw tree (`ast.RawNode`, ...)."""
-    return _parse(Source(name, text), "derivation")
+    """Parse a derivation's text form into a raw tree (`ast.RawNode`, ...); a
+    malformed text is a DerivationError."""
+    source = Source(name, text)
+    return _to_ast(_tree(source, "derivation", DerivationError), source)

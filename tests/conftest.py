@@ -1,0 +1,10 @@
+"""Hypothesis profiles: `default` keeps the suite fast; `thorough` is for hunting
+bugs (HYPOTHESIS_PROFILE=thorough pytest tests/test_properties.py)."""
+
+import os
+
+from hypothesis import settings
+
+settings.register_profile("default", max_examples=40, deadline=None)
+settings.register_profile("thorough", max_examples=2000, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
