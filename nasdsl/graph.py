@@ -45,7 +45,7 @@ def build_graph(space, d: Derivation, input_shape: tuple | None = None) -> nx.Di
                    shape=shape, params=0, macs=0)
     network = space.rules["network"]
     outs = builder.rule(network, (), d.root, ("input",), (), ())
-    builder.add("output", "output", {}, outs, (), (), shapes=[graph.nodes[o]["shape"] for o in outs],
+    builder.add("output", "output", {}, outs, (), shapes=[graph.nodes[o]["shape"] for o in outs],
                 shape=graph.nodes[outs[0]]["shape"] if len(outs) == 1 else None)
     graph.graph["outputs"] = list(outs)
     graph.graph["params"] = sum(a["params"] for _, a in graph.nodes(data=True))
@@ -71,7 +71,7 @@ class _Builder:
         self.env: list[dict] = []  # the named tensors of the dags being built, innermost last
 
     # -- nodes
-    def add(self, node_id, op, args, inputs, rules, path_parts, shapes=None, shape=None, params=0, macs=0):
+    def add(self, node_id, op, args, inputs, rules, shapes=None, shape=None, params=0, macs=0):
         if node_id in self.graph:
             n = 1
             while f"{node_id}_{n}" in self.graph:
@@ -80,7 +80,7 @@ class _Builder:
         shapes = shapes if shapes is not None else [self.graph.nodes[i]["shape"] for i in inputs]
         self.graph.add_node(node_id, op=op, args=args, path=node_id, rules=rules, inputs=list(inputs),
                             in_shapes=shapes, shape=shape, params=params, macs=macs)
-        for i, src in enumerate(inputs):
+        for src in inputs:
             self.graph.add_edge(src, node_id)
         return node_id
 
@@ -156,7 +156,7 @@ class _Builder:
             macs = prim.macs(args, shapes, shape)
         except primitives.ShapeError as err:
             raise NasError(f"`{path}`: {err} (input from `{ins[0]}` has shape {_fmt(shapes[0])})", node.pos) from None
-        return self.add(path, node.prim, args, ins, rules, parts, shapes, shape, params, macs)
+        return self.add(path, node.prim, args, ins, rules, shapes, shape, params, macs)
 
     def repeat(self, node: ir.Repeat, scope, value: Node, ins, parts, rules):
         rep = value.get(node.site)
@@ -185,7 +185,7 @@ class _Builder:
         shapes = [self.graph.nodes[s]["shape"] for s in sources]
         path = _path((*parts, node.kind))
         shape = _merge_shape(node.kind, sources, shapes, path)
-        return self.add(path, node.kind, {}, sources, rules, parts, shapes, shape)
+        return self.add(path, node.kind, {}, sources, rules, shapes, shape)
 
     def branch(self, b: ir.Branch, scope, value, ins, parts, rules):
         start = (self.env[-1][b.source],) if b.source is not None else ins
