@@ -1,4 +1,5 @@
-"""The `nasdsl` command: check, count, sample, show, mutate, restrict and compile space files.
+"""The `nasdsl` command: check, count, sample, show, mutate, restrict and compile space files,
+and trace PyTorch models.
 
 Every command computes one JSON-ready dict; `--json` prints it as is and the
 human form renders the same dict with rich, so the two never disagree.
@@ -300,6 +301,24 @@ def _scalar(text: str):
     return {"true": True, "false": False}.get(text, text)
 
 
+# ---- trace ---------------------------------------------------------------------------
+def cmd_trace(args) -> int:
+    import torch
+
+    from .trace import load_model, summary, trace
+
+    graph = trace(load_model(args.model), torch.zeros(1, *args.input_shape))
+
+    def render(console, data):
+        table = Table(show_header=False, box=None)
+        for key, value in data.items():
+            table.add_row(key, f"{value:,}" if isinstance(value, int) else str(value))
+        console.print(table)
+
+    emit(args, summary(args.model, graph), render)
+    return EXIT_OK
+
+
 # ---- the parser -------------------------------------------------------------------
 def param_pair(text: str) -> tuple[str, str]:
     """`--param NAME=VALUE`; the loader converts VALUE by the parameter's declared type."""
@@ -386,6 +405,11 @@ def build_parser() -> argparse.ArgumentParser:
     restrict.add_argument("--keep", action="append", type=keep_pair, required=True, metavar="PATH=V1,V2",
                           help="keep only these values at PATH (`*` for every copy of a repetition); repeatable")
     restrict.add_argument("-o", "--output", metavar="OUT", help="write the restricted space here")
+
+    trace_ = command("trace", cmd_trace, "trace a PyTorch model into nasdsl's graph: params, MACs, output shape", [])
+    trace_.add_argument("model", metavar="torchvision:NAME", help="a torchvision classification model (random weights)")
+    trace_.add_argument("--input-shape", type=shape_arg, default=(3, 224, 224), metavar="C,H,W",
+                        help="per-sample input shape (default 3,224,224)")
     return parser
 
 

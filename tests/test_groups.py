@@ -77,3 +77,60 @@ def test_bad_keep_sets_are_clear_errors():
         prune(graph, module, {"linear": [0]})
     with pytest.raises(nasdsl.NasError, match="keep 1..8"):
         prune(graph, module, {"conv1": []})
+
+
+# ---- traced torchvision models, against torch-pruning's DepGraph ---------------------------
+torchvision = pytest.importorskip("torchvision")
+tp = pytest.importorskip("torch_pruning")
+
+# our groups / prunable groups; torch-pruning's groups (Conv2d and Linear roots) / without the classifier
+EXPECTED = {"resnet18": (13, 12), "mobilenet_v3_small": (28, 27), "regnet_x_400mf": (28, 27)}
+TORCH_PRUNING = {"resnet18": (13, 12), "mobilenet_v3_small": (28, 27), "regnet_x_400mf": (50, 49)}
+
+
+def _torch_pruning_groups(model, x):
+    graph = tp.DependencyGraph().build_dependency(model, example_inputs=x)
+    classifier = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
+    roots = [torch.nn.Conv2d, torch.nn.Linear]
+    return (len(list(graph.get_all_groups(root_module_types=roots))),
+            len(list(graph.get_all_groups(ignored_layers=[classifier], root_module_types=roots))))
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_traced_groups_agree_with_torch_pruning(name):
+    from nasdsl.trace import trace
+
+    model = getattr(torchvision.models, name)(weights=None).eval()
+    x = torch.randn(1, 3, 64, 64)
+    groups = channel_groups(trace(model, x))
+    ours = (len(groups), sum(g.prunable for g in groups))
+    assert ours == EXPECTED[name]
+    assert _torch_pruning_groups(model, x) == TORCH_PRUNING[name]
+    # the one difference (regnet): torch-pruning gives a grouped conv's output channels a group
+    # of their own; nasdsl couples them with its input channels, like a depthwise conv's
+    grouped = sum(1 for m in model.modules()
+                  if isinstance(m, torch.nn.Conv2d) and 1 < m.groups < m.in_channels)
+    assert TORCH_PRUNING[name][0] - ours[0] == grouped
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v3_small", "regnet_x_400mf"])
+def test_random_prunings_of_traced_models(name):
+    from nasdsl.trace import trace
+
+    model = getattr(torchvision.models, name)(weights=None).eval()
+    x = torch.randn(2, 3, 64, 64)
+    graph = trace(model, x[:1])
+    groups = channel_groups(graph)
+    rng = random.Random(1)
+    keep = {}
+    for g in groups:
+        if not g.prunable:
+            continue
+        # a grouped conv keeps as many channels in each of its groups: keep whole groups' worth
+        # of channels at stride, which every grouping allows
+        keep[g.name] = list(range(0, g.channels, 2)) if rng.random() < 0.5 else list(range(g.channels))
+    small = prune(graph, model, keep).eval()
+    reference = zero_removed(graph, model, keep).eval()
+    with torch.no_grad():
+        assert torch.allclose(small(x), reference(x), atol=1e-4, rtol=1e-3)
+    assert sum(p.numel() for p in small.parameters()) < sum(p.numel() for p in model.parameters())

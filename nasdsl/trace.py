@@ -1,0 +1,447 @@
+"""Any torch module → the compiler's dependency graph, so the analyses written for
+compiled derivations (shapes, params, MACs, channel groups, pruning) work on
+published models too.
+
+`trace(module, example)` runs `torch.fx.symbolic_trace` and then the traced graph
+on `example` (in eval mode, under torch's flop counter), and keeps `nasdsl.graph`'s
+schema: one node per tensor operation, with `op`, `args`, `path`, `rules`,
+`inputs`, `in_shapes`, `shape`, `params`, `macs`. A node's id is the submodule's
+qualified name (`layer1.0.conv1`; a module called again gets `layer1.0.relu_1`)
+or the fx name of a function call (`add_3`). An operation is named in nasdsl's
+vocabulary (`conv`, `bn`, `relu`, `add`, `mul`, `concat`, ...) only where that
+primitive reproduces its shape, parameter count and MACs; anything else is
+`module:ClassName` or `function:name` with no arguments.
+
+Shapes are per sample (the leading dimension dropped). A node whose result is a
+tuple of tensors (`chunk`, `nn.MultiheadAttention`) has shape None; the nodes
+reading its items list it as an input, with the item's shape in `in_shapes`.
+Values that are not tensors (`x.size(0)`, shapes) are no operations: nodes
+computed from them read only their tensor inputs. Each parameter counts once, at
+the first operation that uses it (a module's first call, or the first operation
+reading it as an attribute), so the total equals `module.parameters()`'s for
+every parameter the forward pass uses.
+"""
+
+from __future__ import annotations
+
+import operator
+
+import networkx as nx
+import torch
+import torch.fx
+import torch.nn.functional as F
+from torch import nn
+from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
+from torch.utils.flop_counter import FlopCounterMode
+
+from . import primitives
+from .errors import NasError, did_you_mean
+from .graph import output_shape
+
+
+def trace(module: nn.Module, example: torch.Tensor) -> nx.DiGraph:
+    """The dependency graph of `module` (in eval mode) on the batch `example`."""
+    name = type(module).__name__
+    if not isinstance(example, torch.Tensor) or example.dim() < 1 or example.shape[0] < 1:
+        raise NasError(f"tracing {name} needs an example batch (a tensor with a leading batch dimension)")
+    modes = {m: m.training for m in module.modules()}
+    module.eval()  # the graph of inference: no stochastic depth, no auxiliary heads
+    try:
+        try:
+            gm = torch.fx.symbolic_trace(module)
+        except Exception as err:
+            raise NasError(f"cannot trace {name}: {type(err).__name__}: {err}", None,
+                           "torch.fx.symbolic_trace needs control flow that does not depend on tensor values") from err
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            probe = _Probe(gm, counter)
+            try:
+                probe.propagate(example)
+            except _Failure as failure:
+                where = failure.node.target if failure.node.op == "call_module" else failure.node.name
+                err = failure.error
+                raise NasError(f"{name} fails on an input of shape {tuple(example.shape)} at `{where}`: "
+                               f"{type(err).__name__}: {err}") from err
+    finally:
+        for m, training in modes.items():
+            m.training = training
+    return _Builder(module, gm, probe.flops, example.shape[0]).graph
+
+
+def load_model(spec: str) -> nn.Module:
+    """`torchvision:NAME`: torchvision's classification model NAME, randomly
+    initialised (`weights=None`), so nothing is ever downloaded."""
+    source, sep, name = spec.partition(":")
+    if source != "torchvision" or not sep:
+        raise NasError(f"expected a model as torchvision:NAME, got `{spec}`", None, "e.g. torchvision:resnet18")
+    import torchvision
+
+    names = torchvision.models.list_models(module=torchvision.models)
+    if name not in names:
+        raise NasError(f"unknown torchvision model `{name}`", None,
+                       did_you_mean(name, names) or f"the models are {', '.join(names)}")
+    return torchvision.models.get_model(name, weights=None)
+
+
+def summary(model: str, graph: nx.DiGraph) -> dict:
+    """The JSON-ready facts about a traced model that `nasdsl trace` prints."""
+    from .groups import channel_groups
+
+    groups = channel_groups(graph)
+    return {"model": model, "input_shape": _json(graph.graph["input_shape"]),
+            "output_shape": _json(output_shape(graph)), "params": graph.graph["params"],
+            "macs": graph.graph["macs"], "nodes": graph.number_of_nodes(),
+            "groups": len(groups), "prunable_groups": sum(g.prunable for g in groups)}
+
+
+class _Failure(BaseException):
+    """A node's error on its way past ShapeProp, which prints a traceback for every Exception."""
+
+    def __init__(self, node: torch.fx.Node, error: Exception):
+        super().__init__(node, error)
+        self.node = node
+        self.error = error
+
+
+class _Guarded(torch.fx.Interpreter):
+    def run_node(self, n):
+        try:
+            return super().run_node(n)
+        except Exception as err:
+            raise _Failure(n, err) from err
+
+
+class _Probe(ShapeProp, _Guarded):
+    """ShapeProp that also records the flops torch's counter sees in each node
+    (and, through `_Guarded`, which comes after it, reports a failing node quietly)."""
+
+    def __init__(self, gm, counter):
+        super().__init__(gm)
+        self.counter = counter
+        self.flops: dict[torch.fx.Node, int] = {}
+
+    def run_node(self, n):
+        before = self.counter.get_total_flops()
+        result = super().run_node(n)
+        self.flops[n] = self.counter.get_total_flops() - before
+        return result
+
+
+class _Builder:
+    def __init__(self, root: nn.Module, gm: torch.fx.GraphModule, flops: dict, batch: int):
+        self.root = root
+        self.flops = flops
+        self.batch = batch
+        self.space = type(root).__name__
+        self.graph = nx.DiGraph(space=self.space)
+        self.values: dict[torch.fx.Node, tuple] = {}  # fx node → (graph node, per-sample shape) of a tensor
+        self.tuples: dict[torch.fx.Node, str] = {}  # fx node → graph node of a tuple of tensors
+        self.attrs: dict[torch.fx.Node, nn.Parameter] = {}  # get_attr nodes that fetch a parameter
+        self.counted: set[int] = set()  # ids of the parameters already counted
+        # a module's first call is named by its path, so a function call must not take a path, and a
+        # later call of a module must take neither a path nor the name of a function call
+        self.paths = {n.target for n in gm.graph.nodes if n.op == "call_module"}
+        self.reserved = {"input", "output"} | self.paths
+        self.reserved |= {n.name for n in gm.graph.nodes if n.op in ("call_function", "call_method")}
+        for n in gm.graph.nodes:
+            self.visit(n)
+        self.graph.graph["params"] = sum(a["params"] for _, a in self.graph.nodes(data=True))
+        self.graph.graph["macs"] = sum(a["macs"] for _, a in self.graph.nodes(data=True))
+
+    def visit(self, n: torch.fx.Node):
+        meta = n.meta.get("tensor_meta")
+        if n.op == "placeholder":
+            if isinstance(meta, TensorMetadata) and "input" not in self.graph:
+                shape = _per_sample(meta)
+                self.graph.graph["input_shape"] = shape
+                self.add("input", "input", {}, (), [], [], shape)
+                self.values[n] = ("input", shape)
+        elif n.op == "get_attr":
+            value = _fetch(self.root, n.target)
+            if isinstance(value, nn.Parameter):
+                self.attrs[n] = value
+        elif n.op == "output":
+            ids, shapes, _ = self.reads(n)
+            self.add("output", "output", {}, (), ids, shapes, shapes[0] if len(shapes) == 1 else None)
+            self.graph.graph["outputs"] = ids
+        elif n.target is operator.getitem and isinstance(n.args[0], torch.fx.Node) and n.args[0] in self.tuples:
+            # an item of a tuple of tensors: its readers read the tuple's node
+            if isinstance(meta, TensorMetadata):
+                self.values[n] = (self.tuples[n.args[0]], _per_sample(meta))
+            elif _has_tensor(meta):
+                self.tuples[n] = self.tuples[n.args[0]]
+        elif n.op == "call_module" or _has_tensor(meta):
+            self.operation(n, meta)
+
+    def operation(self, n: torch.fx.Node, meta):
+        ids, shapes, attrs = self.reads(n)
+        used = list(attrs)
+        if n.op == "call_module":
+            module = self.root.get_submodule(n.target)
+            used += module.parameters()
+            node_id = self.fresh(n.target) if n.target in self.graph else n.target
+            fallback = f"module:{type(module).__name__}"
+        else:
+            node_id = self.fresh(n.name) if n.name in self.paths or n.name in self.graph else n.name
+            fallback = f"function:{getattr(n.target, '__name__', n.target)}"
+        shape = _per_sample(meta) if isinstance(meta, TensorMetadata) else None
+        macs = self.flops[n] // 2 // self.batch
+        own = sum(p.numel() for p in used)
+        op_args = self.vocabulary(n, shapes, shape)
+        if op_args is None or not _agrees(*op_args, shapes, shape, own, macs):
+            op_args = (fallback, {})
+        params = sum(p.numel() for p in {id(p): p for p in used}.values() if id(p) not in self.counted)
+        self.counted.update(id(p) for p in used)
+        self.add(node_id, *op_args, self.rules(n), ids, shapes, shape, params, macs)
+        if shape is None:
+            self.tuples[n] = node_id
+            return
+        self.values[n] = (node_id, shape)
+        if self.in_place(n) and isinstance(n.args[0], torch.fx.Node) and n.args[0] in self.values:
+            self.values[n.args[0]] = (node_id, shape)  # later reads of the tensor it changed read this node
+
+    def in_place(self, n) -> bool:
+        """Whether `n` overwrites its first argument (`x.add_(y)`, `nn.ReLU(inplace=True)`)."""
+        if not n.args:
+            return False
+        if n.op == "call_module":
+            return getattr(self.root.get_submodule(n.target), "inplace", False) is True
+        name = n.target if n.op == "call_method" else getattr(n.target, "__name__", "")
+        return n.kwargs.get("inplace") is True or (name.endswith("_") and not name.endswith("__"))
+
+    def add(self, node_id, op, args, rules, inputs, in_shapes, shape, params=0, macs=0):
+        self.graph.add_node(node_id, op=op, args=args, path=node_id, rules=rules, inputs=list(inputs),
+                            in_shapes=list(in_shapes), shape=shape, params=params, macs=macs)
+        for source in inputs:
+            self.graph.add_edge(source, node_id)
+
+    def reads(self, n):
+        """(node ids, per-sample shapes) of the tensors `n` reads, in order, and the parameters it fetches."""
+        ids, shapes, attrs = [], [], []
+
+        def read(arg):
+            if arg in self.values:
+                ids.append(self.values[arg][0])
+                shapes.append(self.values[arg][1])
+            elif arg in self.tuples:
+                ids.append(self.tuples[arg])
+                shapes.append(None)
+            elif arg in self.attrs:
+                attrs.append(self.attrs[arg])
+            return arg
+
+        torch.fx.node.map_arg((n.args, n.kwargs), read)
+        return ids, shapes, attrs
+
+    def fresh(self, base: str) -> str:
+        k = 1
+        while f"{base}_{k}" in self.reserved or f"{base}_{k}" in self.graph:
+            k += 1
+        return f"{base}_{k}"
+
+    def rules(self, n) -> tuple:
+        """The classes of the modules the operation runs in, from the root down."""
+        stack = n.meta.get("nn_module_stack", {}).values()
+        owners = [cls for path, cls in stack if not (n.op == "call_module" and path == n.target)]
+        return (self.space, *(c.__name__ if isinstance(c, type) else str(c).rsplit(".", 1)[-1] for c in owners))
+
+    def vocabulary(self, n, shapes, shape):
+        """(op, args) in nasdsl's words, if one describes `n`; else None."""
+        if n.op == "call_module":
+            module = self.root.get_submodule(n.target)
+            op, read = _MODULES.get(type(module), (None, None))
+            args = read(module) if read else None
+            return (op, args) if args is not None else None
+        if not isinstance(n.target, str) and not _hashable(n.target):
+            return None
+        merge = _MERGES.get(n.target)
+        if merge is not None:
+            return (merge, {}) if self.merges(merge, n, shapes, shape) else None
+        op, read = _FUNCTIONS.get(n.target, (None, None))
+        args = read(n) if read else None
+        return (op, args) if args is not None else None
+
+    def merges(self, kind, n, shapes, shape) -> bool:
+        """Whether `n` is nasdsl's merge: its tensors are all graph values, and they
+        agree as `nasdsl.graph` requires (add: same shape; concat: channels of (C, H, W))."""
+        if kind == "concat":
+            tensors = n.args[0]
+            return (isinstance(tensors, (list, tuple)) and len(tensors) > 0 and self.all_values(tensors)
+                    and set(n.kwargs) <= {"dim"} and _arg(n, 1, "dim", 0) in (1, -3)
+                    and all(len(s) == 3 for s in shapes))
+        if len(n.args) != 2 or n.kwargs or not self.all_values(n.args):
+            return False
+        return kind == "mul" or shapes[0] == shapes[1] == shape
+
+    def all_values(self, args) -> bool:
+        return all(isinstance(a, torch.fx.Node) and a in self.values for a in args)
+
+
+def _agrees(op, args, shapes, shape, params, macs) -> bool:
+    """Whether primitive `op` (if it is one) computes this shape, parameter count and MACs."""
+    prim = primitives.get(op)
+    if prim is None:
+        return True
+    if len(shapes) != 1 or shapes[0] is None or shape is None:
+        return False
+    try:
+        return (tuple(prim.shape(args, shapes)) == shape and prim.params(args, shapes) == params
+                and prim.macs(args, shapes, shape) == macs)
+    except primitives.ShapeError:
+        return False
+
+
+# ---- what nasdsl calls torch's operations ----------------------------------------------
+def _square(value):
+    """An int, or the one value of an all-equal tuple; else None."""
+    if isinstance(value, int):
+        return value
+    if isinstance(value, (tuple, list)) and value and all(isinstance(v, int) and v == value[0] for v in value):
+        return value[0]
+    return None
+
+
+def _conv(m: nn.Conv2d):
+    k, s, d = _square(m.kernel_size), _square(m.stride), _square(m.dilation)
+    if None in (k, s, d) or m.padding_mode != "zeros":
+        return None
+    if m.padding == "same":
+        p = d * (k - 1) // 2 if d * (k - 1) % 2 == 0 else None
+    else:
+        p = 0 if m.padding == "valid" else _square(m.padding)
+    if p is None:
+        return None
+    return {"out": m.out_channels, "kernel": k, "stride": s, "groups": m.groups, "dilation": d,
+            "bias": m.bias is not None, "padding": p}
+
+
+def _bn(m):
+    if not m.track_running_stats or m.momentum is None:
+        return None
+    return {"affine": m.affine, "eps": float(m.eps), "momentum": float(m.momentum)}
+
+
+def _pool(kind, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, count_include_pad=True,
+          divisor_override=None, return_indices=False):
+    """The arguments of a max or average pooling, if nasdsl's pooling computes the same."""
+    k, s, p = _square(kernel_size), _square(kernel_size if stride is None else stride), _square(padding)
+    if None in (k, s, p) or _square(dilation) != 1 or ceil_mode or divisor_override or return_indices:
+        return None
+    if kind == "maxpool":
+        return {"kernel": k, "stride": s, "padding": p}
+    return {"kernel": k, "stride": s, "padding": p, "count_include_pad": bool(count_include_pad)}
+
+
+def _plain(_):
+    return {}
+
+
+_MODULES = {
+    nn.Conv2d: ("conv", _conv),
+    nn.BatchNorm2d: ("bn", _bn),
+    nn.BatchNorm1d: ("bn", _bn),
+    nn.GroupNorm: ("layernorm", lambda m: {"affine": m.affine} if m.num_groups == 1 and m.eps == 1e-5 else None),
+    nn.ReLU: ("relu", _plain),
+    nn.ReLU6: ("relu6", _plain),
+    nn.Hardswish: ("hswish", _plain),
+    nn.Hardsigmoid: ("hsigmoid", _plain),
+    nn.SiLU: ("silu", _plain),
+    nn.GELU: ("gelu", lambda m: {} if m.approximate == "none" else None),
+    nn.Sigmoid: ("sigmoid", _plain),
+    nn.Mish: ("mish", _plain),
+    nn.MaxPool2d: ("maxpool", lambda m: _pool("maxpool", m.kernel_size, m.stride, m.padding, m.dilation,
+                                              m.ceil_mode, return_indices=m.return_indices)),
+    nn.AvgPool2d: ("avgpool", lambda m: _pool("avgpool", m.kernel_size, m.stride, m.padding, 1, m.ceil_mode,
+                                              m.count_include_pad, m.divisor_override)),
+    nn.AdaptiveAvgPool2d: ("gap", lambda m: {} if _square(m.output_size) == 1 else None),
+    nn.Flatten: ("flatten", lambda m: {} if (m.start_dim, m.end_dim) == (1, -1) else None),
+    nn.Linear: ("linear", lambda m: {"out": m.out_features, "bias": m.bias is not None}),
+    nn.Dropout: ("dropout", lambda m: {"p": float(m.p)}),
+    nn.Identity: ("identity", _plain),
+}
+
+
+def _arg(n, index, name, default=None):
+    """Argument `name` of a call, given by position (`index`, counting the tensor) or keyword."""
+    return n.args[index] if len(n.args) > index else n.kwargs.get(name, default)
+
+
+def _fn_pool(kind, names):
+    def read(n):
+        given = dict(zip(names, n.args[1:]), **n.kwargs)
+        return _pool(kind, **given) if set(given) <= set(names) and "kernel_size" in given else None
+
+    return read
+
+
+def _mean_is_gap(n):
+    dims = _arg(n, 1, "dim")
+    if not isinstance(dims, (tuple, list)) or not all(isinstance(d, int) for d in dims):
+        return None
+    return {} if sorted(d % 4 for d in dims) == [2, 3] and _arg(n, 2, "keepdim") is True else None
+
+
+def _dropout(n):
+    """F.dropout is nn.Dropout in eval mode only where it is told so (its `training` defaults to True)."""
+    p = _arg(n, 1, "p", 0.5)
+    return {"p": float(p)} if isinstance(p, (int, float)) and _arg(n, 2, "training", True) is False else None
+
+
+# call_function targets and call_method names → (op, argument reader); the
+# reshapes are `flatten` only where the shape check finds (C*H*W,)
+_FUNCTIONS = {
+    **{target: ("relu", _plain) for target in (F.relu, F.relu_, torch.relu, torch.relu_, "relu", "relu_")},
+    F.relu6: ("relu6", _plain),
+    F.hardswish: ("hswish", _plain),
+    F.hardsigmoid: ("hsigmoid", _plain),
+    F.silu: ("silu", _plain),
+    F.mish: ("mish", _plain),
+    F.gelu: ("gelu", lambda n: {} if _arg(n, 1, "approximate", "none") == "none" else None),
+    **{target: ("sigmoid", _plain) for target in (torch.sigmoid, F.sigmoid, "sigmoid", "sigmoid_")},
+    **{target: ("flatten", _plain) for target in (torch.flatten, torch.reshape, "flatten", "view", "reshape")},
+    F.adaptive_avg_pool2d: ("gap", lambda n: {} if _square(_arg(n, 1, "output_size")) == 1 else None),
+    "mean": ("gap", _mean_is_gap),
+    torch.mean: ("gap", _mean_is_gap),
+    F.max_pool2d: ("maxpool", _fn_pool("maxpool", ("kernel_size", "stride", "padding", "dilation", "ceil_mode",
+                                                   "return_indices"))),
+    F.avg_pool2d: ("avgpool", _fn_pool("avgpool", ("kernel_size", "stride", "padding", "ceil_mode",
+                                                   "count_include_pad", "divisor_override"))),
+    F.dropout: ("dropout", _dropout),
+}
+
+_MERGES = {
+    **{target: "add" for target in (operator.add, torch.add, "add", "add_")},
+    **{target: "mul" for target in (operator.mul, torch.mul, "mul", "mul_")},
+    **{target: "concat" for target in (torch.cat, torch.concat, torch.concatenate)},
+}
+
+
+# ---- small helpers ------------------------------------------------------------------------
+def _per_sample(meta: TensorMetadata) -> tuple:
+    return tuple(meta.shape)[1:]
+
+
+def _has_tensor(meta) -> bool:
+    """Whether ShapeProp's record of a result holds a tensor (it is a tensor, or a tuple, list or dict of some)."""
+    if isinstance(meta, dict):
+        meta = list(meta.values())
+    return isinstance(meta, TensorMetadata) or (isinstance(meta, (tuple, list)) and any(map(_has_tensor, meta)))
+
+
+def _json(shape):
+    """A shape (or a tuple of them) as JSON lists."""
+    return [_json(s) for s in shape] if isinstance(shape, tuple) else shape
+
+
+def _fetch(root: nn.Module, target: str):
+    value = root
+    for part in target.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def _hashable(value) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True

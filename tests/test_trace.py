@@ -1,0 +1,261 @@
+"""The tracer: any module becomes the compiler's graph, and the graph tells the
+truth about it (shapes as ShapeProp sees them, params and MACs as torch counts them)."""
+
+import json
+from collections import Counter
+from functools import lru_cache
+
+import pytest
+import torch
+import torch.fx
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
+from torch.utils.flop_counter import FlopCounterMode
+
+import nasdsl
+from nasdsl import primitives
+from nasdsl.cli import main
+from nasdsl.expr import type_name
+from nasdsl.trace import trace
+
+SCHEMA = {"op", "args", "path", "rules", "inputs", "in_shapes", "shape", "params", "macs"}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors gain nothing from threads, and on a busy machine torch's
+    threads waiting for each other make these tests many times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+class Tiny(nn.Module):
+    """A residual, a concat, a ReLU called three times, a conv called twice, a
+    parameter read as an attribute, a non-square kernel and a view that flattens."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.relu = nn.ReLU(inplace=True)
+        self.body = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8))
+        self.wide = nn.Conv2d(8, 4, (1, 3), padding=(0, 1))
+        self.twice = nn.Conv2d(12, 12, 1)
+        self.scale = nn.Parameter(torch.ones(1, 12, 1, 1))
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Linear(12, 5)
+
+    def forward(self, x):
+        x = self.relu(self.stem(x))
+        x = self.relu(x + self.body(x))
+        x = torch.cat([x, self.wide(x)], dim=1)
+        x = self.relu(self.twice(self.twice(x)) * self.scale)
+        x = F.relu(self.pool(x))
+        return self.head(x.view(x.size(0), -1))
+
+
+@lru_cache(maxsize=None)
+def traced(name):
+    """(module, example, graph); torchvision models at 64x64, batch 2."""
+    torch.manual_seed(0)
+    if name == "tiny":
+        module, x = Tiny(), torch.randn(2, 3, 16, 16)
+    else:
+        module, x = torchvision.models.get_model(name, weights=None), torch.randn(2, 3, 64, 64)
+    return module, x, trace(module, x)
+
+
+def fx_shapes(module, x):
+    """{graph node id: per-sample shape} from an independent symbolic_trace + ShapeProp;
+    the k-th call of a module is `path_k`, as the tracer names it."""
+    module.eval()
+    gm = torch.fx.symbolic_trace(module)
+    with torch.no_grad():
+        ShapeProp(gm).propagate(x)
+    shapes, calls = {}, Counter()
+    for n in gm.graph.nodes:
+        meta = n.meta.get("tensor_meta")
+        if n.op in ("call_module", "call_function", "call_method") and isinstance(meta, TensorMetadata):
+            if n.op == "call_module":
+                k = calls[n.target]
+                calls[n.target] += 1
+                node_id = n.target if k == 0 else f"{n.target}_{k}"
+            else:
+                node_id = n.name
+            shapes[node_id] = tuple(meta.shape[1:])
+    return shapes
+
+
+@pytest.mark.parametrize("name", ["tiny", "resnet18", "mobilenet_v3_small", "regnet_x_400mf"])
+def test_graph_tells_the_truth_about_the_module(name):
+    module, x, graph = traced(name)
+    module.eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        y = module(x)
+    assert graph.graph["space"] == type(module).__name__
+    assert graph.graph["input_shape"] == tuple(x.shape[1:])
+    assert graph.graph["params"] == sum(p.numel() for p in module.parameters())
+    assert graph.graph["macs"] == counter.get_total_flops() // 2 // x.shape[0]
+    assert graph.nodes[graph.graph["outputs"][0]]["shape"] == tuple(y.shape[1:])
+    shapes = fx_shapes(module, x)
+    operations = [n for n, a in graph.nodes(data=True) if a["op"] not in ("input", "output")]
+    assert sorted(operations) == sorted(shapes)
+    for node_id in operations:
+        assert graph.nodes[node_id]["shape"] == shapes[node_id], node_id
+
+
+@pytest.mark.parametrize("name", ["tiny", "resnet18", "mobilenet_v3_small", "regnet_x_400mf"])
+def test_graph_follows_the_compilers_schema(name):
+    module, _, graph = traced(name)
+    submodules = dict(module.named_modules())
+    for node_id, a in graph.nodes(data=True):
+        assert set(a) == SCHEMA and a["path"] == node_id, node_id
+        assert all(i in graph for i in a["inputs"]), node_id
+        assert {(i, node_id) for i in a["inputs"]} == set(graph.in_edges(node_id)), node_id
+        assert a["in_shapes"] == [graph.nodes[i]["shape"] for i in a["inputs"]], node_id
+        assert isinstance(a["rules"], tuple)
+        if a["op"] not in ("input", "output"):
+            assert a["rules"][0] == type(module).__name__
+        if node_id in submodules:  # a module's first call: its own parameters
+            assert a["params"] == sum(p.numel() for p in submodules[node_id].parameters()), node_id
+        prim = primitives.get(a["op"])
+        if prim is not None:  # nasdsl's vocabulary means what nasdsl means by it
+            assert list(a["args"]) == [arg.name for arg in prim.args], node_id
+            assert all(type_name(a["args"][arg.name]) == arg.type for arg in prim.args), node_id
+            assert tuple(prim.shape(a["args"], a["in_shapes"])) == a["shape"], node_id
+            assert prim.macs(a["args"], a["in_shapes"], a["shape"]) == a["macs"], node_id
+        else:
+            assert a["op"] in ("input", "output", "add", "mul", "concat") or ":" in a["op"], node_id
+    assert [n for n in graph if graph.nodes[n]["op"] == "output"] == ["output"]
+    assert graph.nodes["output"]["inputs"] == graph.graph["outputs"]
+
+
+def test_resnet18_in_nasdsls_words():
+    module, _, graph = traced("resnet18")
+    nodes = graph.nodes
+    assert nodes["conv1"]["op"] == "conv"
+    assert nodes["conv1"]["args"] == {"out": 64, "kernel": 7, "stride": 2, "groups": 1, "dilation": 1,
+                                      "bias": False, "padding": 3}
+    assert nodes["bn1"]["op"] == "bn" and nodes["bn1"]["args"] == {"affine": True, "eps": 1e-5, "momentum": 0.1}
+    assert nodes["maxpool"]["args"] == {"kernel": 3, "stride": 2, "padding": 1}
+    assert nodes["avgpool"]["op"] == "gap" and nodes["flatten"]["op"] == "flatten"
+    assert nodes["fc"]["op"] == "linear" and nodes["fc"]["args"] == {"out": 1000, "bias": True}
+    # BasicBlock calls self.relu twice: two nodes, one module
+    assert nodes["layer1.0.relu"]["inputs"] == ["layer1.0.bn1"]
+    assert nodes["layer1.0.relu_1"]["op"] == "relu" and nodes["layer1.0.relu_1"]["inputs"] == ["add"]
+    assert nodes["add"]["op"] == "add" and nodes["add"]["inputs"] == ["layer1.0.bn2", "maxpool"]
+    assert nodes["layer1.0.conv1"]["rules"] == ("ResNet", "Sequential", "BasicBlock")
+    assert module.get_submodule("layer2.0.downsample.0") is not None
+    assert nodes["layer2.0.downsample.0"]["args"]["stride"] == 2
+    assert Counter(a["op"] for _, a in graph.nodes(data=True))["add"] == 8
+
+
+def test_mobilenet_squeeze_excitation_is_a_mul():
+    _, _, graph = traced("mobilenet_v3_small")
+    nodes = graph.nodes
+    se = "features.1.block.1"
+    assert [nodes[f"{se}.{part}"]["op"] for part in ("avgpool", "fc1", "activation", "fc2", "scale_activation")] \
+        == ["gap", "conv", "relu", "conv", "hsigmoid"]
+    assert nodes["mul"]["op"] == "mul" and nodes["mul"]["inputs"] == [f"{se}.scale_activation", "features.1.block.0.2"]
+    assert nodes["mul"]["in_shapes"] == [(16, 1, 1), (16, 16, 16)]
+    assert nodes["features.0.2"]["op"] == "hswish"
+    assert nodes["features.1.block.0.0"]["args"]["groups"] == 16  # depthwise
+
+
+def test_tiny_module_by_hand():
+    _, _, graph = traced("tiny")
+    nodes = graph.nodes
+    assert [nodes[n]["inputs"] for n in ("relu", "relu_1", "relu_2")] == [["stem"], ["add"], ["mul"]]
+    assert nodes["add"]["inputs"] == ["relu", "body.1"] and nodes["add"]["op"] == "add"
+    assert nodes["cat"]["op"] == "concat" and nodes["cat"]["shape"] == (12, 16, 16)
+    assert nodes["wide"]["op"] == "module:Conv2d" and nodes["wide"]["args"] == {}
+    # a module called twice counts its parameters once; the attribute's count at its reader
+    assert nodes["twice"]["params"] == 12 * 12 + 12 and nodes["twice_1"]["params"] == 0
+    assert nodes["twice_1"]["op"] == "conv" and nodes["twice_1"]["macs"] == nodes["twice"]["macs"]
+    assert nodes["mul"]["op"] == "function:mul" and nodes["mul"]["params"] == 12  # x * parameter: no merge
+    assert nodes["relu_3"]["op"] == "relu" and nodes["relu_3"]["rules"] == ("Tiny",)  # F.relu
+    assert nodes["view"]["op"] == "flatten" and nodes["view"]["inputs"] == ["relu_3"]  # x.size(0) is no node
+    assert graph.graph["outputs"] == ["head"]
+
+
+def test_tuples_of_tensors_and_training_mode():
+    class Split(nn.Module):
+        def forward(self, x):
+            a, b = x.chunk(2, dim=1)
+            return torch.cat([b, F.dropout(a, 0.5, self.training)], dim=1)
+
+    module = Split().train()
+    graph = trace(module, torch.randn(1, 4, 8, 8))
+    assert module.training  # restored
+    assert graph.nodes["chunk"]["shape"] is None and graph.nodes["chunk"]["op"] == "function:chunk"
+    assert graph.nodes["dropout"]["inputs"] == ["chunk"] and graph.nodes["dropout"]["in_shapes"] == [(2, 8, 8)]
+    assert graph.nodes["cat"]["op"] == "concat" and graph.nodes["cat"]["inputs"] == ["chunk", "dropout"]
+
+
+def test_what_cannot_be_traced_is_a_nas_error():
+    class Branchy(nn.Module):
+        def forward(self, x):
+            return x if x.sum() > 0 else -x
+
+    with pytest.raises(nasdsl.NasError, match="cannot trace Branchy"):
+        trace(Branchy(), torch.randn(1, 3))
+    with pytest.raises(nasdsl.NasError, match="at `stem`"):
+        trace(Tiny(), torch.randn(1, 4, 16, 16))
+
+
+def test_cli_trace(capsys):
+    assert main(["trace", "torchvision:resnet18", "--input-shape", "3,64,64", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    _, _, graph = traced("resnet18")
+    assert data == {"model": "torchvision:resnet18", "input_shape": [3, 64, 64], "output_shape": [1000],
+                    "params": graph.graph["params"], "macs": graph.graph["macs"], "nodes": graph.number_of_nodes(),
+                    "groups": 13, "prunable_groups": 12}  # as torch-pruning counts them (see test_groups.py)
+    assert main(["trace", "torchvision:resnet19"]) == 1
+    assert "did you mean `resnet18`?" in capsys.readouterr().err
+    assert main(["trace", "resnet18"]) == 1
+    assert "torchvision:NAME" in capsys.readouterr().err
+
+
+def test_functional_forms_and_in_place_methods():
+    class Functional(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(4, 4, 1)
+
+        def forward(self, x):
+            y = self.conv(x)
+            y.add_(x)  # in place: what reads y from here on reads the sum
+            a = F.max_pool2d(F.hardswish(y), 2)
+            b = F.avg_pool2d(torch.sigmoid(a), 3, 1, 1)
+            c = torch.add(a, b).relu() * b.mean((2, 3), keepdim=True)
+            return torch.flatten(F.adaptive_avg_pool2d(F.relu6(c), 1), 1) + y.mean((2, 3))
+
+    graph = trace(Functional(), torch.randn(2, 4, 8, 8))
+    ops = {n: (a["op"], a["args"]) for n, a in graph.nodes(data=True)}
+    assert ops["add_"] == ("add", {})
+    assert graph.nodes["hardswish"]["inputs"] == ["add_"] and ops["hardswish"][0] == "hswish"
+    assert ops["max_pool2d"] == ("maxpool", {"kernel": 2, "stride": 2, "padding": 0})
+    assert ops["avg_pool2d"] == ("avgpool", {"kernel": 3, "stride": 1, "padding": 1, "count_include_pad": True})
+    assert [ops[n][0] for n in ("sigmoid", "add", "relu", "mean", "mul", "relu6", "adaptive_avg_pool2d", "flatten")] \
+        == ["sigmoid", "add", "relu", "gap", "mul", "relu6", "gap", "flatten"]
+    assert ops["mean_1"][0] == "function:mean" and graph.nodes["mean_1"]["inputs"] == ["add_"]
+    assert ops["add_1"][0] == "add" and graph.graph["macs"] == 16 * 64
+
+
+def test_a_module_keeps_its_path_when_a_function_took_its_name_first():
+    class Clash(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.relu = nn.ReLU()
+
+        def forward(self, x):
+            return self.relu(F.relu(x)) + self.relu(x)  # fx names F.relu `relu`
+
+    module = Clash()
+    graph = trace(module, torch.randn(1, 3))
+    assert graph.nodes["relu"]["inputs"] == [graph.nodes["relu"]["inputs"][0]] != ["input"]
+    assert module.get_submodule("relu") is module.relu
+    assert sorted(graph) == ["add", "input", "output", "relu", "relu_1", "relu_2"]
