@@ -122,3 +122,14 @@ def test_cli_compile(tmp_path, capsys):
     assert main(["compile", nb201, "--input-shape", "3,2,2"]) == 1
     assert "cannot take" in capsys.readouterr().err
     assert main(["compile", nb201, "--input-shape", "3,x"]) == 2
+
+
+def test_a_graph_picture(tmp_path):
+    import shutil
+
+    if shutil.which("dot") is None:
+        pytest.skip("Graphviz's dot is not installed (make installs it when run as root)")
+    png = tmp_path / "g.png"
+    assert main(["compile", str(SPACES / "nb201.nas"), "--preset", "best_cifar10", "--param", "N=1",
+                 "--png", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
