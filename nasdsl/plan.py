@@ -631,18 +631,18 @@ class Planner:
                     raise NasError("a choice's values cannot depend on a shared rule's parameters",
                                    getattr(expr, "pos", None) or site.pos,
                                    "a shared rule is derived once for all its uses")
-            seen = []
+            seen: dict = {}  # equal values hash alike, so one lookup finds 1.0 after 1
             for v, expr in zip(values, site.values):
                 pos = getattr(expr, "pos", None) or site.pos
                 if isinstance(v, float) and not math.isfinite(v):  # no derivation text reads back as inf or nan
                     raise NasError(f"a choice's value must be a finite number, got `{show(v)}`", pos)
                 # equal values of different types (1, 1.0, true) would make derivations that
                 # compare equal but read and rank differently: they are one value
-                same = next((s for s in seen if s == v), _NONE)
+                same = seen.get(v, _NONE)
                 if same is not _NONE:
                     raise NasError(f"the choice lists `{show(v)}` twice" if show(same) == show(v) else
                                    f"the choice lists `{show(same)}` and `{show(v)}`, which are equal", pos)
-                seen.append(v)
+                seen[v] = v
             return values, site.weights
         lo, hi = evaluate(site.lo, scope), evaluate(site.hi, scope)
         step = evaluate(site.step, scope) if site.step is not None else 1

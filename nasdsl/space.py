@@ -54,6 +54,15 @@ def convert_param(decl: ast.Param, value, pos=None):
     raise NasError(f"parameter `{decl.name}` is {type_}; got `{show(value)}` ({actual})", pos)
 
 
+def _refuse_repeats(declared, what: str):
+    """A name declared twice (space parameters, presets) is an error at the second."""
+    first: dict = {}
+    for item in declared:
+        if item.name in first:
+            raise NasError(f"{what} `{item.name}` is defined twice (also at {first[item.name].pos})", item.pos)
+        first[item.name] = item
+
+
 def _override(header: ast.Header, name: str, value):
     """A parameter value given from outside the file (`params=`, `--param`); its
     errors point at the header, where the parameters are declared."""
@@ -86,6 +95,8 @@ class Space:
             raise NasError("a space file starts with `space NAME(...)` (or `library NAME`)", pos,
                            "e.g. `space tiny(num_classes: int = 10)`")
         rules = build_rules(loaded)
+        _refuse_repeats(header.params, "space parameter")
+        _refuse_repeats(module.presets, "preset")
         decls = {p.name: p for p in header.params}
         for p in header.params:
             if p.type is None:
@@ -137,7 +148,7 @@ class Space:
     def root(self) -> planning.PScope:
         """The plan of the whole space: shared rules first, then `network`'s choices."""
         if self.is_library:
-            raise NasError(f"`{self.name}` is a library: it has rules to import but no network")
+            raise NasError(f"`{self.name}` is a library: it has rules to import but no network", self.header.pos)
         shared = []
         for name in self.shared_rules:
             rule = self.rules[name]

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import functools
 import math
-import re
 from importlib import resources
 
 import lark
@@ -460,16 +459,6 @@ MAX_CHARS = {"space": 200_000, "derivation": 2_000_000}
 MAX_NESTING = 150  # levels of a space file's parse tree; the checker and planner recurse over it
 
 
-def _check_indentation(source: Source):
-    """Indentation is spaces only: a tab looks like spaces but is not, so a file
-    mixing them reads differently in every editor."""
-    found = re.search(r"^[ \f]*\t", source.text, re.MULTILINE)
-    if found:
-        line = source.text.count("\n", 0, found.start()) + 1
-        raise NasError("a tab in the indentation", Pos(source, line, found.end() - found.start()),
-                       "indent with spaces")
-
-
 def _check_nesting(tree: lark.Tree, source: Source):
     """Refuse a space file nested deeper than MAX_NESTING (brackets, `a * 1 * 1 ...`,
     `not not ...`) before the checker and the planner recurse into it; the error
@@ -506,7 +495,6 @@ def _to_ast(tree: lark.Tree, source: Source):
 def parse_module(text: str, name: str = "<string>") -> ast.Module:
     """Parse a space file's text into an `ast.Module` (no name resolution yet)."""
     source = Source(name, text)
-    _check_indentation(source)
     tree = _tree(source, "space", NasError)
     _check_nesting(tree, source)
     return _to_ast(tree, source)
