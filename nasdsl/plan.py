@@ -44,15 +44,15 @@ def _pick_index(cum, rng):
     return bisect.bisect_right(cum, rng.randrange(cum[-1]))
 
 
-def _pick_weighted(weights, rng):
-    total = sum(weights)
-    r = rng.random() * total
-    acc = 0.0
-    for i, w in enumerate(weights):
-        acc += w
-        if r < acc:
-            return i
-    return max(i for i, w in enumerate(weights) if w > 0)
+def _weight_cum(weights, counts=None):
+    """Cumulative weights for per-choice draws; options without derivations weigh 0."""
+    return list(itertools.accumulate(w if counts is None or c else 0.0 for w, c in
+                                     zip(weights, counts if counts is not None else weights)))
+
+
+def _pick_weighted(cum, rng):
+    """An index drawn with probability proportional to its weight (see _weight_cum)."""
+    return bisect.bisect_right(cum, rng.random() * cum[-1])
 
 
 def _fmt_values(values, limit=12) -> str:
@@ -93,7 +93,7 @@ def _join(path, name):
 
 
 EMPTY_NODE = Node()
-TABLE_MAX = 256  # a site with at most this many derivations samples from a table of them
+TABLE_MAX = 2048  # a site with at most this many derivations samples from a table of them
 
 
 class _Tabled:
@@ -112,12 +112,13 @@ class _Tabled:
 
 
 class PValue:
-    __slots__ = ("values", "weights", "count")
+    __slots__ = ("values", "weights", "count", "weight_cum")
 
     def __init__(self, values, weights):
         self.values = values  # a tuple, or a range for integer ranges
         self.weights = weights
         self.count = len(values)
+        self.weight_cum = _weight_cum(weights) if weights is not None else None
 
     def sample(self, rng):
         return self.values[rng.randrange(self.count)]
@@ -125,7 +126,7 @@ class PValue:
     def sample_per_choice(self, rng):
         if self.weights is None:
             return self.sample(rng)
-        return self.values[_pick_weighted(self.weights, rng)]
+        return self.values[_pick_weighted(self.weight_cum, rng)]
 
     def unrank(self, r):
         return self.values[r]
@@ -160,7 +161,8 @@ class PValue:
 class PScope(_Tabled):
     """Variants of one scope. A variant: (assignment, sites, weight, count)."""
 
-    __slots__ = ("variants", "counts", "cum", "count", "key", "names", "_site_names", "_site_plans", "_table")
+    __slots__ = ("variants", "counts", "cum", "count", "key", "names", "_site_names", "_site_plans", "_table",
+                 "_by_assignment", "weight_cum")
 
     def __init__(self, variants, key=None):
         self.variants = variants  # tuple of (assignment items, site items, weight)
@@ -169,6 +171,8 @@ class PScope(_Tabled):
         self.count = self.cum[-1] if self.cum else 0
         self._table = None
         self.key = key  # (rule, args) for a rule's scope: crossover swaps equal keys
+        self._by_assignment = None
+        self.weight_cum = _weight_cum([w for _, _, w in variants], self.counts)
         self._site_names = [tuple(n for n, _ in sites) for _, sites, _ in variants]
         self._site_plans = [tuple(p for _, p in sites) for _, sites, _ in variants]
         names = {}
@@ -197,7 +201,7 @@ class PScope(_Tabled):
         if len(self.variants) == 1:
             v = 0
         else:
-            v = _pick_weighted([w if c else 0 for (_, _, w), c in zip(self.variants, self.counts)], rng)
+            v = _pick_weighted(self.weight_cum, rng)
         return self._node(v, [s.sample_per_choice(rng) for _, s in self.variants[v][1]])
 
     def unrank(self, r):
@@ -224,12 +228,19 @@ class PScope(_Tabled):
         return r + (self.cum[v - 1] if v else 0)
 
     def _variant_of(self, node):
+        """The variant whose assignment `node` carries (a dict lookup: a scope may have
+        thousands of variants, e.g. widths x kernels x flags)."""
         if len(self.variants) == 1:
             return 0
-        for i, (assignment, _, _) in enumerate(self.variants):
-            if all(node.get(n, _NONE) == v for n, v in assignment):
-                return i
-        raise KeyError("no variant")
+        if self._by_assignment is None:
+            self._by_assignment = {tuple((n, type_name(v), v) for n, v in a): i
+                                   for i, (a, _, _) in enumerate(self.variants)}
+        names = [n for n, _ in self.variants[0][0]]
+        key = tuple((n, type_name(v), v) for n, v in ((n, node.get(n, _NONE)) for n in names))
+        try:
+            return self._by_assignment[key]
+        except (KeyError, TypeError):
+            raise KeyError("no variant") from None
 
     def iterate(self):
         for v, (_, sites, _) in enumerate(self.variants):
@@ -317,7 +328,7 @@ def _missing_hint(site):
 
 
 class PAlt(_Tabled):
-    __slots__ = ("options", "counts", "cum", "count", "leaves", "all_leaves", "_table")
+    __slots__ = ("options", "counts", "cum", "count", "leaves", "all_leaves", "_table", "weight_cum")
 
     def __init__(self, options):
         self.options = options  # tuple of (label, weight, PScope)
@@ -325,6 +336,7 @@ class PAlt(_Tabled):
         self.cum = _cumulative(self.counts)
         self.count = self.cum[-1] if self.cum else 0
         self._table = None
+        self.weight_cum = _weight_cum([w for _, w, _ in options], self.counts)
         # options without choices inside are constant values: build them once
         self.leaves = tuple(Alt(label, EMPTY_NODE) if scope.empty else None for label, _, scope in options)
         self.all_leaves = all(leaf is not None for leaf in self.leaves)
@@ -339,7 +351,7 @@ class PAlt(_Tabled):
         return Alt(label, scope.sample(rng))
 
     def sample_per_choice(self, rng):
-        i = _pick_weighted([w if c else 0 for (_, w, _), c in zip(self.options, self.counts)], rng)
+        i = _pick_weighted(self.weight_cum, rng)
         label, _, scope = self.options[i]
         return Alt(label, scope.sample_per_choice(rng))
 
@@ -382,7 +394,7 @@ class PAlt(_Tabled):
 
 
 class PRepeat(_Tabled):
-    __slots__ = ("lengths", "weights", "elem", "counts", "cum", "count", "_table")
+    __slots__ = ("lengths", "weights", "elem", "counts", "cum", "count", "_table", "weight_cum")
 
     def __init__(self, lengths, weights, elem):
         self.lengths = lengths
@@ -392,15 +404,14 @@ class PRepeat(_Tabled):
         self.cum = _cumulative(self.counts)
         self.count = self.cum[-1] if self.cum else 0
         self._table = None
+        self.weight_cum = _weight_cum(weights or [1.0] * len(lengths), self.counts)
 
     def _sample(self, rng):
         n = self.lengths[0] if len(self.lengths) == 1 else self.lengths[_pick_index(self.cum, rng)]
         return Rep(tuple(self.elem.sample(rng) for _ in range(n)))
 
     def sample_per_choice(self, rng):
-        weights = [(w if self.weights else 1.0) if c else 0 for w, c in
-                   zip(self.weights or [1.0] * len(self.lengths), self.counts)]
-        n = self.lengths[_pick_weighted(weights, rng)]
+        n = self.lengths[_pick_weighted(self.weight_cum, rng)]
         return Rep(tuple(self.elem.sample_per_choice(rng) for _ in range(n)))
 
     def unrank(self, r):

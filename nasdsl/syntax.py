@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 from importlib import resources
 
 import lark
