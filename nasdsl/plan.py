@@ -711,9 +711,9 @@ class Planner:
 
     def _sites(self, node, scope: Scope) -> list:
         kind = type(node)
-        if kind is ir.Seq:
+        if kind is ir.Seq or kind is ir.Merge:  # transparent: their sites are the scope's
             out = []
-            for item in node.items:
+            for item in node.items if kind is ir.Seq else node.branches:
                 out.extend(self.sites(item, scope))
             return out
         if kind is ir.RuleCall:
@@ -756,11 +756,6 @@ class Planner:
             if not isinstance(test, bool):
                 raise NasError(f"a condition must be true or false, got `{show(test)}`", node.pos)
             return self.sites(node.then if test else node.orelse, scope)
-        if kind is ir.Merge:
-            out = []
-            for b in node.branches:
-                out.extend(self.sites(b, scope))
-            return out
         if kind is ir.Branch:
             return self.sites(node.body, scope) if node.body is not None else []
         if kind is ir.Pick:
