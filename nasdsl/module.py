@@ -45,13 +45,34 @@ def build_module(graph: nx.DiGraph, seed: int | None = 0) -> torch.fx.GraphModul
                 values[node_id] = inputs[0]
                 continue
             module = factory(attrs["args"], attrs["in_shapes"])
-            if hasattr(module, "inplace"):  # in place only where nothing else reads the input
-                source = attrs["inputs"][0]
-                module.inplace = source != "input" and graph.out_degree(source) == 1
+            if hasattr(module, "inplace"):
+                module.inplace = _may_overwrite(graph, attrs["inputs"][0])
             modules[node_id] = module
             values[node_id] = fx.call_module(node_id, (inputs[0],))
     module = torch.fx.GraphModule(modules, fx, class_name=_class_name(graph.graph.get("space", "Network")))
     return module
+
+
+# ops whose output autograd does not keep for their backward pass
+_OUTPUT_NOT_SAVED = {"conv", "dwconv", "sepconv", "fact_reduce", "bn", "instancenorm", "layernorm", "linear",
+                     "add", "concat", "avgpool", "gap"}
+
+
+def _may_overwrite(graph, source: str) -> bool:
+    """Whether an activation may work in place on `source`'s tensor: nothing else
+    reads it (looking through identities, which pass the same tensor on) and its
+    producer did not keep it for the backward pass (relu and sigmoid keep theirs)."""
+    while graph.nodes[source]["op"] == "identity":
+        source = graph.nodes[source]["inputs"][0]
+    return graph.nodes[source]["op"] in _OUTPUT_NOT_SAVED and _readers(graph, source) == 1
+
+
+def _readers(graph, node: str) -> int:
+    count = 0
+    for reader in graph.successors(node):
+        a = graph.nodes[reader]
+        count += _readers(graph, reader) if a["op"] == "identity" else a["inputs"].count(node)
+    return count
 
 
 def _class_name(space: str) -> str:

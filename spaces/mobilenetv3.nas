@@ -45,9 +45,10 @@ head(c_in, last) = conv_bn_act(6 * make_divisible(c_in * width, 8), 1, 1, hswish
 stage(c_in, c, s) = block(c_in, c, s) block(c, c, 1) * 0..3 as rest
 
 # One row of the tables: its choices at width 1.0, then the block at the scaled widths
-# (x in, e expanded, y out); the residual where the stride is 1 and the widths agree.
+# (x in, e expanded, y out); the residual where the stride is 1 and the widths agree,
+# output + input in torchvision's order.
 block(c_in, c, s) = if s == 1 and x == y
-                    then add(identity, bneck(x, e, y, kernel, s, use_se, nl))
+                    then add(bneck(x, e, y, kernel, s, use_se, nl), identity)
                     else bneck(x, e, y, kernel, s, use_se, nl)
     where exp = c_in..6 * c_in step 8, kernel = {3, 5}, use_se = {false, true}, nl = {relu, hswish},
           x = make_divisible(c_in * width, 8), e = make_divisible(exp * width, 8), y = make_divisible(c * width, 8)

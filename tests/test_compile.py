@@ -20,7 +20,7 @@ SPACES = Path(__file__).resolve().parent.parent / "spaces"
 SHIPPED = {path.stem: nasdsl.load(path) for path in sorted(SPACES.glob("*.nas"))
            if not nasdsl.load(path).is_library}
 # small versions, so a forward pass costs milliseconds
-SMALL = {"nb201": {"C": 4, "N": 1}}
+SMALL = {"nb201": {"C": 4, "N": 1}, "mobilenetv3": {"resolution": 64, "width": 0.5}}
 
 
 def measured(module, x):
@@ -98,6 +98,22 @@ def test_residual_inputs_are_not_modified_in_place():
     module = space.compile(space.sample(seed=0), (1, 2, 2))
     x = torch.tensor([[[[-1.0, 2.0], [3.0, -4.0]]]])
     assert torch.equal(module(x.clone()), torch.relu(x) + x)
+
+
+@pytest.mark.parametrize("body", ["conv(out=4) sigmoid relu", "relu relu", "relu hswish",
+                                  "conv(out=4) bn add(identity relu, identity)", "conv(out=4) bn relu"])
+def test_in_place_activations_never_change_a_result_or_break_training(body):
+    space = nasdsl.loads(f"space s\nnetwork = {body}\n")
+    d = space.sample(seed=0)
+    module = space.compile(d, (2, 4, 4))
+    reference = space.compile(d, (2, 4, 4))
+    for m in reference.modules():  # the same network with nothing in place
+        if hasattr(m, "inplace"):
+            m.inplace = False
+    x = torch.randn(3, 2, 4, 4, requires_grad=True)
+    y = module(x)
+    assert torch.allclose(y, reference(x))
+    y.sum().backward()  # no "modified by an inplace operation"
 
 
 def test_graph_exports():
