@@ -33,9 +33,12 @@ def build_module(graph: nx.DiGraph, seed: int | None = 0) -> torch.fx.GraphModul
         elif op == "output":
             fx.output(inputs[0] if len(inputs) == 1 else tuple(inputs))
         elif op == "add":
+            # summing into the first operand saves an allocation where that is safe
+            combine = operator.iadd if _may_overwrite(graph, attrs["inputs"][0]) else operator.add
             result = inputs[0]
             for other in inputs[1:]:
-                result = fx.call_function(operator.add, (result, other))
+                result = fx.call_function(combine, (result, other))
+                combine = operator.iadd  # the running sum is ours to overwrite
             values[node_id] = result
         elif op == "concat":
             values[node_id] = fx.call_function(torch.cat, (tuple(inputs),), {"dim": 1})

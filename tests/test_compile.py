@@ -101,7 +101,8 @@ def test_residual_inputs_are_not_modified_in_place():
 
 
 @pytest.mark.parametrize("body", ["conv(out=4) sigmoid relu", "relu relu", "relu hswish",
-                                  "conv(out=4) bn add(identity relu, identity)", "conv(out=4) bn relu"])
+                                  "conv(out=4) bn add(identity relu, identity)", "conv(out=4) bn relu",
+                                  "add(conv(out=2) bn, identity) relu add(relu, identity)"])
 def test_in_place_activations_never_change_a_result_or_break_training(body):
     space = nasdsl.loads(f"space s\nnetwork = {body}\n")
     d = space.sample(seed=0)
@@ -113,6 +114,10 @@ def test_in_place_activations_never_change_a_result_or_break_training(body):
     x = torch.randn(3, 2, 4, 4, requires_grad=True)
     y = module(x)
     assert torch.allclose(y, reference(x))
+    if "add(conv" in body:  # the first operand is summed into in place; the value is the same
+        bn = module.get_submodule("bn")
+        expected = torch.relu(bn(module.get_submodule("conv")(x)) + x)
+        assert torch.allclose(y, torch.relu(expected) + expected)
     y.sum().backward()  # no "modified by an inplace operation"
 
 
