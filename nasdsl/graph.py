@@ -20,7 +20,7 @@ from __future__ import annotations
 import networkx as nx
 
 from . import ir, primitives
-from .derivation import Alt, Derivation, Node, Picked, Rep
+from .derivation import Alt, Derivation, Node, Rep
 from .errors import NasError
 from .expr import Scope, evaluate, show, type_name
 from .plan import EMPTY_NODE

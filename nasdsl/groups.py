@@ -108,7 +108,6 @@ def layouts(graph: nx.DiGraph):
         if op in PASS_THROUGH or (op == "zero" and not a["args"].get("out")) or op == "dwconv":
             out[node] = first
         elif op == "conv" and a["args"]["groups"] > 1:
-            groups = a["args"]["groups"]
             if a["shape"][0] == a["in_shapes"][0][0]:  # depthwise or grouped, in == out: pass through
                 out[node] = first
             else:  # a grouped conv that changes width: its channels stay as they are
@@ -241,8 +240,6 @@ def prune(graph: nx.DiGraph, module, keep: dict):
     """A smaller copy of `module` (compiled or traced, with submodules named by the
     graph's node ids) keeping only `keep`'s channels of each named group; its
     outputs equal the original's wherever the removed channels were zero."""
-    from torch import nn
-
     positions = kept_positions(graph, keep)
     pruned = copy.deepcopy(module)
     named = dict(pruned.named_modules())

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import random
-from pathlib import Path
 
 from . import ast, plan as planning
 from .check import build_rules, load_file, reachable

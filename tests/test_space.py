@@ -1,7 +1,6 @@
 """The space model on real spaces: counts, presets, sharing, picks, restriction,
 mutation, crossover, weighted sampling, imports and the printer."""
 
-import itertools
 import math
 import random
 import time
