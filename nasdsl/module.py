@@ -24,7 +24,7 @@ def build_module(graph: nx.DiGraph, seed: int | None = 0) -> torch.fx.GraphModul
     values: dict[str, torch.fx.Node] = {}
     if seed is not None:
         torch.manual_seed(seed)
-    for node_id in nx.topological_sort(graph):
+    for node_id in graph.nodes:  # the order the graph was built in: the derivation's order, a topological one
         attrs = graph.nodes[node_id]
         op = attrs["op"]
         inputs = [values[i] for i in attrs["inputs"]]
