@@ -20,7 +20,8 @@ SPACES = Path(__file__).resolve().parent.parent / "spaces"
 SHIPPED = {path.stem: nasdsl.load(path) for path in sorted(SPACES.glob("*.nas"))
            if not nasdsl.load(path).is_library}
 # small versions, so a forward pass costs milliseconds
-SMALL = {"nb201": {"C": 4, "N": 1}, "mobilenetv3": {"resolution": 64, "width": 0.5}, "resnet": {"resolution": 32}}
+SMALL = {"nb201": {"C": 4, "N": 1}, "mobilenetv3": {"resolution": 64, "width": 0.5}, "resnet": {"resolution": 32},
+         "darts": {"C": 4, "layers": 5}}
 
 
 def measured(module, x):
