@@ -36,6 +36,7 @@ import torch
 import torchvision
 
 import nasdsl
+import record  # bench/record.py, beside this script
 
 ROOT = Path(__file__).resolve().parent.parent
 PRESET = "mobilenet_v3_large"
@@ -195,9 +196,7 @@ def main(argv=None) -> int:
               flush=True)
     result["machine"]["loadavg_after"] = list(os.getloadavg())
 
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    record.write(args.out, result)
     return 0
 
 

@@ -18,6 +18,7 @@ import torchvision
 from torch.profiler import ProfilerActivity, profile
 
 import nasdsl
+import record  # bench/record.py, beside this script
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -54,9 +55,7 @@ def main(argv=None) -> int:
               "top_kernels_ms": {k: {"ours": round(mine[k], 1), "torchvision_first": round(first.get(k, 0), 1),
                                      "torchvision_last": round(last.get(k, 0), 1)} for k in top}}
     print(json.dumps(result["total_ms"]))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    record.write(args.out, result)
     return 0
 
 

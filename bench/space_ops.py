@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import nasdsl
+import record  # bench/record.py, beside this script
 from nasdsl.operations import positions
 from nasdsl.plan import PAlt, PPick, PRepeat, PScope, PValue
 
@@ -135,9 +136,7 @@ def main(argv=None) -> int:
         print(json.dumps(rows[-1]), flush=True)
     result = {"benchmark": "space_ops", "python": sys.version.split()[0], "machine": platform.machine(),
               "processor": platform.processor() or platform.machine(), "results": rows}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    record.write(args.out, result)
     return 0
 
 

@@ -58,7 +58,6 @@ class _Edit:
 
     def __init__(self, space):
         self.space = space
-        self.rules = dict(space.rules)  # name -> ir.Rule (originals)
         self.replace: dict = {}  # output rule name -> {id(syntax node): new syntax node}
         self.clones: list = []  # (new name, original ir.Rule)
         self.taken = set(space.rules)
@@ -143,7 +142,9 @@ def _in_scope(edit, target, rule, body, wheres, parts, allowed, path):
 
 def _in_node(edit, target, rule, node, rest, allowed, path):
     if isinstance(node, tuple):  # a dag node: its own scope
-        _in_scope(edit, target, rule, node[1], (), rest, allowed, path) if rest else _no_value(path)
+        if not rest:
+            raise NasError(f"`{path}`: a dag node is a scope; name a choice inside it")
+        _in_scope(edit, target, rule, node[1], (), rest, allowed, path)
         return
     kind = type(node)
     if kind is ir.RuleCall:
@@ -154,7 +155,7 @@ def _in_node(edit, target, rule, node, rest, allowed, path):
             return
         if node.shared:
             raise NasError(f"`{path}`: `{node.rule}` is shared; restrict it at `{node.rule}...` instead")
-        clone = _in_rule(edit, edit.rules[node.rule], rest, allowed, path)
+        clone = _in_rule(edit, edit.space.rules[node.rule], rest, allowed, path)
         edit.replace.setdefault(target, {})[id(node.syntax)] = ast.Labelled(ast.Call(clone, node.syntax.args, pos=node.syntax.pos),
                                                      node.site)
     elif kind is ir.PrimCall:
@@ -192,10 +193,6 @@ def _in_node(edit, target, rule, node, rest, allowed, path):
                 return
         raise NasError(f"`{path}`: no candidate `{rest[0]}`", None,
                        did_you_mean(rest[0], [lab for lab, _ in node.candidates]))
-
-
-def _no_value(path):
-    raise NasError(f"`{path}`: a dag node is a scope; name a choice inside it")
 
 
 def _in_rule(edit, rule, rest, allowed, path, in_place=False) -> str:
