@@ -11,28 +11,35 @@ $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
-	@$(MAKE) --no-print-directory debian-packages
 	touch $(STAMP)
 
-# Graphviz draws graph pictures (`nasdsl compile --png`). Installed when we are root
-# with apt; otherwise nasdsl says how to get it when a picture is asked for.
-DEBIAN := graphviz
+# Debian packages: Graphviz draws graph pictures (`nasdsl compile --png`); the
+# Fashion-MNIST package is the demo's data set. Installed when we are root with apt;
+# otherwise nasdsl carries on (pictures need Graphviz; the search falls back to
+# scikit-learn's digits and says so).
+DEBIAN := graphviz dataset-fashion-mnist
 debian-packages:
-	@if command -v dot >/dev/null; then :; \
+	@missing=""; \
+	command -v dot >/dev/null || missing="graphviz"; \
+	[ -d /usr/share/datasets/fashion-mnist ] || missing="$$missing dataset-fashion-mnist"; \
+	if [ -z "$$missing" ]; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	  echo "installing Debian packages: $(DEBIAN)"; \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEBIAN)) >/dev/null 2>&1 \
-	    || echo "could not install $(DEBIAN); carrying on without it"; \
-	else echo "not root or no apt-get: $(DEBIAN) not installed (graph pictures need Graphviz)"; fi
+	  echo "installing Debian packages:$$missing"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing) >/dev/null 2>&1 \
+	    || echo "could not install$$missing; carrying on without"; \
+	else echo "not root or no apt-get: not installing$$missing"; fi
 
 install: $(STAMP)
 
-# Until the search runtime lands, the main job checks, counts and samples every shipped space.
-demo: $(STAMP)
-	$(NASDSL) check $(SPACES)
-	@for f in $(SPACES); do $(NASDSL) count $$f || exit 1; done
-	$(NASDSL) sample spaces/tutorial.nas -n 3 --seed 0
-	$(NASDSL) sample spaces/nb201.nas -n 3 --seed 0
+# The main job: regularized evolution over the tutorial space on Fashion-MNIST, two
+# workers, then the report. A fresh search each time (resume one with --resume).
+DEMO := demo-output
+demo: $(STAMP) debian-packages
+	rm -rf $(DEMO)
+	$(NASDSL) search spaces/tutorial.nas --dataset fashion-mnist --algorithm evolution \
+	  --trials 12 --population 6 --sample-size 3 --epochs 2 --limit 4000 --workers 2 --store $(DEMO)/search.db
+	$(NASDSL) report --store $(DEMO)/search.db --out $(DEMO)/report
+	@echo "report: $(DEMO)/report/summary.md (pareto.png, progress.png)"
 
 test: $(STAMP)
 	$(PY) -m pytest
@@ -41,4 +48,4 @@ bench: $(STAMP)
 	$(PY) bench/space_ops.py --out bench/results/space_ops.json
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info
+	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info $(DEMO)

@@ -1,5 +1,5 @@
 """The `nasdsl` command: check, count, sample, show, mutate, restrict and compile space files,
-and trace PyTorch models.
+trace PyTorch models, and (from nasdsl.runtime) search, trials and report.
 
 Every command computes one JSON-ready dict; `--json` prints it as is and the
 human form renders the same dict with rich, so the two never disagree.
@@ -410,6 +410,10 @@ def build_parser() -> argparse.ArgumentParser:
     trace_.add_argument("model", metavar="torchvision:NAME", help="a torchvision classification model (random weights)")
     trace_.add_argument("--input-shape", type=shape_arg, default=(3, 224, 224), metavar="C,H,W",
                         help="per-sample input shape (default 3,224,224)")
+
+    from .runtime.cli import add_commands  # search, trials, report
+
+    add_commands(command, space, positive_int)
     return parser
 
 

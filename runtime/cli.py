@@ -1,0 +1,137 @@
+"""The runtime's commands: `nasdsl search`, `nasdsl trials`, `nasdsl report`.
+
+Registered by `nasdsl.cli.build_parser`; torch and the runtime are imported only
+when one of these commands runs, so `nasdsl count` stays quick.
+"""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+
+def add_commands(command, space_parent, positive_int) -> None:
+    """Add the three commands with `nasdsl.cli`'s `command(name, run, help, parents)`."""
+    search = command("search", cmd_search, "search a space: train proposed architectures, keep them in a store",
+                     [space_parent])
+    search.add_argument("file", metavar="SPACE")
+    search.add_argument("--algorithm", default="evolution", metavar="NAME",
+                        help="random or evolution (regularized/aging evolution; default)")
+    search.add_argument("--dataset", default="fashion-mnist", metavar="NAME[:PATH]",
+                        help="fashion-mnist (default), mnist:PATH, digits, cifar10:PATH or imagefolder:PATH")
+    search.add_argument("--trials", type=int, default=20, help="architectures to train in all (default 20)")
+    search.add_argument("--epochs", type=int, default=3, help="training epochs per trial (default 3)")
+    search.add_argument("--store", required=True, metavar="PATH", help="the SQLite trial store")
+    search.add_argument("--resume", action="store_true", help="continue the search in --store")
+    search.add_argument("--workers", type=positive_int, default=1, help="trials trained at once (default 1)")
+    search.add_argument("--executor", choices=("local", "ray"), default="local",
+                        help="local process pool (default) or a Ray cluster")
+    search.add_argument("--address", metavar="HOST:PORT", help="the Ray cluster to join (default: start one here)")
+    search.add_argument("--max-macs", type=positive_int, metavar="M", help="propose only networks with at most M MACs")
+    search.add_argument("--max-params", type=positive_int, metavar="P", help="... and at most P parameters")
+    search.add_argument("--seed", type=int, default=0, help="random seed of the whole search (default 0)")
+    search.add_argument("--population", type=positive_int, default=16, help="evolution: population size (16)")
+    search.add_argument("--sample-size", type=positive_int, default=4, help="evolution: tournament size (4)")
+    search.add_argument("--limit", type=positive_int, metavar="N", help="train each trial on N training images")
+    search.add_argument("--batch-size", type=positive_int, default=64, help="training batch size (64)")
+    search.add_argument("--lr", type=float, default=0.1, help="peak learning rate (0.1)")
+    search.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd", help="sgd (default) or adamw")
+    search.add_argument("--patience", type=positive_int, metavar="E",
+                        help="stop a trial after E epochs without a better validation accuracy")
+    search.add_argument("--test-top", type=int, default=5, metavar="K",
+                        help="evaluate the K best trials and the Pareto front on the test set at the end (5)")
+
+    trials = command("trials", cmd_trials, "the trials in a store", [])
+    trials.add_argument("--store", required=True, metavar="PATH", help="the SQLite trial store")
+
+    report = command("report", cmd_report, "write a search's Pareto front, progress plot and summary", [])
+    report.add_argument("--store", required=True, metavar="PATH", help="the SQLite trial store")
+    report.add_argument("--out", required=True, metavar="DIR", help="folder for pareto.png, progress.png, summary.md")
+
+
+def cmd_search(args) -> int:
+    from .executors import make_executor
+    from .progress import Reporter
+    from .search import Search, SearchConfig, pareto_front
+    from .train import TrainConfig
+
+    from nasdsl.cli import EXIT_OK, emit
+
+    config = SearchConfig(
+        space=args.file, dataset=args.dataset, algorithm=args.algorithm, trials=args.trials,
+        params=dict(args.param or ()), seed=args.seed, max_params=args.max_params, max_macs=args.max_macs,
+        population=args.population, sample_size=args.sample_size, limit=args.limit, test_top=args.test_top,
+        workers=args.workers, executor=args.executor, address=args.address,
+        train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
+                          patience=args.patience))
+    console = Console(stderr=True, highlight=False, markup=False)
+    search = Search.open(config, args.store, resume=args.resume)
+    with search.store:
+        if search.data.note:
+            console.print(f"note: {search.data.note}")
+        if not args.json:
+            console.print(f"searching {search.space!r} with {args.algorithm} on {search.data.name} "
+                          f"({len(search.data.train.y)} training images); store {args.store}")
+        search.run(lambda: make_executor(args.executor, args.workers, args.address),
+                   None if args.json else Reporter(console))
+        best = search.test_best()
+        trials = search.store.trials()
+        data = {"store": str(args.store),
+                "finished": sum(t.status == "done" for t in trials),
+                "failed": sum(t.status == "failed" for t in trials),
+                "best": [t.to_json() for t in best],
+                "pareto": [t.id for t in pareto_front([t for t in trials if t.status == "done"], "macs")]}
+    emit(args, data, render_search)
+    return EXIT_OK
+
+
+def render_search(console: Console, data: dict) -> None:
+    console.print(f"{data['finished']} trials done, {data['failed']} failed")
+    render_trials(console, {"trials": data["best"]}, title="best architectures (test accuracy measured once, at the end)",
+                  pareto=set(data["pareto"]))
+    if data["best"]:
+        console.print(f"best: {data['best'][0]['derivation']}")
+    console.print(f"store: {data['store']}   report: nasdsl report --store {data['store']} --out DIR")
+
+
+def cmd_trials(args) -> int:
+    from .store import Store
+
+    from nasdsl.cli import EXIT_OK, emit
+
+    with Store.open(args.store) as store:
+        data = {"trials": [t.to_json() for t in store.trials()]}
+    emit(args, data, render_trials)
+    return EXIT_OK
+
+
+def render_trials(console: Console, data: dict, title: str = "trials", pareto=frozenset()) -> None:
+    table = Table(title=title)
+    for column in ("id", "status", "val acc", "test acc", "params", "MACs", "parent"):
+        table.add_column(column, no_wrap=True, justify="left" if column == "status" else "right")
+    # the derivation gets what is left of the line; the full text is in --json
+    table.add_column("derivation", overflow="ellipsis", no_wrap=True, max_width=max(12, console.width - 82))
+    for t in data["trials"]:
+        acc = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
+        size = lambda v: "-" if v is None else f"{v:,}"  # noqa: E731
+        status = t["status"] if t["status"] != "failed" else f"failed: {t['reason']}"
+        table.add_row(str(t["id"]) + (" *" if t["id"] in pareto else ""), status, acc(t["val_acc"]),
+                      acc(t["test_acc"]), size(t["params"]), size(t["macs"]), str(t["parent"] or "-"),
+                      t["derivation"])
+    console.print(table)
+    if pareto:
+        console.print("* on the accuracy/MACs Pareto front")
+
+
+def cmd_report(args) -> int:
+    from .report import write_report
+    from .store import Store
+
+    from nasdsl.cli import EXIT_OK, emit
+
+    with Store.open(args.store) as store:
+        written = write_report(store, args.out)
+    emit(args, {"report": written}, lambda console, data: console.print(
+        "wrote " + ", ".join(data["report"].values())))
+    return EXIT_OK
+

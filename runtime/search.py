@@ -1,0 +1,295 @@
+"""A search: propose derivations, train them on workers, record them in the store.
+
+    config ──> Search.open ──> (space bound to the data set, store, proposer)
+                   │
+                   └─ run(executor): keep every worker busy with `run_trial`,
+                      record each result in its own transaction, and at the end
+                      evaluate the best trials on the test set.
+
+The loop is the only writer of the store. Everything an algorithm needs is in
+the store, so `--resume` re-opens it, re-queues the trials that were running,
+and carries on proposing from where the budget stopped.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import functools
+import hashlib
+from pathlib import Path
+
+import attrs
+
+from nasdsl.errors import NasError
+from nasdsl.graph import output_shape
+from nasdsl.module import build_module
+from nasdsl.space import load
+
+from . import data as datasets
+from .algorithms import Proposer, make_algorithm, trial_rng
+from .store import Store, Trial
+from .train import TrainConfig, TrialFailed, accuracy, train
+
+# settings that may change when a search resumes: how much budget, and where it runs
+RESUMABLE = ("trials", "workers", "executor", "address")
+
+
+@attrs.frozen
+class SearchConfig:
+    """Everything that defines a search; all but RESUMABLE must match to resume it."""
+
+    space: str  # path of the .nas file
+    dataset: str = "fashion-mnist"
+    algorithm: str = "evolution"
+    trials: int = 20
+    params: dict = attrs.Factory(dict)  # --param values given by the user
+    train: TrainConfig = TrainConfig()
+    seed: int = 0
+    max_params: int | None = None
+    max_macs: int | None = None
+    population: int = 16
+    sample_size: int = 4
+    limit: int | None = None  # training images used per trial (None: all)
+    val_fraction: float = 0.1
+    test_top: int = 5  # how many of the best trials the final evaluation tests
+    workers: int = 1
+    executor: str = "local"
+    address: str | None = None
+
+    def identity(self, space_text: str) -> dict:
+        """The config as the store records it (JSON), with the space file's digest."""
+        record = attrs.asdict(self, recurse=True)
+        record["space"] = {"file": Path(self.space).name, "sha256": hashlib.sha256(space_text.encode()).hexdigest()}
+        return record
+
+
+@attrs.frozen
+class TrialJob:
+    """What a worker needs to run one trial; small and picklable."""
+
+    trial_id: int
+    space: str
+    params: tuple  # the bound parameters as sorted (name, value) pairs
+    derivation: str
+    seed: int
+    dataset: str
+    val_fraction: float
+    split_seed: int
+    limit: int | None
+    train: TrainConfig
+    checkpoint: str
+
+
+@attrs.frozen
+class TrialOutcome:
+    trial_id: int
+    ok: bool
+    reason: str | None = None
+    val_acc: float | None = None
+    params: int | None = None
+    macs: int | None = None
+    train_time: float | None = None
+    epochs: int | None = None
+    extra: dict = attrs.Factory(dict)
+
+
+# ---- the worker side -------------------------------------------------------------
+@functools.lru_cache(maxsize=4)
+def _space(path: str, params: tuple):
+    return load(path, dict(params))
+
+
+@functools.lru_cache(maxsize=2)
+def _dataset(spec: str, val_fraction: float, seed: int, limit: int | None):
+    return datasets.load(spec, val_fraction=val_fraction, seed=seed, limit=limit)
+
+
+def run_trial(job: TrialJob) -> TrialOutcome:
+    """Compile, train and validate one derivation; save its best weights. Any failure
+    becomes a failed outcome with a reason, never an exception in the search."""
+    import torch
+
+    try:
+        space = _space(job.space, job.params)
+        data = _dataset(job.dataset, job.val_fraction, job.split_seed, job.limit)
+        graph = space.graph(space.parse(job.derivation), data.input_shape)
+        module = build_module(graph, seed=job.seed)
+        result = train(module, data, job.train, seed=job.seed)
+        Path(job.checkpoint).parent.mkdir(parents=True, exist_ok=True)
+        torch.save(result.state_dict, job.checkpoint)
+    except (TrialFailed, NasError) as err:
+        return TrialOutcome(job.trial_id, False, str(err))
+    except Exception as err:  # a bug in a primitive or in torch: fail the trial, keep the search
+        return TrialOutcome(job.trial_id, False, f"{type(err).__name__}: {err}")
+    history = [attrs.asdict(e) for e in result.epochs]
+    return TrialOutcome(job.trial_id, True, None, result.val_acc, graph.graph["params"], graph.graph["macs"],
+                        result.train_time, len(result.epochs),
+                        {"history": history, "best_epoch": result.best_epoch,
+                         "images_per_s": round(result.images_per_s, 1)})
+
+
+# ---- the search ---------------------------------------------------------------------
+def bind_to_data(space, data: datasets.Dataset, given: dict):
+    """The space with `num_classes`, `in_channels` and `resolution` set from the data
+    set where it declares them; refuses a conflicting --param and a space whose
+    derivations cannot take the data's images or give its classes."""
+    channels, height, width = data.input_shape
+    wanted = {"num_classes": data.num_classes, "in_channels": channels}
+    if height == width:
+        wanted["resolution"] = height
+    declared = {p.name for p in space.header.params}
+    for name, value in wanted.items():
+        if name in declared and name in given and given[name] != value:
+            raise NasError(f"--param {name}={given[name]} does not fit data set `{data.name}` ({name} = {value})",
+                           hint=f"drop --param {name}; it is set from the data set")
+    space = space.bind(**{k: v for k, v in wanted.items() if k in declared})
+    probe = space.sample(seed=0)
+    try:
+        graph = space.graph(probe, data.input_shape)
+    except NasError as err:
+        raise NasError(f"space `{space.name}` cannot take data set `{data.name}`'s images "
+                       f"{data.input_shape}: {err.message}", hint="choose a space for this input size, "
+                       "or set its input parameters with --param") from None
+    if output_shape(graph) != (data.num_classes,):
+        raise NasError(f"space `{space.name}` outputs shape {output_shape(graph)}, but data set `{data.name}` "
+                       f"has {data.num_classes} classes", hint="give the space a `num_classes` parameter")
+    return space
+
+
+class Search:
+    """An open search: its config, bound space, data, store and algorithm."""
+
+    def __init__(self, config: SearchConfig, store: Store, space, data, algorithm):
+        self.config, self.store, self.space, self.data, self.algorithm = config, store, space, data, algorithm
+        self.proposer = Proposer(space, data.input_shape, config.max_params, config.max_macs)
+
+    @classmethod
+    def open(cls, config: SearchConfig, store_path, resume: bool = False) -> "Search":
+        """Check everything, then create (or, with `resume`, reopen) the store: bad
+        input is refused before any file is written."""
+        if config.trials < 1:
+            raise NasError(f"--trials must be at least 1, got {config.trials}")
+        if config.train.epochs < 1:
+            raise NasError(f"--epochs must be at least 1, got {config.train.epochs}")
+        path = Path(config.space)
+        try:
+            text = path.read_text()
+        except OSError as err:
+            raise NasError(f"{path}: cannot read the space file ({err.strerror})") from None
+        algorithm = make_algorithm(config.algorithm, config.population, config.sample_size)
+        data = _dataset(config.dataset, config.val_fraction, config.seed, config.limit)
+        space = bind_to_data(load(path, config.params), data, config.params)
+        identity = config.identity(text)
+        identity["algorithm_settings"] = algorithm.settings()
+        store = (Store.open(store_path, identity, ignore=RESUMABLE) if resume
+                 else Store.create(store_path, identity))
+        return cls(config, store, space, data, algorithm)
+
+    def job(self, trial: Trial) -> TrialJob:
+        checkpoint = self.store.checkpoint_dir() / f"trial-{trial.id}.pt"
+        return TrialJob(trial.id, str(Path(self.config.space).resolve()), tuple(sorted(self.space.params.items())),
+                        trial.derivation, trial.seed, self.config.dataset, self.config.val_fraction,
+                        self.config.seed, self.config.limit, self.config.train, str(checkpoint))
+
+    def propose(self, index: int) -> Trial:
+        """The `index`-th trial (0-based), proposed by the algorithm and queued in the store."""
+        proposal = self.algorithm.propose(self.proposer, self.store, index, self.config.seed)
+        d = proposal.derivation
+        cost = self.proposer.cost(d)
+        seed = trial_rng(self.config.seed, index, "train").randrange(2**31)
+        extra = {**proposal.extra, "index": index, "proposed_params": cost.params, "proposed_macs": cost.macs}
+        return self.store.trial(self.store.add(d.text, d.hash, seed, proposal.parents, extra))
+
+    def run(self, make_executor, reporter=None) -> None:
+        """Run until the store holds `config.trials` finished (done or failed) trials.
+        `make_executor()` gives a fresh executor (again if a worker process dies)."""
+        workers = self.config.workers
+        queue = [self.store.trial(i) for i in self.store.requeue_unfinished()]
+        proposed = len(self.store.trials())
+        pending: dict = {}
+        executor = make_executor()
+        if reporter:
+            reporter.start(self)
+        try:
+            while True:
+                while len(pending) < workers and (queue or proposed < self.config.trials):
+                    if queue:
+                        trial = queue.pop(0)
+                    else:
+                        trial = self.propose(proposed)
+                        proposed += 1
+                    self.store.start(trial.id)
+                    pending[executor.submit(run_trial, self.job(trial))] = trial.id
+                if not pending:
+                    break
+                done, _ = concurrent.futures.wait(pending, return_when=concurrent.futures.FIRST_COMPLETED)
+                broken = False
+                for future in done:
+                    trial_id = pending.pop(future)
+                    outcome, died = _outcome(future, trial_id)
+                    broken |= died
+                    self.record(outcome)
+                    if reporter:
+                        reporter.finished(self, self.store.trial(trial_id))
+                if broken:  # a dead worker breaks the whole pool: start a new one
+                    executor.shutdown(wait=False, cancel_futures=True)
+                    executor = make_executor()
+        finally:
+            executor.shutdown(wait=False, cancel_futures=True)
+            if reporter:
+                reporter.stop()
+
+    def record(self, outcome: TrialOutcome) -> None:
+        if outcome.ok:
+            checkpoint = f"{self.store.checkpoint_dir().name}/trial-{outcome.trial_id}.pt"
+            self.store.finish(outcome.trial_id, val_acc=outcome.val_acc, params=outcome.params, macs=outcome.macs,
+                              train_time=outcome.train_time, epochs=outcome.epochs, checkpoint=checkpoint,
+                              extra=outcome.extra)
+        else:
+            self.store.fail(outcome.trial_id, outcome.reason, outcome.extra)
+
+    def test_best(self) -> list[Trial]:
+        """The final evaluation: the `test_top` best trials by validation accuracy and the
+        accuracy/MACs Pareto front, on the test set (the only time it is touched)."""
+        done = self.store.trials("done")
+        chosen = {t.id: t for t in sorted(done, key=lambda t: -t.val_acc)[:self.config.test_top]}
+        chosen.update({t.id: t for t in pareto_front(done, "macs")})
+        for trial in chosen.values():
+            if trial.test_acc is None:
+                module = self.load_module(trial)
+                self.store.set_test_acc(trial.id, accuracy(module, self.data.test))
+        return [self.store.trial(i) for i in sorted(chosen, key=lambda i: -chosen[i].val_acc)]
+
+    def load_module(self, trial: Trial):
+        """The trained module of a done trial, from its checkpoint."""
+        import torch
+
+        path = self.store.path.parent / trial.checkpoint
+        graph = self.space.graph(self.space.parse(trial.derivation), self.data.input_shape)
+        module = build_module(graph, seed=trial.seed)
+        try:
+            module.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        except (OSError, RuntimeError) as err:
+            raise NasError(f"{path}: cannot load trial {trial.id}'s checkpoint ({err})") from None
+        return module
+
+
+def _outcome(future, trial_id: int) -> tuple[TrialOutcome, bool]:
+    """The trial's outcome, and whether its worker process died."""
+    try:
+        return future.result(), False
+    except concurrent.futures.process.BrokenProcessPool:
+        return TrialOutcome(trial_id, False, "its worker process died (killed, or out of memory)"), True
+    except Exception as err:  # e.g. a Ray task error
+        return TrialOutcome(trial_id, False, f"{type(err).__name__}: {err}"), False
+
+
+def pareto_front(trials, cost: str = "macs") -> list[Trial]:
+    """The done trials no other trial beats on both validation accuracy and `cost`
+    (params or MACs), cheapest first."""
+    front, best = [], -1.0
+    for trial in sorted(trials, key=lambda t: (getattr(t, cost), -t.val_acc)):
+        if trial.val_acc > best:
+            front.append(trial)
+            best = trial.val_acc
+    return front

@@ -1,0 +1,247 @@
+"""The trial store: one SQLite file per search.
+
+It holds the search's config (what must not change when it resumes), every
+trial (derivation, lineage, status, metrics, checkpoint) and whatever state an
+algorithm needs to continue. SQLite in WAL mode with one transaction per state
+change means a search killed at any instant -- `kill -9` included -- leaves a
+consistent file: a trial is either recorded as done with all its metrics or it
+is not, and `--resume` re-runs exactly the trials that had not finished.
+
+Only the search's main process writes; workers return results to it.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from pathlib import Path
+
+import attrs
+
+from nasdsl.errors import NasError
+
+SCHEMA_VERSION = 1
+STATUSES = ("queued", "running", "done", "failed")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS trials (
+    id          INTEGER PRIMARY KEY,
+    derivation  TEXT NOT NULL,
+    hash        TEXT NOT NULL,
+    parents     TEXT NOT NULL DEFAULT '[]',
+    status      TEXT NOT NULL CHECK (status IN ('queued', 'running', 'done', 'failed')),
+    reason      TEXT,
+    seed        INTEGER NOT NULL,
+    val_acc     REAL,
+    test_acc    REAL,
+    params      INTEGER,
+    macs        INTEGER,
+    train_time  REAL,
+    epochs      INTEGER,
+    checkpoint  TEXT,
+    extra       TEXT NOT NULL DEFAULT '{}',
+    created     REAL NOT NULL,
+    started     REAL,
+    finished    REAL
+);
+CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+class StoreError(NasError):
+    """A store that cannot be used: unreadable, corrupt, or from another search."""
+
+
+@attrs.frozen
+class Trial:
+    """One row of the store."""
+
+    id: int
+    derivation: str
+    hash: str
+    parents: tuple[int, ...]
+    status: str
+    reason: str | None
+    seed: int
+    val_acc: float | None
+    test_acc: float | None
+    params: int | None
+    macs: int | None
+    train_time: float | None
+    epochs: int | None
+    checkpoint: str | None
+    extra: dict
+    created: float
+    started: float | None
+    finished: float | None
+
+    @property
+    def parent(self) -> int | None:
+        return self.parents[0] if self.parents else None
+
+    def to_json(self) -> dict:
+        """The row as `nasdsl trials --json` prints it; algorithm fields from `extra` join it."""
+        row = {"id": self.id, "derivation": self.derivation, "hash": self.hash, "status": self.status,
+               "reason": self.reason, "parent": self.parent, "parents": list(self.parents),
+               "val_acc": self.val_acc, "test_acc": self.test_acc, "params": self.params, "macs": self.macs,
+               "train_time": self.train_time, "epochs": self.epochs, "seed": self.seed}
+        row.update({k: v for k, v in self.extra.items() if k not in row and k != "history"})
+        return row
+
+
+class Store:
+    """A search's SQLite file. `Store.create` starts one, `Store.open` reads or resumes one."""
+
+    def __init__(self, path: Path, db: sqlite3.Connection):
+        self.path = path
+        self._db = db
+
+    # ---- opening
+    @classmethod
+    def create(cls, path, config: dict) -> "Store":
+        """A new, empty store for a search with `config`; refuses to overwrite a store."""
+        path = Path(path)
+        if path.exists() and path.stat().st_size > 0:
+            raise StoreError(f"{path}: a store already exists here",
+                             hint="add --resume to continue that search, or choose another --store")
+        store = cls(path, _connect(path))
+        with store._db:
+            store._db.executescript(SCHEMA)
+            store._db.executemany("INSERT INTO meta VALUES (?, ?)",
+                                  [("schema", json.dumps(SCHEMA_VERSION)), ("config", json.dumps(config))])
+        return store
+
+    @classmethod
+    def open(cls, path, config: dict | None = None, *, ignore: tuple = ()) -> "Store":
+        """An existing store. With `config`, refuse it unless it was made by the same
+        search (keys in `ignore`, such as the trial budget, may differ)."""
+        path = Path(path)
+        if not path.is_file():
+            raise StoreError(f"{path}: no store here", hint="start the search without --resume first")
+        store = cls(path, _connect(path))
+        try:
+            rows = dict(store._db.execute("SELECT key, value FROM meta"))
+            store._db.execute("SELECT id, derivation, status, extra FROM trials LIMIT 1").fetchall()
+        except sqlite3.DatabaseError as err:
+            raise StoreError(f"{path}: not a nasdsl trial store, or corrupt ({err})",
+                             hint="point --store at a store written by `nasdsl search`") from None
+        if json.loads(rows.get("schema", "0")) != SCHEMA_VERSION or "config" not in rows:
+            raise StoreError(f"{path}: written by another version of nasdsl (schema {rows.get('schema')})")
+        store.config = json.loads(rows["config"])
+        if config is not None:
+            differ = sorted(k for k in set(config) | set(store.config)
+                            if k not in ignore and config.get(k) != store.config.get(k))
+            if differ:
+                shown = "; ".join(f"{k}: store has {json.dumps(store.config.get(k))}, "
+                                  f"now {json.dumps(config.get(k))}" for k in differ)
+                raise StoreError(f"{path}: this store belongs to a different search ({shown})",
+                                 hint="resume with the same space, data set and settings, or start a new --store")
+        return store
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # ---- trials: one transaction per state change
+    def add(self, derivation: str, hash: str, seed: int, parents=(), extra: dict | None = None) -> int:
+        with self._db:
+            cursor = self._db.execute(
+                "INSERT INTO trials (derivation, hash, parents, status, seed, extra, created) "
+                "VALUES (?, ?, ?, 'queued', ?, ?, ?)",
+                (derivation, hash, json.dumps(list(parents)), seed, json.dumps(extra or {}), time.time()))
+        return cursor.lastrowid
+
+    def start(self, trial_id: int) -> None:
+        self._set(trial_id, status="running", started=time.time())
+
+    def finish(self, trial_id: int, *, val_acc: float, params: int, macs: int, train_time: float,
+               epochs: int, checkpoint: str | None, extra: dict | None = None) -> None:
+        self._set(trial_id, status="done", reason=None, val_acc=val_acc, params=params, macs=macs,
+                  train_time=train_time, epochs=epochs, checkpoint=checkpoint, finished=time.time(),
+                  extra=self._merged_extra(trial_id, extra))
+
+    def fail(self, trial_id: int, reason: str, extra: dict | None = None) -> None:
+        self._set(trial_id, status="failed", reason=reason, finished=time.time(),
+                  extra=self._merged_extra(trial_id, extra))
+
+    def set_test_acc(self, trial_id: int, test_acc: float) -> None:
+        self._set(trial_id, test_acc=test_acc)
+
+    def requeue_unfinished(self) -> list[int]:
+        """Trials that were queued or running when the search stopped, back in the queue."""
+        with self._db:
+            ids = [r[0] for r in self._db.execute(
+                "SELECT id FROM trials WHERE status IN ('queued', 'running') ORDER BY id")]
+            self._db.execute("UPDATE trials SET status = 'queued', started = NULL WHERE status = 'running'")
+        return ids
+
+    def _merged_extra(self, trial_id: int, extra: dict | None) -> str:
+        old = json.loads(self._db.execute("SELECT extra FROM trials WHERE id = ?", (trial_id,)).fetchone()[0])
+        return json.dumps({**old, **(extra or {})})
+
+    def _set(self, trial_id: int, **columns) -> None:
+        names = ", ".join(f"{k} = ?" for k in columns)
+        with self._db:
+            self._db.execute(f"UPDATE trials SET {names} WHERE id = ?", (*columns.values(), trial_id))
+
+    # ---- reading
+    def trials(self, status: str | None = None) -> list[Trial]:
+        """All trials (or those with `status`), in the order they were proposed."""
+        query, args = "SELECT * FROM trials", ()
+        if status:
+            query, args = query + " WHERE status = ?", (status,)
+        return [_trial(row) for row in self._db.execute(query + " ORDER BY id", args)]
+
+    def trial(self, trial_id: int) -> Trial:
+        row = self._db.execute("SELECT * FROM trials WHERE id = ?", (trial_id,)).fetchone()
+        if row is None:
+            raise StoreError(f"{self.path}: no trial {trial_id}")
+        return _trial(row)
+
+    def finished_in_order(self) -> list[Trial]:
+        """Done trials in the order they finished (aging evolution's population order)."""
+        return [_trial(r) for r in self._db.execute(
+            "SELECT * FROM trials WHERE status = 'done' ORDER BY finished, id")]
+
+    # ---- algorithm state
+    def get_state(self, key: str, default=None):
+        row = self._db.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
+        return default if row is None else json.loads(row[0])
+
+    def set_state(self, key: str, value) -> None:
+        with self._db:
+            self._db.execute("INSERT OR REPLACE INTO state VALUES (?, ?)", (key, json.dumps(value)))
+
+    def checkpoint_dir(self) -> Path:
+        """Where trials' weights go: a folder beside the store, named after it."""
+        return self.path.with_name(self.path.name + ".ckpt")
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(path, timeout=30)
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute("PRAGMA synchronous = FULL")
+    except (OSError, sqlite3.OperationalError) as err:
+        raise StoreError(f"{path}: cannot open the store ({err})",
+                         hint="choose a --store path in a folder you can write to") from None
+    except sqlite3.DatabaseError as err:
+        raise StoreError(f"{path}: not a nasdsl trial store, or corrupt ({err})",
+                         hint="point --store at a store written by `nasdsl search`") from None
+    return db
+
+
+def _trial(row: sqlite3.Row) -> Trial:
+    data = dict(row)
+    data["parents"] = tuple(json.loads(data["parents"]))
+    data["extra"] = json.loads(data["extra"])
+    return Trial(**data)

@@ -1,0 +1,309 @@
+"""The search runtime: trainer, trial store, algorithms, executors, and the
+`search` / `trials` / `report` commands, on scikit-learn's digits (8x8, fast)."""
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import nasdsl
+from nasdsl.cli import main
+from nasdsl.errors import NasError
+from nasdsl.runtime import data as datasets
+from nasdsl.runtime.algorithms import Proposer, RandomSearch, RegularizedEvolution
+from nasdsl.runtime.search import Search, SearchConfig, pareto_front, run_trial
+from nasdsl.runtime.store import Store, StoreError
+from nasdsl.runtime.train import TrainConfig, TrialFailed, train
+
+ROOT = Path(__file__).resolve().parent.parent
+TUTORIAL = str(ROOT / "spaces" / "tutorial.nas")
+QUICK = ["--dataset", "digits", "--epochs", "1", "--limit", "400"]
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return datasets.load("digits")
+
+
+def run(*argv):
+    """(exit code, stdout JSON or text) of `nasdsl ARGV`."""
+    return main([str(a) for a in argv])
+
+
+def trials_of(store_path) -> list[dict]:
+    with Store.open(store_path) as store:
+        return [t.to_json() for t in store.trials()]
+
+
+class Inline:
+    """An executor that runs each trial in this process: the search loop's logic
+    without process start-up cost (the process pool has its own tests)."""
+
+    def submit(self, fn, *args):
+        import concurrent.futures
+
+        future = concurrent.futures.Future()
+        future.set_result(fn(*args))
+        return future
+
+    def shutdown(self, wait=True, cancel_futures=False):
+        pass
+
+
+# ---- trainer ---------------------------------------------------------------------
+def test_training_is_seeded_and_reproducible_and_learns(digits):
+    space = nasdsl.load(TUTORIAL, {"in_channels": 1})
+    d = space.preset("smallest")
+    config = TrainConfig(epochs=2)
+    results = [train(space.compile(d, digits.input_shape, seed=0), digits, config, seed=3) for _ in range(2)]
+    assert results[0].val_acc == results[1].val_acc
+    assert all(torch.equal(a, b) for a, b in zip(results[0].state_dict.values(), results[1].state_dict.values()))
+    assert results[0].val_acc > 0.5  # 10 classes: chance is 0.1
+    assert [e.epoch for e in results[0].epochs] == [1, 2]
+
+
+def test_early_stopping_stops_after_patience_epochs_without_improvement(digits):
+    space = nasdsl.load(TUTORIAL)
+    seen = []
+    # lr 0 never improves on the first epoch's accuracy: patience 1 stops after epoch 2
+    result = train(space.compile(space.preset("smallest"), digits.input_shape), digits,
+                   TrainConfig(epochs=5, lr=0.0, patience=1), on_epoch=seen.append)
+    assert len(seen) == 2 and result.best_epoch == 1
+
+
+def test_a_diverging_loss_fails_the_trial_with_its_reason(digits):
+    space = nasdsl.load(TUTORIAL)
+    with pytest.raises(TrialFailed, match="loss became (nan|inf)"):
+        train(space.compile(space.preset("smallest"), digits.input_shape), digits,
+              TrainConfig(epochs=1, lr=1e12, weight_decay=0.0, label_smoothing=0.0))
+
+
+# ---- store ---------------------------------------------------------------------------
+def test_store_round_trip_and_one_transaction_per_change(tmp_path):
+    path = tmp_path / "s.db"
+    with Store.create(path, {"space": "a", "trials": 3}) as store:
+        first = store.add("(x=1)", "h1", seed=7, extra={"generation": 0})
+        second = store.add("(x=2)", "h2", seed=8, parents=[first])
+        store.start(first)
+        store.finish(first, val_acc=0.5, params=10, macs=20, train_time=1.0, epochs=2, checkpoint="c/1.pt",
+                     extra={"history": [1]})
+        store.start(second)
+        store.fail(second, "loss became nan")
+    # another connection sees every change at once: each was committed
+    rows = sqlite3.connect(path).execute("SELECT id, status, reason FROM trials ORDER BY id").fetchall()
+    assert rows == [(1, "done", None), (2, "failed", "loss became nan")]
+    with Store.open(path, {"space": "a", "trials": 5}, ignore=("trials",)) as store:
+        a, b = store.trials()
+        assert (a.val_acc, a.params, a.macs, a.epochs, a.seed, a.extra) == (
+            0.5, 10, 20, 2, 7, {"generation": 0, "history": [1]})
+        assert b.parents == (1,) and b.parent == 1 and b.status == "failed"
+        assert [t.id for t in store.finished_in_order()] == [1]
+        store.set_state("k", {"v": [1, 2]})
+        assert store.get_state("k") == {"v": [1, 2]} and store.get_state("missing", 0) == 0
+
+
+def test_a_store_from_another_search_is_refused_naming_the_difference(tmp_path):
+    path = tmp_path / "s.db"
+    Store.create(path, {"space": "a", "epochs": 1}).close()
+    with pytest.raises(StoreError, match=r"different search \(epochs: store has 1, now 2\)"):
+        Store.open(path, {"space": "a", "epochs": 2})
+    with pytest.raises(StoreError, match="already exists"):
+        Store.create(path, {})
+
+
+def test_corrupt_missing_and_unwritable_stores_are_clear_errors(tmp_path):
+    bad = tmp_path / "bad.db"
+    bad.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StoreError, match="not a nasdsl trial store, or corrupt"):
+        Store.open(bad)
+    with pytest.raises(StoreError, match="no store here"):
+        Store.open(tmp_path / "missing.db")
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(StoreError, match="cannot open the store"):
+        Store.create(blocker / "s.db", {})
+
+
+def test_pareto_front_keeps_only_undominated_trials(tmp_path):
+    with Store.create(tmp_path / "s.db", {}) as store:
+        for acc, macs in [(0.5, 10), (0.6, 20), (0.55, 30), (0.7, 40), (0.4, 5)]:
+            i = store.add(f"({acc})", str(acc), 0)
+            store.finish(i, val_acc=acc, params=macs, macs=macs, train_time=0, epochs=1, checkpoint=None)
+        front = pareto_front(store.trials("done"), "macs")
+    assert [(t.val_acc, t.macs) for t in front] == [(0.4, 5), (0.5, 10), (0.6, 20), (0.7, 40)]
+
+
+# ---- algorithms -----------------------------------------------------------------------
+def test_constraints_are_respected_when_proposing(digits):
+    space = nasdsl.load(TUTORIAL)
+    costs = [Proposer(space, digits.input_shape).cost(space.sample(seed=s)).macs for s in range(20)]
+    limit = sorted(costs)[5]
+    proposer = Proposer(space, digits.input_shape, max_macs=limit)
+    import random
+
+    rng = random.Random(0)
+    samples = [proposer.sample(rng) for _ in range(10)]
+    assert all(proposer.cost(d).macs <= limit for d in samples)
+    assert all(proposer.cost(proposer.mutate(d, rng)).macs <= limit for d in samples)
+    with pytest.raises(NasError, match="no derivation within --max-macs 1 .* the smallest seen has"):
+        Proposer(space, digits.input_shape, max_macs=1).sample(rng)
+
+
+def test_aging_evolution_mutates_a_tournament_winner_of_the_youngest_population(tmp_path, digits):
+    space = nasdsl.load(TUTORIAL)
+    proposer = Proposer(space, digits.input_shape)
+    evolution = RegularizedEvolution(population=3, sample_size=3)
+    with Store.create(tmp_path / "s.db", {}) as store:
+        for index, acc in enumerate([0.9, 0.5, 0.6, 0.7]):
+            proposal = (evolution if index < 3 else RandomSearch()).propose(proposer, store, index, seed=1)
+            assert proposal.parents == ()  # the first `population` proposals are random
+            i = store.add(proposal.derivation.text, proposal.derivation.hash, 0)
+            store.finish(i, val_acc=acc, params=1, macs=1, train_time=0, epochs=1, checkpoint=None)
+        child = evolution.propose(proposer, store, 4, seed=1)
+        # trial 1 (0.9) has aged out; sample_size = population, so the winner is the best living one
+        assert child.parents == (4,)
+        assert space.distance(child.derivation, space.parse(store.trial(4).derivation)) >= 1
+        again = evolution.propose(proposer, store, 4, seed=1)
+        assert again.derivation == child.derivation  # proposals depend only on store, index and seed
+
+
+# ---- the search loop ---------------------------------------------------------------------
+def quick_config(**changes):
+    base = dict(space=TUTORIAL, dataset="digits", algorithm="evolution", trials=4, population=2, sample_size=2,
+                train=TrainConfig(epochs=1), test_top=2, limit=400)
+    return SearchConfig(**{**base, **changes})
+
+
+def test_search_records_every_trial_with_lineage_metrics_and_test_accuracy(tmp_path):
+    search = Search.open(quick_config(), tmp_path / "s.db")
+    search.run(Inline)
+    best = search.test_best()
+    trials = search.store.trials()
+    assert [t.status for t in trials] == ["done"] * 4
+    assert all(t.parents == () for t in trials[:2]) and all(len(t.parents) == 1 for t in trials[2:])
+    for t in trials:
+        assert (t.params, t.macs) == (t.extra["proposed_params"], t.extra["proposed_macs"])
+        assert (search.store.path.parent / t.checkpoint).is_file() and t.epochs == 1 and t.train_time > 0
+    assert 2 <= len(best) and all(t.test_acc is not None for t in best)
+    untested = [t for t in trials if t.id not in {b.id for b in best}]
+    assert all(t.test_acc is None for t in untested)  # the test set is touched only for the best
+    module = search.load_module(best[0])  # a checkpoint reproduces its validation accuracy
+    from nasdsl.runtime.train import accuracy
+
+    assert accuracy(module, search.data.val) == pytest.approx(best[0].val_acc)
+
+
+def test_a_trial_that_fails_is_recorded_with_its_reason_and_the_search_goes_on(tmp_path):
+    search = Search.open(quick_config(trials=2, train=TrainConfig(epochs=1, lr=1e12, weight_decay=0.0,
+                                                                    label_smoothing=0.0)), tmp_path / "s.db")
+    search.run(Inline)
+    assert [(t.status, "loss became" in t.reason) for t in search.store.trials()] == [("failed", True)] * 2
+
+
+def test_run_trial_turns_a_bad_derivation_into_a_failed_outcome(tmp_path):
+    search = Search.open(quick_config(trials=1), tmp_path / "s.db")
+    trial = search.propose(0)
+    job = search.job(trial)
+    import attrs
+
+    outcome = run_trial(attrs.evolve(job, derivation="(stage1=oops)"))
+    assert not outcome.ok and "error" in outcome.reason
+
+
+# ---- the CLI -----------------------------------------------------------------------------------
+def test_search_trials_and_report_from_the_cli_with_the_process_pool(tmp_path, capsys):
+    store = tmp_path / "s.db"
+    code = run("search", TUTORIAL, *QUICK, "--trials", 3, "--store", store, "--workers", 2,
+               "--algorithm", "random", "--json")
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0 and out["finished"] == 3 and out["best"][0]["test_acc"] is not None
+    assert run("trials", "--store", store, "--json") == 0
+    rows = json.loads(capsys.readouterr().out)["trials"]
+    assert len(rows) == 3
+    for row in rows:
+        assert {"id", "derivation", "hash", "status", "parent", "val_acc", "test_acc", "params", "macs"} <= set(row)
+        assert nasdsl.load(TUTORIAL).parse(row["derivation"]).hash == row["hash"]
+    assert run("report", "--store", store, "--out", tmp_path / "report") == 0
+    for name in ("pareto.png", "progress.png", "summary.md"):
+        assert (tmp_path / "report" / name).stat().st_size > 0
+    assert "Pareto front" in (tmp_path / "report" / "summary.md").read_text()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--dataset", "fashion"], "unknown data set `fashion`"),
+    (["--dataset", "cifar10:/no/such/folder"], "/no/such/folder"),
+    (["--dataset", "digits", "--trials", "0"], "--trials must be at least 1"),
+    (["--dataset", "digits", "--algorithm", "evolutoin"], "did you mean `evolution`"),
+    (["--dataset", "digits", "--param", "num_classes=5"], "does not fit data set `digits`"),
+    (["--dataset", "digits", "--max-macs", "10"], "no derivation within --max-macs 10"),
+])
+def test_bad_search_input_is_a_clear_error_and_writes_no_store(tmp_path, capsys, argv, message):
+    store = tmp_path / "s.db"
+    assert run("search", TUTORIAL, "--store", store, *argv) == 1
+    assert message in capsys.readouterr().err
+    assert not store.exists() or message.startswith("no derivation")
+
+
+@pytest.mark.parametrize("network, message", [
+    # a residual add that needs 3-channel images; digits have 1
+    ("add(identity, conv(out=3, kernel=1)) gap flatten linear(10)", "cannot take data set `digits`'s images"),
+    ("conv(out=8, kernel=3) gap flatten linear(7)", "outputs shape (7,), but data set `digits` has 10 classes"),
+])
+def test_a_space_that_does_not_fit_the_data_set_is_refused(tmp_path, capsys, network, message):
+    space = tmp_path / "fixed.nas"
+    space.write_text(f"space fixed()\n\nnetwork = {network}\n")
+    assert run("search", space, "--dataset", "digits", "--store", tmp_path / "s.db") == 1
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "s.db").exists()
+
+
+def test_resuming_with_other_settings_or_a_corrupt_store_is_refused(tmp_path, capsys):
+    store = tmp_path / "s.db"
+    Search.open(quick_config(trials=1), store).store.close()
+    assert run("search", TUTORIAL, *QUICK, "--store", store, "--trials", "1") == 1
+    assert "already exists" in capsys.readouterr().err
+    assert run("search", TUTORIAL, "--dataset", "digits", "--epochs", "2", "--store", store, "--resume") == 1
+    assert "different search" in capsys.readouterr().err
+    store.write_bytes(b"garbage" * 200)
+    assert run("trials", "--store", store) == 1
+    assert "not a nasdsl trial store, or corrupt" in capsys.readouterr().err
+
+
+def test_a_search_killed_with_sigkill_resumes_without_losing_or_repeating_a_trial(tmp_path):
+    store = tmp_path / "s.db"
+    argv = [sys.executable, "-m", "nasdsl", "search", TUTORIAL, *QUICK, "--trials", "6", "--store", str(store),
+            "--population", "2", "--sample-size", "2", "--test-top", "1"]
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    done_before = []
+    while time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.2)
+        if store.exists():
+            try:
+                done_before = [t for t in Store.open(store).trials("done")]
+            except (StoreError, sqlite3.OperationalError):
+                continue
+            if len(done_before) >= 2:
+                break
+    assert process.poll() is None, "the search finished before it could be killed"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    with Store.open(store) as killed:
+        done_before = {t.id: t for t in killed.trials("done")}
+        assert len(done_before) >= 2
+    resumed = subprocess.run(argv + ["--resume"], capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming: " in resumed.stderr
+    with Store.open(store) as after:
+        trials = after.trials()
+    assert [t.id for t in trials] == list(range(1, 7)) and all(t.status == "done" for t in trials)
+    for trial_id, before in done_before.items():  # kept, and not run again
+        now = trials[trial_id - 1]
+        assert (now.finished, now.val_acc, now.derivation) == (before.finished, before.val_acc, before.derivation)
