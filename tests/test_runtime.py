@@ -307,3 +307,13 @@ def test_a_search_killed_with_sigkill_resumes_without_losing_or_repeating_a_tria
     for trial_id, before in done_before.items():  # kept, and not run again
         now = trials[trial_id - 1]
         assert (now.finished, now.val_acc, now.derivation) == (before.finished, before.val_acc, before.derivation)
+
+
+@pytest.mark.slow
+def test_the_ray_executor_runs_a_search_on_a_local_cluster(tmp_path, capsys):
+    pytest.importorskip("ray")
+    store = tmp_path / "s.db"
+    code = run("search", TUTORIAL, *QUICK, "--trials", 3, "--store", store, "--workers", 2,
+               "--executor", "ray", "--algorithm", "random", "--json")
+    assert code == 0, capsys.readouterr().err
+    assert [t["status"] for t in trials_of(store)] == ["done"] * 3
