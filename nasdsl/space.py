@@ -13,11 +13,12 @@ from __future__ import annotations
 import functools
 import random
 
-from . import ast, plan as planning
+from . import ast, ir, plan as planning
 from .check import build_rules, load_file, reachable
 from .derivation import Derivation, Node, distance
 from .errors import DerivationError, NasError, Pos, did_you_mean
 from .expr import SYMBOLIC, Scope, evaluate, show, type_name
+from .printer import value as expr_text
 from .syntax import parse_derivation_text
 
 
@@ -72,6 +73,136 @@ def _override(header: ast.Header, name: str, value):
     return convert_param(decls[name], value, decls[name].pos)
 
 
+def _parts(expr):
+    """A value expression and every expression inside it (a choice's values are not entered)."""
+    yield expr
+    if isinstance(expr, (ir.VChoice, ir.VRange)):
+        return
+    for field in ("left", "right", "operand", "test", "then", "orelse"):
+        if hasattr(expr, field):
+            yield from _parts(getattr(expr, field))
+    for sub in getattr(expr, "operands", ()) + getattr(expr, "args", ()):
+        yield from _parts(sub)
+
+
+def _start(expr):
+    """Where an expression's text begins (a binary operation's own position is its operator)."""
+    while isinstance(expr, ast.BinOp):
+        expr = expr.left
+    return expr.pos
+
+
+def _literal(value) -> str:
+    """A value as a space file writes it (strings quoted)."""
+    return f'"{value}"' if isinstance(value, str) else show(value)
+
+
+def _defaults(header: ast.Header) -> dict:
+    """The space parameters' values written in the header (a default may use earlier ones)."""
+    bound: dict = {}
+    for p in header.params:
+        if p.default is not None:
+            bound[p.name] = convert_param(p, evaluate(p.default, Scope(dict(bound))), p.default.pos)
+    return bound
+
+
+def _parameter_scope(network, params: dict):
+    """For each space parameter, and each `where` name of `network` computed from them
+    without a choice: the parameters it reads, and its value."""
+    reads, values = {name: {name} for name in params}, dict(params)
+    for w in network.wheres:
+        found = _reads(w.value, reads, network)
+        if found is not None:
+            try:
+                values[w.name] = evaluate(w.value, Scope(dict(values)))
+            except NasError:
+                continue  # reported where it is planned, as before
+            reads[w.name] = found
+    return reads, values
+
+
+def _reads(expr, reads: dict, network):
+    """The space parameters `expr` reads, or None when it reads a choice or a name that
+    depends on one. Names that are no parameter or `where` name are symbols (`relu`)."""
+    found = set()
+    local = {w.name for w in network.wheres}
+    for e in _parts(expr):
+        if isinstance(e, (ir.VChoice, ir.VRange)):
+            return None
+        if isinstance(e, ast.Var) and e.name in reads:
+            found |= reads[e.name]
+        elif isinstance(e, ast.Var) and e.name in local:
+            return None
+    return found
+
+
+def _holds(require, values) -> bool:
+    holds = evaluate(require, Scope(dict(values)))
+    if not isinstance(holds, bool):
+        raise NasError(f"`require` must be true or false, got `{show(holds)}`", _start(require))
+    return holds
+
+
+def check_parameter_requires(space: "Space"):
+    """A `require` of `network` that reads space parameters and nothing chosen (directly,
+    or through `where` names computed from them) is a condition on the parameters. It is
+    checked when the space is bound, so a bad `--param` is named as such instead of
+    leaving an empty space. Requires in other rules stay filters: those rules may be
+    reached only under some `if` or alternative."""
+    if space.is_library:
+        return
+    network = space.rules["network"]
+    reads, values = _parameter_scope(network, space.params)
+    for require in network.requires:
+        params = _reads(require, reads, network)
+        if params and not _holds(require, values):
+            names = [p.name for p in space.header.params if p.name in params]
+            raise _parameter_error(space, network, require, names)
+
+
+def _parameter_error(space: "Space", network, require, names: list) -> NasError:
+    """`parameter `C` = 0 is not allowed: `require C >= 1` fails`, with a hint toward
+    values that pass: the defaults, and for one parameter the require's own constants."""
+    given = ", ".join(f"`{n}` = {_literal(space.params[n])}" for n in names)
+    what = f"parameter {given} is" if len(names) == 1 else f"parameters {given} are"
+    message, pos = f"{what} not allowed: `require {expr_text(require)}` fails", _start(require)
+    defaults = _defaults(space.header)
+    if all(n in defaults and space.params[n] == defaults[n] for n in names):
+        return NasError(message, pos, "the file's defaults fail it: change them in the space header "
+                                      "or relax the `require`")
+
+    def passes(values: dict) -> bool:
+        try:
+            return _holds(require, _parameter_scope(network, {**space.params, **values})[1])
+        except NasError:
+            return False
+
+    how = f"set {'it' if len(names) == 1 else 'them'} with " + " ".join(f"--param {n}=VALUE" for n in names)
+    if len(names) > 1:
+        good = all(n in defaults for n in names) and passes({n: defaults[n] for n in names})
+        shown = ", ".join(f"{n}={_literal(defaults.get(n))}" for n in names)
+        return NasError(message, pos, f"it holds for the defaults ({shown}); {how}" if good else how)
+    name, decl = names[0], next(p for p in space.header.params if p.name == names[0])
+    candidates = [defaults[name]] if name in defaults else []
+    for e in _parts(require):  # the require's constants and symbols, or their neighbours where they fail
+        if isinstance(e, ast.Var):
+            candidates.append(e.name)
+        elif isinstance(e, (ast.Num, ast.Str, ast.Bool)):
+            candidates.append(e.value)
+            if type(e.value) is int and not passes({name: e.value}):
+                candidates += [e.value + 1, e.value - 1]
+    found = []
+    for v in candidates:
+        try:
+            v = convert_param(decl, v)
+        except NasError:
+            continue  # a constant of another type
+        if v not in found and passes({name: v}):
+            found.append(v)
+    shown = ", ".join(_literal(v) + (" (the default)" if v == defaults.get(name) else "") for v in found[:4])
+    return NasError(message, pos, f"it holds for `{name}` = {shown}; {how}" if found else how)
+
+
 class Space:
     """A space file checked and bound to parameter values."""
 
@@ -102,11 +233,7 @@ class Space:
                 raise NasError(f"space parameter `{p.name}` needs a type", p.pos, "e.g. `C: int = 16`")
             if p.type not in ("int", "float", "bool", "str"):
                 raise NasError(f"unknown type `{p.type}`", p.pos, "types are int, float, bool, str")
-        bound = {}
-        for p in header.params:
-            if p.default is not None:
-                value = evaluate(p.default, Scope(dict(bound)))
-                bound[p.name] = convert_param(p, value, p.default.pos)
+        bound = _defaults(header)
         for name, value in (params or {}).items():
             bound[name] = _override(header, name, value)
         missing = [p.name for p in header.params if p.name not in bound]
@@ -122,6 +249,7 @@ class Space:
                 raise NasError("`network` takes no parameters; use the space's parameters", rules["network"].pos)
         space = cls(header.name, header, rules, bound, module.presets, module, header.library)
         space._file = file
+        check_parameter_requires(space)
         return space
 
     def bind(self, **params) -> "Space":
@@ -132,6 +260,7 @@ class Space:
         space = Space(self.name, self.header, self.rules, new, tuple(self.preset_syntax.values()),
                       self.module, self.is_library)
         space._file = self._file
+        check_parameter_requires(space)
         return space
 
     # ---- plans
@@ -290,7 +419,13 @@ class Space:
 
     def preset_space(self, name: str) -> "Space":
         params = self.preset_params(name)
-        return self.bind(**params) if params else self
+        if not params:
+            return self
+        try:
+            return self.bind(**params)
+        except NasError as err:  # the preset's values are what to fix: point there
+            raise NasError(f"preset `{name}`: {err.message}", self._preset_syntax(name).pos,
+                           f"see {err.pos}" if err.pos else err.hint) from None
 
     # ---- summaries
     def rule_counts(self) -> dict:

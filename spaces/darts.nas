@@ -10,7 +10,19 @@
 # stride 2. Per cell: (1 * 3 * 6 * 10) * 7**8 = 1,037,589,180 choices; the space is its square.
 space darts(C: int = 16, layers: int = 8, num_classes: int = 10, in_channels: int = 3, resolution: int = 32)
 
+# The parameters' constraints, checked when the space is bound:
+#   layers >= 3   cells layers // 3 and 2 * layers // 3 reduce; with fewer than 3 cells
+#                 no normal cell is left, and its choices would shape no network.
+#   resolution    a multiple of 4: each of the two reductions halves the side, and its
+#                 FactorizedReduce (the skip edge, and p0 of the next cell) needs an
+#                 even side; 4 is the smallest, ending in 1x1 maps.
+# (Odd C is fine: every FactorizedReduce outputs 2 * C or 4 * C channels.)
 network = stem(3 * C) cells(0, 3 * C, 3 * C, C, false) last head(num_classes)
+    require C >= 1
+    require layers >= 3
+    require num_classes >= 1
+    require in_channels >= 1
+    require resolution >= 4 and resolution % 4 == 0
 
 # The stem's output feeds both inputs of the first cell.
 stem(c) = dag x {

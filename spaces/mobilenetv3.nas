@@ -26,8 +26,16 @@
 space mobilenetv3(variant: str = "large", width: float = 1.0, num_classes: int = 1000, in_channels: int = 3,
                   resolution: int = 224, dropout: float = 0.2)
 
+# The parameters' constraints, checked when the space is bound. Any resolution >= 1
+# works: every stride-2 conv pads so that a side n becomes ceil(n / 2), never 0, and the
+# residuals only join stride-1 blocks. Below 32 (the total stride) the last maps are 1x1.
 network = if variant == "large" then large else small
     require variant == "large" or variant == "small"
+    require width > 0
+    require num_classes >= 1
+    require in_channels >= 1
+    require resolution >= 1
+    require dropout >= 0 and dropout <= 1
 
 # Table 1 and Table 2: stage(input channels, #out, s), then the last conv and classifier.
 large = stem stage(16, 16, 1) stage(16, 24, 2) stage(24, 40, 2) stage(40, 80, 2) stage(80, 112, 1) stage(112, 160, 2)

@@ -6,9 +6,14 @@
 # edges with 5 operations each: 5**6 = 15,625 cells.
 space nb201(C: int = 16, N: int = 5, num_classes: int = 10)
 
+# The parameters' own constraints, checked when the space is bound. With N = 0 the
+# searched cell would appear nowhere, and every derivation would be the same network.
 network = stem(C)
           stage(C) resblock(2 * C) stage(2 * C) resblock(4 * C) stage(4 * C)
           head(num_classes)
+    require C >= 1
+    require N >= 1
+    require num_classes >= 1
 
 stem(c)  = conv(out=c, kernel=3) bn
 stage(c) = cell(c) * N

@@ -8,6 +8,10 @@
 #
 # Presets resnet18 and resnet50 are torchvision's models; tests/test_resnet.py
 # checks parameters and MACs against them.
+#
+# Any resolution >= 1 works: every stride-2 layer (the 7x7 conv, the max pool, the
+# first unit of stages 2-4 and its 1x1 shortcut) pads so that a side n becomes
+# ceil(n / 2), never 0, and body and shortcut agree. Below 32 the last maps are 1x1.
 space resnet(unit: str = "basic", num_classes: int = 1000, in_channels: int = 3, resolution: int = 224)
 
 network = stem(64)
@@ -17,6 +21,9 @@ network = stem(64)
           w1 = {32, 48, 64, 80, 96}, w2 = {64, 96, 128, 160, 192},
           w3 = {128, 192, 256, 320, 384}, w4 = {256, 384, 512, 640, 768}
     require unit == "basic" or unit == "bottleneck"
+    require num_classes >= 1
+    require in_channels >= 1
+    require resolution >= 1
 
 # conv1 7x7/2, bn, relu, 3x3/2 max pool.
 stem(c) = conv(out=c, kernel=7, stride=2) bn relu maxpool(kernel=3, stride=2)

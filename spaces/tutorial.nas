@@ -1,5 +1,5 @@
 # A small mobile space: the README's tutorial, and the space `make demo` searches.
-# Inverted-residual blocks (MobileNetV2/V3 style) sized for 28x28 images.
+# Inverted-residual blocks (MobileNetV2/V3 style) sized for 28x28 images: 28 -> 14 -> 7 -> 4.
 space tutorial(num_classes: int = 10, in_channels: int = 1)
 
 network = stem(16)
@@ -7,8 +7,10 @@ network = stem(16)
           stage(24, 40, 2)
           stage(40, 64, 1)
           head(num_classes)
+    require num_classes >= 1
+    require in_channels >= 1
 
-stem(c) = conv(out=c, kernel=3) bn hswish
+stem(c) = conv(out=c, kernel=3, stride=2) bn hswish
 head(n) = conv(out=128, kernel=1) bn hswish gap flatten linear(n)
 
 # A stage: a first block that may change width and stride, then 0-2 more blocks.

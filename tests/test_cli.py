@@ -143,7 +143,7 @@ def test_show_json(capsys):
     assert rules["cell"]["shared"] is True and rules["cell"]["params"] == ["c"]
     assert rules["cell"]["counts"] == [{"args": [None], "count": 15625}]  # shared: parameters unbound
     assert rules["stage"]["counts"] == [{"args": [c], "count": 1} for c in (16, 32, 64)]
-    assert Path(rules["op"]["file"]).resolve() == Path(NB201) and rules["op"]["line"] == 25
+    assert Path(rules["op"]["file"]).resolve() == Path(NB201) and rules["op"]["line"] == 30
     assert rules["network"]["params"] == [] and rules["network"]["shared"] is False
 
 

@@ -21,7 +21,10 @@ SHIPPED = {path.stem: nasdsl.load(path) for path in sorted(SPACES.glob("*.nas"))
            if not nasdsl.load(path).is_library}
 # small versions, so a forward pass costs milliseconds
 SMALL = {"nb201": {"C": 4, "N": 1}, "mobilenetv3": {"resolution": 64, "width": 0.5}, "resnet": {"resolution": 32},
-         "darts": {"C": 4, "layers": 5}}
+         "darts": {"C": 4, "layers": 5}, "hnb201": {"C": 4, "resolution": 8},
+         "mobilenet3_mt": {"resolution": 28, "in_channels": 1, "num_classes": 10, "width": 0.5, "max_depth": 2},
+         "superresnet": {"resolution": 28, "in_channels": 1, "C": 8, "blocks": 2},
+         "regnet": {"resolution": 32, "num_classes": 10}}
 
 
 def measured(module, x):

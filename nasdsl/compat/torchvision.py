@@ -1,15 +1,24 @@
 """torchvision weights for nasdsl's presets of torchvision's networks.
 
 A preset that *is* a torchvision network (`resnet.nas`'s `resnet18`, `resnet50`,
-`mobilenetv3.nas`'s `mobilenet_v3_large`, `mobilenet_v3_small`) has the same
-tensors, in the same execution order, under other names. The key mapping pairs them
-in that order — ours from the compiled module's graph, torchvision's from its
-registration order, which for these networks is the order they run in — and checks
-that every pair has the same shape, so a mismatch is an error, never a silent
-misload.
+`mobilenetv3.nas`'s `mobilenet_v3_large`, `mobilenet_v3_small`, `regnet.nas`'s
+`regnetx_400mf`, `regnety_400mf`) has the same tensors, in the same execution order,
+under other names. The key mapping pairs them in that order — ours from the compiled
+module's graph, torchvision's from its registration order, which for these networks
+is the order they run in — and checks that every pair has the same shape, so a
+mismatch is an error, never a silent misload.
+
+The order matters most for RegNet: a block's 1x1 projection and the first 1x1 conv of
+its F can have equal shapes, so there the shape check cannot tell them apart and the
+order alone must. torchvision registers and runs the projection first (tests/test_regnet.py
+checks that it runs its convs in registration order); `regnet.nas` writes it as the first
+branch of the add.
 
     module = space.compile(space.preset("resnet18"))
     module.load_state_dict(from_torchvision(module, torchvision.models.resnet18()))
+
+Any RegNet of `regnet.nas` loads the same way from torchvision's `RegNet` built with the
+derivation's d, w0, wa, wm, g (and `bottleneck_multiplier=1 / b`, `se_ratio=0.25` for Y).
 """
 
 from __future__ import annotations
