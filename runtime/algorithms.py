@@ -89,7 +89,21 @@ def trial_rng(seed: int, index: int, salt: str = "") -> random.Random:
     return random.Random(f"{seed}:{index}:{salt}")
 
 
-class RandomSearch:
+class Algorithm:
+    """What every algorithm shares: trials are trained by `run_trial` and need no
+    settings beyond the derivation. MENAS overrides both (it inherits and prunes)."""
+
+    @property
+    def trial_function(self):
+        from .search import run_trial
+
+        return run_trial
+
+    def job_settings(self, search, trial) -> dict:
+        return {}
+
+
+class RandomSearch(Algorithm):
     """Uniform samples of the space, within the constraints: the baseline every NAS
     method must beat."""
 
@@ -103,7 +117,7 @@ class RandomSearch:
 
 
 @attrs.frozen
-class RegularizedEvolution:
+class RegularizedEvolution(Algorithm):
     """Aging evolution (Real et al. 2019). The first `population` trials are uniform
     samples; after that each proposal takes `sample_size` members of the living
     population at random, mutates the most accurate, and the child joins while the

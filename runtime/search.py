@@ -78,6 +78,7 @@ class TrialJob:
     limit: int | None
     train: TrainConfig
     checkpoint: str
+    settings: dict = attrs.Factory(dict)  # what the algorithm's trial function needs besides (e.g. a parent)
 
 
 @attrs.frozen
@@ -91,6 +92,8 @@ class TrialOutcome:
     train_time: float | None = None
     epochs: int | None = None
     extra: dict = attrs.Factory(dict)
+    # trials trained inside this one (a lottery ticket): dicts of Store.add_done's arguments
+    linked: tuple = ()
 
 
 # ---- the worker side -------------------------------------------------------------
@@ -189,7 +192,8 @@ class Search:
         checkpoint = self.store.checkpoint_dir() / f"trial-{trial.id}.pt"
         return TrialJob(trial.id, str(Path(self.config.space).resolve()), tuple(sorted(self.space.params.items())),
                         trial.derivation, trial.seed, self.config.dataset, self.config.val_fraction,
-                        self.config.seed, self.config.limit, self.config.train, str(checkpoint))
+                        self.config.seed, self.config.limit, self.config.train, str(checkpoint),
+                        self.algorithm.job_settings(self, trial))
 
     def propose(self, index: int) -> Trial:
         """The `index`-th trial (0-based), proposed by the algorithm and queued in the store."""
@@ -205,7 +209,7 @@ class Search:
         `make_executor()` gives a fresh executor (again if a worker process dies)."""
         workers = self.config.workers
         queue = [self.store.trial(i) for i in self.store.requeue_unfinished()]
-        proposed = len(self.store.trials())
+        proposed = sum("index" in t.extra for t in self.store.trials())  # linked trials were not proposed
         pending: dict = {}
         executor = make_executor()
         if reporter:
@@ -219,7 +223,7 @@ class Search:
                         trial = self.propose(proposed)
                         proposed += 1
                     self.store.start(trial.id)
-                    pending[executor.submit(run_trial, self.job(trial))] = trial.id
+                    pending[executor.submit(self.algorithm.trial_function, self.job(trial))] = trial.id
                 if not pending:
                     break
                 done, _ = concurrent.futures.wait(pending, return_when=concurrent.futures.FIRST_COMPLETED)
@@ -245,6 +249,9 @@ class Search:
             self.store.finish(outcome.trial_id, val_acc=outcome.val_acc, params=outcome.params, macs=outcome.macs,
                               train_time=outcome.train_time, epochs=outcome.epochs, checkpoint=checkpoint,
                               extra=outcome.extra)
+            for linked in outcome.linked:
+                self.store.add_done(**{**linked, "parents": (outcome.trial_id,),
+                                       "checkpoint": f"{self.store.checkpoint_dir().name}/{linked['checkpoint']}"})
         else:
             self.store.fail(outcome.trial_id, outcome.reason, outcome.extra)
 

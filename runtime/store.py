@@ -158,6 +158,21 @@ class Store:
                 (derivation, hash, json.dumps(list(parents)), seed, json.dumps(extra or {}), time.time()))
         return cursor.lastrowid
 
+    def add_done(self, derivation: str, hash: str, seed: int, parents=(), extra: dict | None = None, *,
+                 val_acc: float, params: int, macs: int, train_time: float, epochs: int,
+                 checkpoint: str | None) -> int:
+        """A trial that was trained inside another one (e.g. a lottery ticket), recorded
+        done in one transaction, so a crash never leaves it half-written."""
+        now = time.time()
+        with self._db:
+            cursor = self._db.execute(
+                "INSERT INTO trials (derivation, hash, parents, status, seed, extra, created, started, finished, "
+                "val_acc, params, macs, train_time, epochs, checkpoint) "
+                "VALUES (?, ?, ?, 'done', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (derivation, hash, json.dumps(list(parents)), seed, json.dumps(extra or {}), now, now, now,
+                 val_acc, params, macs, train_time, epochs, checkpoint))
+        return cursor.lastrowid
+
     def start(self, trial_id: int) -> None:
         self._set(trial_id, status="running", started=time.time())
 

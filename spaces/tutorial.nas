@@ -1,6 +1,6 @@
 # A small mobile space: the README's tutorial, and the space `make demo` searches.
 # Inverted-residual blocks (MobileNetV2/V3 style) sized for 28x28 images: 28 -> 14 -> 7 -> 4.
-space tutorial(num_classes: int = 10, in_channels: int = 1)
+space tutorial(num_classes: int = 10, in_channels: int = 1, resolution: int = 28)
 
 network = stem(16)
           stage(16, 24, 2)
@@ -9,6 +9,7 @@ network = stem(16)
           head(num_classes)
     require num_classes >= 1
     require in_channels >= 1
+    require resolution >= 1
 
 stem(c) = conv(out=c, kernel=3, stride=2) bn hswish
 head(n) = conv(out=128, kernel=1) bn hswish gap flatten linear(n)

@@ -150,7 +150,7 @@ def test_show_json(capsys):
 def test_show_human(capsys):
     assert main(["show", TUTORIAL]) == 0
     out = capsys.readouterr().out
-    assert "space tutorial(num_classes=10, in_channels=1)" in out
+    assert "space tutorial(num_classes=10, in_channels=1, resolution=28)" in out
     assert "mbconv" in out and "(16, 24, 2) 8" in out and "presets: smallest" in out
 
 
