@@ -84,6 +84,13 @@ class Proposer:
                        hint="relax the constraint, or restrict the space to smaller choices")
 
 
+def living_population(finished: list, size: int) -> list:
+    """The `size` most recently finished members, a lottery ticket standing in for
+    the model it was cut from: the population evolution selects parents from."""
+    replaced = {t.extra["ticket_of"] for t in finished if t.extra.get("ticket_of")}
+    return [t for t in finished if t.id not in replaced][-size:]
+
+
 def trial_rng(seed: int, index: int, salt: str = "") -> random.Random:
     """The random stream of the `index`-th proposal: fixed by the search seed alone."""
     return random.Random(f"{seed}:{index}:{salt}")
@@ -133,7 +140,7 @@ class RegularizedEvolution(Algorithm):
 
     def propose(self, proposer: Proposer, store, index: int, seed: int) -> Proposal:
         rng = trial_rng(seed, index)
-        alive = store.finished_in_order()[-self.population:]
+        alive = living_population(store.finished_in_order(), self.population)
         if index < self.population or not alive:
             return Proposal(proposer.sample(rng), extra={"generation": 0})
         generation = (index - self.population) // self.population + 1  # a population's worth of children each
@@ -143,16 +150,21 @@ class RegularizedEvolution(Algorithm):
         return Proposal(child, (parent.id,), {"generation": generation})
 
 
-ALGORITHMS = {"random": RandomSearch, "evolution": RegularizedEvolution}
+ALGORITHMS = ("random", "evolution", "menas")
 
 
-def make_algorithm(name: str, population: int = 16, sample_size: int = 4):
+def make_algorithm(name: str, population: int = 16, sample_size: int = 4, **options):
+    """The algorithm called `name`; `options` are MENAS's settings (see runtime/menas.py)."""
     if name == "random":
         return RandomSearch()
     if name == "evolution":
         if not 1 <= sample_size <= population:
             raise NasError(f"--sample-size must be between 1 and --population ({population}), got {sample_size}")
         return RegularizedEvolution(population, sample_size)
+    if name == "menas":
+        from .menas import Menas
+
+        return Menas(population=population, **options)
     suggestion = did_you_mean(name, ALGORITHMS)
     raise NasError(f"unknown algorithm `{name}`" + (f"; {suggestion}" if suggestion else ""),
                    hint=f"choose one of: {', '.join(ALGORITHMS)}")

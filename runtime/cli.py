@@ -6,6 +6,8 @@ when one of these commands runs, so `nasdsl count` stays quick.
 
 from __future__ import annotations
 
+import argparse
+
 from rich.console import Console
 from rich.table import Table
 
@@ -16,7 +18,7 @@ def add_commands(command, space_parent, positive_int) -> None:
                      [space_parent])
     search.add_argument("file", metavar="SPACE")
     search.add_argument("--algorithm", default="evolution", metavar="NAME",
-                        help="random or evolution (regularized/aging evolution; default)")
+                        help="random, evolution (regularized/aging evolution; default) or menas")
     search.add_argument("--dataset", default="fashion-mnist", metavar="NAME[:PATH]",
                         help="fashion-mnist (default), mnist:PATH, digits, cifar10:PATH or imagefolder:PATH")
     search.add_argument("--trials", type=int, default=20, help="architectures to train in all (default 20)")
@@ -32,6 +34,17 @@ def add_commands(command, space_parent, positive_int) -> None:
     search.add_argument("--seed", type=int, default=0, help="random seed of the whole search (default 0)")
     search.add_argument("--population", type=positive_int, default=16, help="evolution: population size (16)")
     search.add_argument("--sample-size", type=positive_int, default=4, help="evolution: tournament size (4)")
+    menas = search.add_argument_group("MENAS (--algorithm menas)")
+    menas.add_argument("--parents", type=positive_int, default=4, help="the most accurate members that may be parents (4)")
+    menas.add_argument("--rho", type=float, default=0.1,
+                       help="share of the population's largest members also kept as parents (0.1; 0 = ablation)")
+    menas.add_argument("--ticket-ratios", type=ratio_list, default=(0.1, 0.2, 0.3, 0.5), metavar="R1,R2,...",
+                       help="lottery-ticket pruning ratios tried, each in (0, 1) (0.1,0.2,0.3,0.5)")
+    menas.add_argument("--ticket-tolerance", type=float, default=0.005,
+                       help="validation accuracy a ticket may lose (0.005 = half a point)")
+    menas.add_argument("--finetune-epochs", type=positive_int, default=1, help="fine-tuning of the tickets (1)")
+    menas.add_argument("--crossover", type=float, default=0.0, help="probability of crossing two parents (0)")
+    menas.add_argument("--no-inherit", action="store_true", help="children train from scratch (ablation)")
     search.add_argument("--limit", type=positive_int, metavar="N", help="train each trial on N training images")
     search.add_argument("--batch-size", type=positive_int, default=64, help="training batch size (64)")
     search.add_argument("--lr", type=float, default=0.1, help="peak learning rate (0.1)")
@@ -49,6 +62,14 @@ def add_commands(command, space_parent, positive_int) -> None:
     report.add_argument("--out", required=True, metavar="DIR", help="folder for pareto.png, progress.png, summary.md")
 
 
+def ratio_list(text: str) -> tuple:
+    """`0.1,0.2` -> (0.1, 0.2); range checks are the algorithm's (a clear error, exit 1)."""
+    try:
+        return tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of numbers: {text!r}") from None
+
+
 def cmd_search(args) -> int:
     from .executors import make_executor
     from .progress import Reporter
@@ -62,6 +83,9 @@ def cmd_search(args) -> int:
         params=dict(args.param or ()), seed=args.seed, max_params=args.max_params, max_macs=args.max_macs,
         population=args.population, sample_size=args.sample_size, limit=args.limit, test_top=args.test_top,
         workers=args.workers, executor=args.executor, address=args.address,
+        options={"parents": args.parents, "rho": args.rho, "ratios": args.ticket_ratios,
+                 "tolerance": args.ticket_tolerance, "finetune_epochs": args.finetune_epochs,
+                 "crossover": args.crossover, "inherit": not args.no_inherit} if args.algorithm == "menas" else {},
         train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
                           patience=args.patience))
     console = Console(stderr=True, highlight=False, markup=False)

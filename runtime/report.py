@@ -1,15 +1,20 @@
 """`nasdsl report`: what a search found, as pictures and a short markdown summary.
 
-    pareto.png    validation accuracy against MACs and against params; the front marked
-    progress.png  accuracy of every trial in proposal order, the best so far, and each
-                  child linked to its parent (the lineage)
-    summary.md    the search's settings, the best trials, the front, the failures
+    pareto.png      validation accuracy against MACs and against params; the front marked
+    progress.png    accuracy of every trial in proposal order, the best so far, and each
+                    child linked to its parent
+    population.png  mean and range of the living population's params as trials finish
+                    (MENAS's slimming curve: tickets replace the models they were cut from)
+    lineage.png     the family tree: depth = generations from a random ancestor, colour =
+                    accuracy, size = params, dashed = a model to its lottery ticket
+    summary.md      the search's settings, the best trials, the front, the failures
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from .algorithms import living_population
 from .search import pareto_front
 from .store import Store, Trial
 
@@ -23,9 +28,12 @@ def write_report(store: Store, out) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     trials = store.trials()
     done = [t for t in trials if t.status == "done"]
-    written = {"pareto": out / "pareto.png", "progress": out / "progress.png", "summary": out / "summary.md"}
+    written = {name: out / f"{name}.png" for name in ("pareto", "progress", "population", "lineage")}
+    written["summary"] = out / "summary.md"
     plot_pareto(done, written["pareto"])
     plot_progress(trials, written["progress"])
+    plot_population(store, written["population"])
+    plot_lineage(done, written["lineage"])
     written["summary"].write_text(summary_markdown(store, trials))
     return {k: str(v) for k, v in written.items()}
 
@@ -79,6 +87,66 @@ def plot_progress(trials: list[Trial], path: Path) -> None:
     plt.close(fig)
 
 
+def plot_population(store: Store, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    size = store.config.get("population") or 16
+    finished = store.finished_in_order()
+    xs, mean, low, high = [], [], [], []
+    for k, trial in enumerate(finished):
+        following = finished[k + 1] if k + 1 < len(finished) else None
+        if following is not None and following.extra.get("ticket_of") == trial.id:
+            continue  # a model and its ticket arrive together: one point, after the ticket
+        alive = [t.params for t in living_population(finished[:k + 1], size)]
+        xs.append(len(xs) + 1)
+        mean.append(sum(alive) / len(alive))
+        low.append(min(alive))
+        high.append(max(alive))
+    fig, ax = plt.subplots(figsize=(8, 4))
+    ax.fill_between(xs, low, high, color="C0", alpha=0.15, label="min to max")
+    ax.plot(xs, mean, color="C0", label=f"mean of the living population (last {size})")
+    ax.set_xlabel("trials finished (a model and its ticket count once)")
+    ax.set_ylabel("parameters")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_lineage(done: list[Trial], path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    by_id = {t.id: t for t in done}
+    depth: dict[int, float] = {}
+    for t in sorted(done, key=lambda t: t.id):  # parents always have smaller ids
+        parent = by_id.get(t.parent) if t.parent else None
+        step = 0.5 if t.extra.get("ticket_of") else 1.0
+        depth[t.id] = depth[parent.id] + step if parent else 0.0
+    rows: dict[float, int] = {}
+    place = {}
+    for t in sorted(done, key=lambda t: (depth[t.id], t.id)):
+        place[t.id] = (depth[t.id], rows.get(depth[t.id], 0))
+        rows[depth[t.id]] = rows.get(depth[t.id], 0) + 1
+    fig, ax = plt.subplots(figsize=(9, max(3.0, 0.25 * max(rows.values(), default=1) + 1)))
+    for t in done:
+        if t.parent in place:
+            (x0, y0), (x1, y1) = place[t.parent], place[t.id]
+            ax.plot([x0, x1], [y0, y1], color="0.5", linewidth=0.7,
+                    linestyle="--" if t.extra.get("ticket_of") else "-")
+    if done:
+        largest = max(t.params for t in done)
+        points = ax.scatter([place[t.id][0] for t in done], [place[t.id][1] for t in done],
+                            c=[t.val_acc for t in done], s=[20 + 180 * t.params / largest for t in done],
+                            cmap="viridis", zorder=3)
+        fig.colorbar(points, ax=ax, label="validation accuracy")
+    ax.set_xlabel("generations from a random ancestor (a ticket: +0.5)")
+    ax.set_yticks([])
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def summary_markdown(store: Store, trials: list[Trial]) -> str:
     config = store.config
     done = [t for t in trials if t.status == "done"]
@@ -92,7 +160,8 @@ def summary_markdown(store: Store, trials: list[Trial]) -> str:
              f"batch {train.get('batch_size')}" + (f", {config['limit']} training images" if config.get("limit") else ""),
              f"- constraints: max params {config.get('max_params') or '-'}, max MACs {config.get('max_macs') or '-'}",
              f"- seed {config['seed']}; store `{store.path}`", "",
-             "![Pareto front](pareto.png)", "", "![progress and lineage](progress.png)", "",
+             "![Pareto front](pareto.png)", "", "![progress](progress.png)", "",
+             "![living population](population.png)", "", "![lineage](lineage.png)", "",
              "## Best trials (by validation accuracy)", "", *_table(sorted(done, key=lambda t: -t.val_acc)[:10]),
              "", "## Pareto front (validation accuracy vs MACs)", "", *_table(pareto_front(done, "macs"))]
     if failed:

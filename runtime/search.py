@@ -49,6 +49,7 @@ class SearchConfig:
     max_macs: int | None = None
     population: int = 16
     sample_size: int = 4
+    options: dict = attrs.Factory(dict)  # the algorithm's own settings (MENAS: rho, parents, ratios, ...)
     limit: int | None = None  # training images used per trial (None: all)
     val_fraction: float = 0.1
     test_top: int = 5  # how many of the best trials the final evaluation tests
@@ -179,7 +180,7 @@ class Search:
             text = path.read_text()
         except OSError as err:
             raise NasError(f"{path}: cannot read the space file ({err.strerror})") from None
-        algorithm = make_algorithm(config.algorithm, config.population, config.sample_size)
+        algorithm = make_algorithm(config.algorithm, config.population, config.sample_size, **config.options)
         data = _dataset(config.dataset, config.val_fraction, config.seed, config.limit)
         space = bind_to_data(load(path, config.params), data, config.params)
         identity = config.identity(text)

@@ -131,6 +131,7 @@ class Store:
             raise StoreError(f"{path}: written by another version of nasdsl (schema {rows.get('schema')})")
         store.config = json.loads(rows["config"])
         if config is not None:
+            config = json.loads(json.dumps(config))  # as the store has it: tuples are lists
             differ = sorted(k for k in set(config) | set(store.config)
                             if k not in ignore and config.get(k) != store.config.get(k))
             if differ:

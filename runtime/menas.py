@@ -1,0 +1,178 @@
+"""MENAS (Wei et al., "Multi-trial Neural Architecture Search with Lottery Tickets",
+arXiv 2203.04300): aging evolution where
+
+- a child starts from its own parent's trained weights (individual weight sharing,
+  `runtime/inherit.py`) instead of from scratch, and trains with early stopping;
+- every trained model is replaced in the population by its lottery ticket: the
+  pruned network, itself a derivation of the space, that keeps the most pruning
+  within an accuracy tolerance after a short fine-tune (`runtime/tickets.py`);
+- parents are the `parents` most accurate members plus a share `rho` of the
+  largest ones, so the population, which the tickets slim, is not trapped among
+  tiny networks (rho = 0 is the ablation).
+
+What the paper's public abstract states and what we chose is written out in
+`../shared/design/menas.md`; the choices are flags here.
+
+A trial and its ticket are two rows of the store: the ticket's `ticket_of` names
+the trained trial, and the living population holds the ticket in its place.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import attrs
+import torch
+
+from nasdsl.errors import NasError
+from nasdsl.module import build_module
+
+from .algorithms import Algorithm, Proposal, living_population, trial_rng
+from .data import Dataset, Split
+from .inherit import inherit, load_state
+from .train import TrainConfig, TrialFailed, train
+
+
+@attrs.frozen
+class Menas(Algorithm):
+    population: int = 16
+    parents: int = 4  # the most accurate members that may be parents
+    rho: float = 0.1  # and this share of the population's largest members (by `size`)
+    size: str = "params"
+    ratios: tuple = (0.1, 0.2, 0.3, 0.5)  # lottery-ticket pruning ratios tried
+    tolerance: float = 0.005  # accuracy a ticket may lose (0.5 points)
+    finetune_epochs: int = 1  # split across the candidates: each sees 1/len(ratios) of the data per epoch
+    crossover: float = 0.0  # probability that a child is a crossover of two parents (then mutated)
+    inherit: bool = True  # False: children train from scratch (the ablation of weight sharing)
+    name = "menas"
+
+    def __attrs_post_init__(self):
+        if not 0 <= self.rho <= 1:
+            raise NasError(f"--rho must be between 0 and 1, got {self.rho}")
+        if self.parents < 1 or self.population < 1:
+            raise NasError("--parents and --population must be at least 1")
+        if not all(0 < r < 1 for r in self.ratios):
+            raise NasError(f"pruning ratios must lie in (0, 1), got {list(self.ratios)}",
+                           hint="e.g. --ticket-ratios 0.1,0.2,0.3,0.5")
+        if self.size not in ("params", "macs"):
+            raise NasError(f"size is measured in params or macs, not {self.size}")
+
+    def settings(self) -> dict:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in attrs.asdict(self).items()}
+
+    # ---- the population
+    def members(self, store) -> list:
+        """The living population: the `population` most recently finished members, a
+        ticket standing in for the model it was cut from."""
+        return living_population(store.finished_in_order(), self.population)
+
+    def parent_pool(self, members: list) -> list:
+        """Top `parents` by validation accuracy, plus the ceil(rho * |members|) largest."""
+        best = sorted(members, key=lambda t: (-t.val_acc, t.id))[:self.parents]
+        largest = sorted(members, key=lambda t: (-getattr(t, self.size), t.id))[:math.ceil(self.rho * len(members))]
+        return list({t.id: t for t in best + largest}.values())
+
+    def propose(self, proposer, store, index: int, seed: int) -> Proposal:
+        rng = trial_rng(seed, index)
+        members = self.members(store)
+        if index < self.population or not members:
+            return Proposal(proposer.sample(rng), extra={"generation": 0, "inherited_from": None, "ticket_of": None})
+        pool = self.parent_pool(members)
+        parent = rng.choice(pool)
+        start = proposer.space.parse(parent.derivation)
+        if self.crossover and len(pool) > 1 and rng.random() < self.crossover:
+            other = rng.choice([t for t in pool if t.id != parent.id])
+            start = proposer.space.crossover(start, proposer.space.parse(other.derivation), rng=rng)
+        child = proposer.mutate(start, rng)
+        generation = (index - self.population) // self.population + 1
+        return Proposal(child, (parent.id,), {"generation": generation, "ticket_of": None,
+                                              "inherited_from": parent.id if self.inherit else None})
+
+    # ---- what a worker needs
+    @property
+    def trial_function(self):
+        return run_menas_trial
+
+    def job_settings(self, search, trial) -> dict:
+        settings = {"ratios": list(self.ratios), "tolerance": self.tolerance,
+                    "finetune_epochs": self.finetune_epochs, "ticket_checkpoint": f"trial-{trial.id}-ticket.pt"}
+        parent_id = trial.extra.get("inherited_from")
+        if parent_id is not None:
+            parent = search.store.trial(parent_id)
+            settings["parent"] = {"id": parent.id, "derivation": parent.derivation,
+                                  "checkpoint": str(search.store.path.parent / (parent.checkpoint or "missing"))}
+        return settings
+
+
+def run_menas_trial(job):
+    """Inherit from the parent, train with early stopping, cut the lottery tickets,
+    fine-tune them briefly, keep the best; the ticket comes back as a linked trial."""
+    from .search import TrialOutcome, _dataset, _space
+
+    settings = job.settings
+    try:
+        space = _space(job.space, job.params)
+        data = _dataset(job.dataset, job.val_fraction, job.split_seed, job.limit)
+        d = space.parse(job.derivation)
+        graph = space.graph(d, data.input_shape)
+        module = build_module(graph, seed=job.seed)
+        extra = {"inherited_fraction": 0.0}
+        if "parent" in settings:
+            parent = settings["parent"]
+            parent_graph = space.graph(space.parse(parent["derivation"]), data.input_shape)
+            got = inherit(parent_graph, load_state(parent["checkpoint"]), graph, module)
+            extra["inherited_fraction"] = round(got.fraction, 4)
+        result = train(module, data, job.train, seed=job.seed)
+        Path(job.checkpoint).parent.mkdir(parents=True, exist_ok=True)
+        torch.save(result.state_dict, job.checkpoint)
+        ticket, ticket_extra = lottery_ticket(space, d, module, data, job, result.val_acc)
+    except (TrialFailed, NasError) as err:
+        return TrialOutcome(job.trial_id, False, str(err))
+    except Exception as err:  # a bug must fail the trial, not the search
+        return TrialOutcome(job.trial_id, False, f"{type(err).__name__}: {err}")
+    extra.update({"history": [attrs.asdict(e) for e in result.epochs], "best_epoch": result.best_epoch,
+                  "images_per_s": round(result.images_per_s, 1), **ticket_extra})
+    linked = ()
+    if ticket is not None:
+        path = Path(job.checkpoint).with_name(settings["ticket_checkpoint"])
+        torch.save(ticket["state"], path)
+        linked = ({"derivation": ticket["derivation"].text, "hash": ticket["derivation"].hash, "seed": job.seed,
+                   "extra": {"ticket_of": job.trial_id, "ticket_ratio": ticket["ratio"],
+                             "inherited_from": job.trial_id, "inherited_fraction": 1.0,
+                             "generation": None},
+                   "val_acc": ticket["val_acc"], "params": ticket["params"], "macs": ticket["macs"],
+                   "train_time": ticket["train_time"], "epochs": ticket["epochs"], "checkpoint": path.name},)
+    return TrialOutcome(job.trial_id, True, None, result.val_acc, graph.graph["params"], graph.graph["macs"],
+                        result.train_time, len(result.epochs), extra, linked)
+
+
+def lottery_ticket(space, d, module, data: Dataset, job, baseline: float):
+    """(the chosen ticket as a dict, or None when pruning changes nothing; fields for
+    the trained trial's record). Each candidate is fine-tuned on its own slice of the
+    training set, so all of them together cost `finetune_epochs` epochs."""
+    from .tickets import best_ticket, ticket_candidates
+
+    settings = job.settings
+    module = module.cpu()
+    candidates = ticket_candidates(space, d, module, data.input_shape, settings["ratios"])
+    candidates = [t for t in candidates if t.derivation.hash != d.hash]
+    if not candidates:
+        return None, {"ticket": "no prunable width in this derivation"}
+    order = torch.randperm(len(data.train.y), generator=torch.Generator().manual_seed(job.seed))
+    finetune = attrs.evolve(job.train, epochs=settings["finetune_epochs"], lr=job.train.lr * 0.1,
+                            warmup_epochs=0.0, patience=None)
+    tuned = []
+    for i, ticket in enumerate(candidates):
+        part = order[i::len(candidates)]
+        share = attrs.evolve(data, train=Split(data.train.x[part], data.train.y[part]))
+        ticket_module = build_module(space.graph(ticket.derivation, data.input_shape), seed=job.seed)
+        ticket_module.load_state_dict(ticket.state)
+        tuned.append(train(ticket_module, share, finetune, seed=job.seed))
+    chosen = best_ticket(candidates, [r.val_acc for r in tuned], baseline, settings["tolerance"])
+    ticket, result = candidates[chosen], tuned[chosen]
+    return ({"derivation": ticket.derivation, "state": result.state_dict, "ratio": ticket.ratio,
+             "val_acc": result.val_acc, "params": ticket.params, "macs": ticket.macs,
+             "train_time": sum(r.train_time for r in tuned), "epochs": settings["finetune_epochs"]},
+            {"ticket_candidates": [{"ratio": t.ratio, "params": t.params, "val_acc": round(r.val_acc, 4)}
+                                   for t, r in zip(candidates, tuned)]})

@@ -1,0 +1,362 @@
+"""Lottery tickets as derivations: prune a trained network's channels, then find
+the member of the space that has the pruned widths, and carry the weights over.
+
+MENAS replaces every trained model by its best pruned sub-network ("lottery
+ticket"), and the pruned network must again be a derivation so that it can be
+mutated. For each pruning ratio r:
+
+1. Importance. Every prunable channel group (nasdsl.groups) ranks its channels by
+   the summed |gamma| of the batch norms on them (Network Slimming's measure: after
+   a norm, gamma is the channel's scale); a group without a batch norm uses the L1
+   norm of its producing conv/linear rows.
+2. Target. A group of width w keeps w - r * w channels, rounded half up (at least 1).
+3. Controllers. The choices that set a group's width are found by probing, once per
+   network: among the integer choices whose value equals the group's width, the
+   smallest set that, changed together, changes the width of every layer of the
+   group as one (a residual add couples a stage's width with the previous one's, so
+   two choices may have to move together). Probing, not path matching, because
+   which choices a width depends on is the grammar's business (a stage's width may
+   be chosen in the rule that derives the next stage). A group that no choice moves
+   stays whole; its name goes to `Ticket.uncontrolled`.
+4. Snap. The targets are written into the derivation and every value is moved to
+   the nearest allowed one (ties to the smaller), walking the space's plan outer
+   choices first, so inner ranges that depend on outer choices are respected: a
+   hidden width above 6x its block's new input width is clamped, a width below the
+   smallest offered is raised to it. Nearest, not always down or up: on a grid of
+   8s a 16-wide group would lose half its channels at r = 0.1 if always rounded
+   down, and none at r = 0.4 if always rounded up.
+5. Weights. Each group keeps its most important channels, as many as the snapped
+   derivation gives it; `nasdsl.groups.prune` cuts the trained module to them (in
+   their original order), and `inherit` copies that into the compiled derivation.
+   Where the derivation's squeeze-excitation width (derived from the hidden width)
+   is smaller than the pruned module's, the SE's inner channels are first sorted by
+   importance, so the slice keeps the strongest.
+
+The ticket computes what the pruned module computes unless an SE width changed,
+or the new widths create or remove a residual (an add exists only where widths
+agree), or a group no choice controls had to change.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+
+import attrs
+import torch
+
+from nasdsl.derivation import Alt, Derivation, Node, Rep, get_path, replace_path, split_path
+from nasdsl.errors import NasError
+from nasdsl.groups import channel_groups, prune
+from nasdsl.module import build_module
+from nasdsl.operations import conform
+from nasdsl.plan import PAlt, PPick, PRepeat, PScope, PValue
+
+from .inherit import inherit
+
+
+@attrs.frozen
+class Ticket:
+    """One pruned candidate: its derivation, its weights (load them into
+    `space.compile(derivation, input_shape)`), its size, and how it was cut.
+
+    keep          group name -> the trained module's channels it kept (pruned groups only)
+    uncontrolled  prunable groups whose width no choice sets: left whole
+    """
+
+    ratio: float
+    derivation: Derivation
+    state: dict = attrs.field(repr=False, eq=False)  # tensors: left out of == and hash
+    params: int
+    macs: int
+    keep: dict = attrs.field(factory=dict, repr=False, eq=False)
+    uncontrolled: tuple[str, ...] = ()
+
+    @property
+    def pruned(self) -> tuple[str, ...]:
+        """The groups whose width shrank."""
+        return tuple(self.keep)
+
+
+def ticket_candidates(space, derivation, module, input_shape, ratios=(0.1, 0.2, 0.3, 0.5)) -> list[Ticket]:
+    """One ticket per ratio (the fraction of each prunable group's channels to
+    remove), in the order given; ratios that lead to the same derivation give one
+    ticket (the first). `module` is `derivation`'s trained module."""
+    ratios = _check_ratios(ratios)
+    d = space.validate(derivation)
+    input_shape = tuple(input_shape)
+    graph = space.graph(d, input_shape)
+    _check_module(graph, module)
+    state = module.state_dict()
+    groups = [g for g in channel_groups(graph) if g.prunable]
+    ints = _int_choices(d)
+    controls = {g.name: _controllers(space, d, graph, g, input_shape, ints) for g in groups}
+    importance = {g.name: _importance(graph, state, g) for g in groups}
+    uncontrolled = tuple(g.name for g in groups if not controls[g.name])
+    tickets, seen = [], set()
+    for r in ratios:
+        wanted: dict = {}
+        for g in groups:
+            for path in controls[g.name]:  # a choice that sets several groups takes the widest target
+                wanted[path] = max(wanted.get(path, 0), max(1, g.channels - int(r * g.channels + 0.5)))
+        new = _snap(space, d, wanted)
+        if new.hash in seen:
+            continue
+        seen.add(new.hash)
+        tickets.append(_ticket(space, r, new, graph, module, groups, importance, input_shape, uncontrolled))
+    return tickets
+
+
+def best_ticket(tickets, accuracies, baseline_acc: float, tolerance: float = 0.005) -> int:
+    """The index of the ticket to keep: the one with the fewest parameters among
+    those whose accuracy is within `tolerance` of the unpruned model's (ties: the
+    more accurate); if none is, the most accurate (ties: the smaller)."""
+    tickets, accuracies = list(tickets), list(accuracies)
+    if not tickets or len(tickets) != len(accuracies):
+        raise NasError(f"best_ticket needs one accuracy per ticket, got {len(tickets)} tickets and "
+                       f"{len(accuracies)} accuracies")
+    if tolerance < 0:
+        raise NasError(f"the accuracy tolerance is at least 0, got {tolerance}")
+    order = range(len(tickets))
+    good = [i for i in order if accuracies[i] >= baseline_acc - tolerance]
+    if good:
+        return min(good, key=lambda i: (tickets[i].params, -accuracies[i], i))
+    return min(order, key=lambda i: (-accuracies[i], tickets[i].params, i))
+
+
+# ---- checks ---------------------------------------------------------------------------
+def _check_ratios(ratios) -> tuple:
+    ratios = (ratios,) if isinstance(ratios, (int, float, str)) else tuple(ratios)
+    if not ratios:
+        raise NasError("give at least one pruning ratio, e.g. 0.1, 0.2, 0.3, 0.5")
+    for r in ratios:
+        if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 < r < 1:
+            raise NasError(f"a pruning ratio is the fraction of channels removed, strictly between 0 and 1; "
+                           f"got {r!r}")
+    return tuple(float(r) for r in ratios)
+
+
+def _check_module(graph, module) -> None:
+    have = sum(p.numel() for p in module.parameters())
+    if have != graph.graph["params"]:
+        raise NasError(f"the module has {have} parameters but the derivation's network has "
+                       f"{graph.graph['params']}: pass the module compiled from this derivation and input shape")
+
+
+# ---- controllers ----------------------------------------------------------------------
+def _int_choices(d: Derivation) -> list:
+    """(path, value) of the derivation's integer values (not repetition lengths)."""
+    out = []
+    for path, value in d.choices().items():
+        if type(value) is int and path and not isinstance(get_path(d.root, path), Rep):
+            out.append((path, value))
+    return out
+
+
+def _controllers(space, d, graph, group, input_shape, ints) -> tuple:
+    """The choices that set `group`'s width (see the module docstring, step 3)."""
+    w = group.channels
+    candidates = [path for path, value in ints if value == w]
+    if not candidates or not _full_members(graph, group):
+        return ()
+
+    def moves(paths) -> bool:
+        for probe in (max(1, w // 2), 2 * w):  # down, else up (a width at its floor)
+            try:
+                new_graph = space.graph(_snap(space, d, {p: probe for p in paths}), input_shape)
+            except NasError:
+                continue
+            u = _new_width(graph, new_graph, group)
+            if u is not None and u != w:
+                return True
+        return False
+
+    if not moves(candidates):  # changing them all breaks the group apart: one of them alone?
+        return next(((p,) for p in candidates if moves([p])), ())
+    chosen = list(candidates)
+    for path in candidates:  # drop the ones the group does not need
+        rest = [p for p in chosen if p != path]
+        if rest and moves(rest):
+            chosen = rest
+    return tuple(chosen)
+
+
+def _full_members(graph, group) -> list:
+    """(node, side) of the group's layers whose channels are exactly the group's."""
+    full = []
+    for node, side, positions in group.members:
+        a = graph.nodes[node]
+        shape = a["shape"] if side == "out" else a["in_shapes"][int(side[2:])]
+        if shape and shape[0] == group.channels == len(positions):
+            full.append((node, side))
+    return full
+
+
+def _new_width(graph, new_graph, group):
+    """The group's width in `new_graph`: the one width all its full layers have
+    there, or None if they disagree or are gone."""
+    widths = set()
+    for node, side in _full_members(graph, group):
+        if node not in new_graph.nodes:
+            return None
+        a = new_graph.nodes[node]
+        shape = a["shape"] if side == "out" else a["in_shapes"][int(side[2:])]
+        if not shape:
+            return None
+        widths.add(shape[0])
+    return widths.pop() if len(widths) == 1 else None
+
+
+# ---- snapping -------------------------------------------------------------------------
+def _snap(space, d: Derivation, wanted: dict) -> Derivation:
+    """`d` with the `wanted` values, every value then moved to the nearest allowed."""
+    root = d.root
+    for path, value in wanted.items():
+        root = replace_path(root, split_path(path), value)
+    return space.validate(Derivation(nearest(space.root, root)))
+
+
+def nearest(plan, want):
+    """The member of `plan` closest to `want` (a derivation tree that may break the
+    plan's rules): equal values are kept, a number goes to the nearest allowed one
+    (ties to the smaller; a positive wish goes to 0 or below only if nothing positive
+    is allowed), other values are kept where allowed, missing parts take the first
+    allowed value. Outer choices are settled first, so inner ones see the outer
+    values they depend on."""
+    kind = type(plan)
+    if kind is PValue:
+        return _nearest_value(plan.values, want)
+    if kind is PScope:
+        node = want if isinstance(want, Node) else Node()
+        assignment, sites, _ = plan.variants[_nearest_variant(plan, node)]
+        return Node(tuple(assignment) + tuple((n, nearest(s, node.get(n))) for n, s in sites))
+    if kind is PAlt:
+        live = [i for i, c in enumerate(plan.counts) if c]
+        i = next((i for i in live if isinstance(want, Alt) and plan.options[i][0] == want.label), live[0])
+        label, _, scope = plan.options[i]
+        return Alt(label, nearest(scope, want.node if isinstance(want, Alt) else None))
+    if kind is PRepeat:
+        items = want.items if isinstance(want, Rep) else ()
+        live = [n for n, c in zip(plan.lengths, plan.counts) if c]
+        n = min(live, key=lambda n: (abs(n - len(items)), n))
+        return Rep(tuple(nearest(plan.elem, items[i] if i < len(items) else None) for i in range(n)))
+    if kind is PPick:
+        return conform(plan, want, random.Random(0))
+    raise TypeError(kind)
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _same(a, b) -> bool:
+    return a == b and isinstance(a, bool) == isinstance(b, bool) and isinstance(a, str) == isinstance(b, str)
+
+
+def _off(value, want) -> tuple:
+    """How far a number is from the wished one: crossing to 0 or below from a
+    positive wish first (a width of 0 means "no layer"), then relative distance."""
+    return int(want > 0 and value <= 0), abs(value - want) / max(abs(want), 1)
+
+
+def _nearest_value(values, want):
+    if want is None:
+        return values[0]
+    if isinstance(values, range) and type(want) is int and want in values:
+        return want
+    if not isinstance(values, range):
+        for v in values:
+            if _same(v, want):
+                return v
+    if not _number(want):
+        return values[0]
+    if isinstance(values, range):  # the grid points either side of `want`, clamped
+        k = math.floor((want - values.start) / values.step)
+        candidates = {values[min(max(i, 0), len(values) - 1)] for i in (k, k + 1)}
+    else:
+        candidates = [v for v in values if _number(v)]
+    if not candidates:
+        return values[0]
+    return min(candidates, key=lambda v: (*_off(v, want), v))
+
+
+def _nearest_variant(plan: PScope, node: Node) -> int:
+    try:
+        v = plan._variant_of(node)
+        if plan.counts[v]:
+            return v
+    except KeyError:
+        pass
+    missing = object()
+
+    def cost(i):
+        mismatched, crossed, distance, size = 0, 0, 0.0, 0.0
+        for name, value in plan.variants[i][0]:
+            w = node.get(name, missing)
+            if w is missing or _same(value, w):
+                continue
+            if _number(value) and _number(w):
+                c, d = _off(value, w)
+                crossed, distance, size = crossed + c, distance + d, size + value
+            else:
+                mismatched += 1
+        return mismatched, crossed, distance, size, i
+
+    return min((i for i, c in enumerate(plan.counts) if c), key=cost)
+
+
+# ---- importance and weights -----------------------------------------------------------
+def _importance(graph, state, group) -> torch.Tensor:
+    """Per channel of the group: summed |gamma| of its batch norms, else summed L1
+    norms of the conv/linear rows that produce it, else zeros (keeps the first)."""
+    score = torch.zeros(group.channels)
+    outs = [(node, list(positions)) for node, side, positions in group.members
+            if side == "out" and len(positions) == group.channels]
+    found = False
+    for node, positions in outs:
+        gamma = state.get(f"{node}.weight")
+        if graph.nodes[node]["op"] == "bn" and gamma is not None:
+            score += gamma.detach().float().abs().cpu()[positions]
+            found = True
+    if found:
+        return score
+    for node, positions in outs:
+        a = graph.nodes[node]
+        weight = state.get(f"{node}.weight")
+        if weight is not None and (a["op"] == "linear" or (a["op"] == "conv" and a["args"]["groups"] == 1)):
+            score += weight.detach().float().abs().flatten(1).sum(1).cpu()[positions]
+    return score
+
+
+def _ticket(space, ratio, new, graph, module, groups, importance, input_shape, uncontrolled) -> Ticket:
+    new_graph = space.graph(new, input_shape)
+    keep = {}
+    for g in groups:
+        u = _new_width(graph, new_graph, g)
+        if u is not None and u < g.channels:
+            best = torch.argsort(importance[g.name], descending=True, stable=True)[:u]
+            keep[g.name] = sorted(best.tolist())
+    pruned_state = dict(prune(graph, module, keep).state_dict() if keep else module.state_dict())
+    with torch.random.fork_rng(devices=[]):  # seeded for determinism, without reseeding the caller's stream
+        child = build_module(new_graph, seed=0)
+    _sort_squeeze(new_graph, pruned_state, child.state_dict())
+    inherit(graph, pruned_state, new_graph, child)
+    state = {k: v.detach().clone() for k, v in child.state_dict().items()}
+    return Ticket(ratio, new, state, new_graph.graph["params"], new_graph.graph["macs"], keep, uncontrolled)
+
+
+def _sort_squeeze(new_graph, state: dict, child_state: dict) -> None:
+    """Where the child's squeeze-excitation is narrower than the pruned one, order
+    the SE's inner channels strongest first (|fc1 row| x |fc2 column|), in `state`;
+    the reordering does not change what the SE computes."""
+    for node, a in new_graph.nodes(data=True):
+        if a["op"] != "se" or f"{node}.fc1.weight" not in state or f"{node}.fc1.weight" not in child_state:
+            continue
+        fc1, fc2 = state[f"{node}.fc1.weight"], state[f"{node}.fc2.weight"]
+        if child_state[f"{node}.fc1.weight"].shape[0] >= fc1.shape[0]:
+            continue
+        strength = fc1.abs().flatten(1).sum(1) * fc2.abs().flatten(1).sum(0)
+        order = torch.argsort(strength, descending=True, stable=True)
+        state[f"{node}.fc1.weight"] = fc1[order]
+        state[f"{node}.fc1.bias"] = state[f"{node}.fc1.bias"][order]
+        state[f"{node}.fc2.weight"] = fc2[:, order]
