@@ -31,7 +31,8 @@ from nasdsl.module import build_module
 from .algorithms import Algorithm, Proposal, living_population, trial_rng
 from .data import Dataset, Split
 from .inherit import inherit, load_state
-from .train import TrainConfig, TrialFailed, train
+from .search import never_raises, prepare, trained
+from .train import train
 
 
 @attrs.frozen
@@ -105,46 +106,32 @@ class Menas(Algorithm):
         return settings
 
 
+@never_raises
 def run_menas_trial(job):
     """Inherit from the parent, train with early stopping, cut the lottery tickets,
     fine-tune them briefly, keep the best; the ticket comes back as a linked trial."""
-    from .search import TrialOutcome, _dataset, _space
-
+    trial = prepare(job)
     settings = job.settings
-    try:
-        space = _space(job.space, job.params)
-        data = _dataset(job.dataset, job.val_fraction, job.split_seed, job.limit)
-        d = space.parse(job.derivation)
-        graph = space.graph(d, data.input_shape)
-        module = build_module(graph, seed=job.seed)
-        extra = {"inherited_fraction": 0.0}
-        if "parent" in settings:
-            parent = settings["parent"]
-            parent_graph = space.graph(space.parse(parent["derivation"]), data.input_shape)
-            got = inherit(parent_graph, load_state(parent["checkpoint"]), graph, module)
-            extra["inherited_fraction"] = round(got.fraction, 4)
-        result = train(module, data, job.train, seed=job.seed)
-        Path(job.checkpoint).parent.mkdir(parents=True, exist_ok=True)
-        torch.save(result.state_dict, job.checkpoint)
-        ticket, ticket_extra = lottery_ticket(space, d, module, data, job, result.val_acc)
-    except (TrialFailed, NasError) as err:
-        return TrialOutcome(job.trial_id, False, str(err))
-    except Exception as err:  # a bug must fail the trial, not the search
-        return TrialOutcome(job.trial_id, False, f"{type(err).__name__}: {err}")
-    extra.update({"history": [attrs.asdict(e) for e in result.epochs], "best_epoch": result.best_epoch,
-                  "images_per_s": round(result.images_per_s, 1), **ticket_extra})
+    extra = {"inherited_fraction": 0.0}
+    if "parent" in settings:
+        parent = settings["parent"]
+        parent_graph = trial.space.graph(trial.space.parse(parent["derivation"]), trial.data.input_shape)
+        got = inherit(parent_graph, load_state(parent["checkpoint"]), trial.graph, trial.module)
+        extra["inherited_fraction"] = round(got.fraction, 4)
+    result = train(trial.module, trial.data, job.train, seed=job.seed)
+    ticket, ticket_extra = lottery_ticket(trial.space, trial.derivation, trial.module, trial.data, job,
+                                          result.val_acc)
     linked = ()
     if ticket is not None:
         path = Path(job.checkpoint).with_name(settings["ticket_checkpoint"])
+        path.parent.mkdir(parents=True, exist_ok=True)
         torch.save(ticket["state"], path)
         linked = ({"derivation": ticket["derivation"].text, "hash": ticket["derivation"].hash, "seed": job.seed,
                    "extra": {"ticket_of": job.trial_id, "ticket_ratio": ticket["ratio"],
-                             "inherited_from": job.trial_id, "inherited_fraction": 1.0,
-                             "generation": None},
+                             "inherited_from": job.trial_id, "inherited_fraction": 1.0, "generation": None},
                    "val_acc": ticket["val_acc"], "params": ticket["params"], "macs": ticket["macs"],
                    "train_time": ticket["train_time"], "epochs": ticket["epochs"], "checkpoint": path.name},)
-    return TrialOutcome(job.trial_id, True, None, result.val_acc, graph.graph["params"], graph.graph["macs"],
-                        result.train_time, len(result.epochs), extra, linked)
+    return trained(job, trial.graph, result, {**extra, **ticket_extra}, linked)
 
 
 def lottery_ticket(space, d, module, data: Dataset, job, baseline: float):

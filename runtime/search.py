@@ -108,28 +108,58 @@ def _dataset(spec: str, val_fraction: float, seed: int, limit: int | None):
     return datasets.load(spec, val_fraction=val_fraction, seed=seed, limit=limit)
 
 
-def run_trial(job: TrialJob) -> TrialOutcome:
-    """Compile, train and validate one derivation; save its best weights. Any failure
-    becomes a failed outcome with a reason, never an exception in the search."""
+@attrs.frozen
+class Prepared:
+    """A trial's inputs, built in the worker: the space, data, graph and fresh module."""
+
+    space: object
+    data: datasets.Dataset
+    derivation: object
+    graph: object
+    module: object
+
+
+def prepare(job: TrialJob) -> Prepared:
+    space = _space(job.space, job.params)
+    data = _dataset(job.dataset, job.val_fraction, job.split_seed, job.limit)
+    d = space.parse(job.derivation)
+    graph = space.graph(d, data.input_shape)
+    return Prepared(space, data, d, graph, build_module(graph, seed=job.seed))
+
+
+def trained(job: TrialJob, graph, result, extra: dict | None = None, linked: tuple = ()) -> TrialOutcome:
+    """Save the trained weights and describe the trial's success."""
     import torch
 
-    try:
-        space = _space(job.space, job.params)
-        data = _dataset(job.dataset, job.val_fraction, job.split_seed, job.limit)
-        graph = space.graph(space.parse(job.derivation), data.input_shape)
-        module = build_module(graph, seed=job.seed)
-        result = train(module, data, job.train, seed=job.seed)
-        Path(job.checkpoint).parent.mkdir(parents=True, exist_ok=True)
-        torch.save(result.state_dict, job.checkpoint)
-    except (TrialFailed, NasError) as err:
-        return TrialOutcome(job.trial_id, False, str(err))
-    except Exception as err:  # a bug in a primitive or in torch: fail the trial, keep the search
-        return TrialOutcome(job.trial_id, False, f"{type(err).__name__}: {err}")
-    history = [attrs.asdict(e) for e in result.epochs]
+    Path(job.checkpoint).parent.mkdir(parents=True, exist_ok=True)
+    torch.save(result.state_dict, job.checkpoint)
+    extra = {**(extra or {}), "history": [attrs.asdict(e) for e in result.epochs],
+             "best_epoch": result.best_epoch, "images_per_s": round(result.images_per_s, 1)}
     return TrialOutcome(job.trial_id, True, None, result.val_acc, graph.graph["params"], graph.graph["macs"],
-                        result.train_time, len(result.epochs),
-                        {"history": history, "best_epoch": result.best_epoch,
-                         "images_per_s": round(result.images_per_s, 1)})
+                        result.train_time, len(result.epochs), extra, linked)
+
+
+def never_raises(trial_function):
+    """A trial function whose every failure is a failed outcome with a reason, so no
+    trial can stop a search (a NaN loss, a bad checkpoint, a bug in a primitive)."""
+
+    @functools.wraps(trial_function)
+    def run(job: TrialJob) -> TrialOutcome:
+        try:
+            return trial_function(job)
+        except (TrialFailed, NasError) as err:
+            return TrialOutcome(job.trial_id, False, str(err))
+        except Exception as err:
+            return TrialOutcome(job.trial_id, False, f"{type(err).__name__}: {err}")
+
+    return run
+
+
+@never_raises
+def run_trial(job: TrialJob) -> TrialOutcome:
+    """Compile, train and validate one derivation; save its best weights."""
+    trial = prepare(job)
+    return trained(job, trial.graph, train(trial.module, trial.data, job.train, seed=job.seed))
 
 
 # ---- the search ---------------------------------------------------------------------
