@@ -16,15 +16,11 @@ from nasdsl.export import to_dot, to_json
 from nasdsl.graph import output_shape
 from nasdsl.strategies import derivations
 
+from support import SMALL
+
 SPACES = Path(__file__).resolve().parent.parent / "spaces"
 SHIPPED = {path.stem: nasdsl.load(path) for path in sorted(SPACES.glob("*.nas"))
            if not nasdsl.load(path).is_library}
-# small versions, so a forward pass costs milliseconds
-SMALL = {"nb201": {"C": 4, "N": 1}, "mobilenetv3": {"resolution": 64, "width": 0.5}, "resnet": {"resolution": 32},
-         "darts": {"C": 4, "layers": 5}, "hnb201": {"C": 4, "resolution": 8},
-         "mobilenet3_mt": {"resolution": 28, "in_channels": 1, "num_classes": 10, "width": 0.5, "max_depth": 2},
-         "superresnet": {"resolution": 28, "in_channels": 1, "C": 8, "blocks": 2},
-         "regnet": {"resolution": 32, "num_classes": 10}}
 
 
 def measured(module, x):
@@ -49,8 +45,9 @@ def test_any_derivation_compiles_runs_and_matches_its_graph(name):
         assert tuple(y.shape[1:]) == output_shape(graph)
         assert graph.graph["params"] == sum(p.numel() for p in module.parameters())
         assert graph.graph["macs"] == macs
+        submodules = dict(module.named_modules())
         for node_id, attrs in graph.nodes(data=True):  # every node's own params match its module
-            if node_id in dict(module.named_modules()):
+            if node_id in submodules:
                 sub = module.get_submodule(node_id)
                 assert attrs["params"] == sum(p.numel() for p in sub.parameters()), node_id
 

@@ -178,17 +178,8 @@ def test_a_disconnected_cell_is_derived_only_without_the_rule():
     assert SPACE.parse(nb201_text(fine)) is not None
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny convolutions on a busy machine run far faster on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("seed", [0, 1])
-def test_a_sample_compiles_and_runs_on_a_small_input(seed, one_thread):
+def test_a_sample_compiles_and_runs_on_a_small_input(seed):
     space = SPACE.bind(C=4, num_classes=3, in_channels=1, resolution=8)
     d = space.sample(seed=seed)
     assert space.parse(d.text) == d
@@ -198,7 +189,7 @@ def test_a_sample_compiles_and_runs_on_a_small_input(seed, one_thread):
     assert tuple(y.shape) == (2, 3) and torch.isfinite(y).all()
 
 
-def test_the_cli_counts_samples_and_compiles(capsys, one_thread):
+def test_the_cli_counts_samples_and_compiles(capsys):
     assert main(["count", PATH, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["count"] == SPACE.count
     assert main(["sample", PATH, "-n", "2", "--seed", "3", "--json"]) == 0

@@ -3,7 +3,6 @@ parent starts from the parent's weights wherever they share a layer; kernels are
 centre-cropped or zero-padded, channels sliced or extended, new layers fresh."""
 
 import random
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,29 +13,14 @@ from nasdsl.errors import NasError
 from nasdsl.module import build_module
 from nasdsl.runtime.inherit import Inheritance, _adapt, inherit, load_state
 
-SPACES = Path(__file__).resolve().parent.parent / "spaces"
-# small versions of the shipped spaces, so a forward pass costs milliseconds
-SMALL = {"nb201": {"C": 4, "N": 1}, "mobilenetv3": {"resolution": 64, "width": 0.5}, "resnet": {"resolution": 32},
-         "darts": {"C": 4, "layers": 5}, "hnb201": {"C": 4, "resolution": 8},
-         "mobilenet3_mt": {"resolution": 28, "in_channels": 1, "num_classes": 10, "width": 0.5, "max_depth": 2},
-         "superresnet": {"resolution": 28, "in_channels": 1, "C": 8, "blocks": 2},
-         "regnet": {"resolution": 32, "num_classes": 10}}
+from support import SMALL, SPACES, look_trained
+
 MT = nasdsl.load(SPACES / "mobilenet3_mt.nas").bind(**SMALL["mobilenet3_mt"])
 X = torch.randn(2, 1, 28, 28, generator=torch.Generator().manual_seed(0))
 
 
 def trained(module, seed=0):
-    """A module whose batch norms look trained (scales, shifts and running statistics
-    away from their defaults), so inherited and fresh values differ."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in module.modules():
-            if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)) and m.affine:
-                m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
-                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
-    return module.eval()
+    return look_trained(module, seed, min_scale=0.5)
 
 
 def with_values(space, d, changes):

@@ -12,7 +12,6 @@ from nasdsl.cli import main
 from nasdsl.errors import NasError
 from nasdsl.runtime.menas import Menas
 from nasdsl.runtime.search import Search, SearchConfig
-from nasdsl.runtime.store import Store
 from nasdsl.runtime.train import TrainConfig
 
 from test_runtime import Inline

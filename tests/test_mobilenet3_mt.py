@@ -22,16 +22,6 @@ FASHION = {"resolution": 28, "in_channels": 1, "num_classes": 10}
 BASES = (16, 24, 40, 80, 112, 160)  # MobileNetV3-Large's stage widths
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small tensors gain nothing from threads, and on a busy machine torch's threads
-    waiting for each other make every conv tens of milliseconds slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def fashion():
     return SPACE.bind(**FASHION)

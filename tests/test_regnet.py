@@ -24,16 +24,6 @@ PRESETS = [("regnetx_400mf", "regnet_x_400mf"), ("regnety_400mf", "regnet_y_400m
 MAX_DEPTH = 40  # RegNetX's d <= 40, as the file says
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small inputs gain nothing from threads, and on a busy machine threads that wait for
-    each other make these tests many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def torchvision_regnet(d, variant: str, b: int) -> RegNet:
     """torchvision's RegNet for a derivation's six numbers, on the meta device (no weights)."""
     params = BlockParams.from_init_params(d["stage4.d"], d["w0"], d["wa"], d["wm"], d["g"],

@@ -22,16 +22,6 @@ BRANCHES = ("basic", "bottleneck", "sep5", "dil3")
 SMALL = {"resolution": 28, "in_channels": 1, "C": 16}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small tensors gain nothing from threads, and on a busy machine torch's threads
-    waiting for each other make every conv tens of milliseconds slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def unit(branches) -> str:
     return f"(branches={len(branches)}, pick=[{', '.join(branches)}])"
 

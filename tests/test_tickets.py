@@ -13,6 +13,8 @@ from nasdsl.errors import NasError
 from nasdsl.groups import channel_groups, prune
 from nasdsl.runtime.tickets import Ticket, best_ticket, nearest, ticket_candidates
 
+from support import look_trained
+
 SPACES = Path(__file__).resolve().parent.parent / "spaces"
 FASHION = {"resolution": 28, "in_channels": 1, "num_classes": 10}
 MT = nasdsl.load(SPACES / "mobilenet3_mt.nas").bind(**FASHION, width=0.5, max_depth=2)
@@ -21,16 +23,7 @@ X = torch.randn(4, *SHAPE, generator=torch.Generator().manual_seed(0))
 
 
 def trained(module, seed=0):
-    """Batch norms that look trained: distinct scales (the importance) and statistics."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in module.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.1)
-                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
-                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
-    return module.eval()
+    return look_trained(module, seed, min_scale=0.1)
 
 
 def with_values(space, d, changes):

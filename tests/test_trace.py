@@ -23,16 +23,6 @@ from nasdsl.trace import trace
 SCHEMA = {"op", "args", "path", "rules", "inputs", "in_shapes", "shape", "params", "macs"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors gain nothing from threads, and on a busy machine torch's
-    threads waiting for each other make these tests many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class Tiny(nn.Module):
     """A residual, a concat, a ReLU called three times, a conv called twice, a
     parameter read as an attribute, a non-square kernel and a view that flattens."""
