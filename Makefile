@@ -44,8 +44,10 @@ demo: $(STAMP) debian-packages
 test: $(STAMP)
 	$(PY) -m pytest
 
-bench: $(STAMP)
+bench: $(STAMP) debian-packages
 	$(PY) bench/space_ops.py --out bench/results/space_ops.json
+	$(PY) bench/train_throughput.py --out bench/results/train_throughput.json
+	$(PY) bench/search_quality.py --out bench/results/search_quality.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info $(DEMO)
