@@ -111,11 +111,25 @@ def test_rho_zero_never_picks_a_large_model_outside_the_top(search):
         assert proposal.parents[0] in top
 
 
+def test_a_resumed_menas_search_reruns_the_trial_that_was_running_and_keeps_the_rest(search):
+    before = {t.id: t for t in search.store.trials()}
+    interrupted = search.propose(8)  # as if the search was killed while this trial trained
+    search.store.start(interrupted.id)
+    search.store.close()
+    resumed = Search.open(attrs.evolve(search.config, trials=9), search.store.path, resume=True)
+    resumed.run(Inline)
+    after = {t.id: t for t in resumed.store.trials()}
+    assert all((after[i].finished, after[i].val_acc) == (t.finished, t.val_acc) for i, t in before.items())
+    assert after[interrupted.id].status == "done"
+    assert sum("index" in t.extra for t in after.values()) == 9
+    search.store = resumed.store
+
+
 # last: it deletes the shared search's checkpoints
 def test_a_missing_parent_checkpoint_fails_the_child_and_the_search_goes_on(search):
     for path in search.store.checkpoint_dir().glob("*.pt"):
         path.unlink()
-    more = Search(attrs.evolve(search.config, trials=10), search.store, search.space, search.data, search.algorithm)
+    more = Search(attrs.evolve(search.config, trials=11), search.store, search.space, search.data, search.algorithm)
     more.run(Inline)
     failed = [t for t in more.store.trials() if t.status == "failed"]
     assert len(failed) == 2 and all("no checkpoint there" in t.reason for t in failed)
