@@ -31,7 +31,9 @@ def add_commands(command, space_parent, positive_int) -> None:
     search.add_argument("--address", metavar="HOST:PORT", help="the Ray cluster to join (default: start one here)")
     search.add_argument("--max-macs", type=positive_int, metavar="M", help="propose only networks with at most M MACs")
     search.add_argument("--max-params", type=positive_int, metavar="P", help="... and at most P parameters")
-    search.add_argument("--seed", type=int, default=0, help="random seed of the whole search (default 0)")
+    search.add_argument("--seed", type=int, default=0, help="random seed of proposals and training (default 0)")
+    search.add_argument("--data-seed", type=int, default=0,
+                        help="seed of the train/validation split and of --limit's subset (default 0)")
     search.add_argument("--population", type=positive_int, default=16, help="evolution: population size (16)")
     search.add_argument("--sample-size", type=positive_int, default=4, help="evolution: tournament size (4)")
     menas = search.add_argument_group("MENAS (--algorithm menas)")
@@ -80,7 +82,8 @@ def cmd_search(args) -> int:
 
     config = SearchConfig(
         space=args.file, dataset=args.dataset, algorithm=args.algorithm, trials=args.trials,
-        params=dict(args.param or ()), seed=args.seed, max_params=args.max_params, max_macs=args.max_macs,
+        params=dict(args.param or ()), seed=args.seed, data_seed=args.data_seed,
+        max_params=args.max_params, max_macs=args.max_macs,
         population=args.population, sample_size=args.sample_size, limit=args.limit, test_top=args.test_top,
         workers=args.workers, executor=args.executor, address=args.address,
         options={"parents": args.parents, "rho": args.rho, "ratios": args.ticket_ratios,

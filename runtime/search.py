@@ -44,7 +44,8 @@ class SearchConfig:
     trials: int = 20
     params: dict = attrs.Factory(dict)  # --param values given by the user
     train: TrainConfig = TrainConfig()
-    seed: int = 0
+    seed: int = 0  # proposals and training
+    data_seed: int = 0  # the train/validation split and --limit's subset: fixed while seeds vary
     max_params: int | None = None
     max_macs: int | None = None
     population: int = 16
@@ -211,7 +212,7 @@ class Search:
         except OSError as err:
             raise NasError(f"{path}: cannot read the space file ({err.strerror})") from None
         algorithm = make_algorithm(config.algorithm, config.population, config.sample_size, **config.options)
-        data = _dataset(config.dataset, config.val_fraction, config.seed, config.limit)
+        data = _dataset(config.dataset, config.val_fraction, config.data_seed, config.limit)
         space = bind_to_data(load(path, config.params), data, config.params)
         identity = config.identity(text)
         identity["algorithm_settings"] = algorithm.settings()
@@ -223,7 +224,7 @@ class Search:
         checkpoint = self.store.checkpoint_dir() / f"trial-{trial.id}.pt"
         return TrialJob(trial.id, str(Path(self.config.space).resolve()), tuple(sorted(self.space.params.items())),
                         trial.derivation, trial.seed, self.config.dataset, self.config.val_fraction,
-                        self.config.seed, self.config.limit, self.config.train, str(checkpoint),
+                        self.config.data_seed, self.config.limit, self.config.train, str(checkpoint),
                         self.algorithm.job_settings(self, trial))
 
     def propose(self, index: int) -> Trial:
