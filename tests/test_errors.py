@@ -17,7 +17,10 @@ import nasdsl
 from nasdsl import DerivationError, NasError
 
 SPACES = Path(__file__).resolve().parent.parent / "spaces"
-FAST = 2.0  # seconds any one bad input may take
+# CPU seconds any one input may take: a guard against runaway (exponential, unbounded)
+# work, not a speed target -- those are measured in bench/. Process time, so other
+# jobs on the machine do not count.
+FAST = 10.0
 
 H = "space t\n"  # a header: each case's own lines start at line 2
 
@@ -178,10 +181,10 @@ def test_space_file_errors(tmp_path, text, where, message, hint, files, params):
     main.write_text(text)
     *file, line, column = where.split(":")
     path = tmp_path / (file[0] if file else "main.nas")
-    start = time.perf_counter()
+    start = time.process_time()
     with pytest.raises(NasError) as info:
         nasdsl.load(main, params=params).check()
-    assert time.perf_counter() - start < FAST
+    assert time.process_time() - start < FAST
     err = info.value
     rendered = str(err).splitlines()
     assert rendered[0].startswith(f"{path}:{line}:{column}: error: "), rendered[0]
@@ -279,10 +282,10 @@ def test_derivation_syntax_errors(nb201, text, column, message):
 
 
 def test_derivation_nested_absurdly_deep_is_an_error_not_a_recursion(nb201):
-    start = time.perf_counter()
+    start = time.process_time()
     with pytest.raises(DerivationError, match="expected the choices of a scope"):
         nb201.parse("[" * 10_000 + "]" * 10_000)
-    assert time.perf_counter() - start < FAST
+    assert time.process_time() - start < FAST
 
 
 # ---- limits that legal input reaches ---------------------------------------------------
@@ -327,6 +330,6 @@ def test_library_has_no_count(tmp_path):
 ], ids=["long-sequence", "many-alternatives", "many-choice-values", "deep-value-parentheses", "tab-between-tokens",
     "tab-indent"])
 def test_large_but_legal_input_is_quick(text):
-    start = time.perf_counter()
+    start = time.process_time()
     assert nasdsl.loads(text).count >= 1
-    assert time.perf_counter() - start < FAST
+    assert time.process_time() - start < FAST

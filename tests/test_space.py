@@ -209,10 +209,10 @@ def test_counting_a_space_of_10_to_the_400_is_fast():
             "network = stage(1) * 40\n"
             "stage(i) = block * 10\n"
             "block = conv(out=8, kernel={1, 3, 5, 7, 9}) (relu | hswish)\n")
-    start = time.perf_counter()
+    start = time.process_time()  # CPU time: a guard against exponential work, not a speed target
     space = nasdsl.loads(text)
     assert space.count == 10 ** 400
-    assert time.perf_counter() - start < 1.0
+    assert time.process_time() - start < 10.0
     d = space.sample(seed=0)
     assert space.unrank(space.rank(d)) == d
 
