@@ -35,10 +35,6 @@ ROOT = Path(__file__).resolve().parent.parent
 # presets of those families live there.
 VARIANTS = {"mobilenetv3": [{"variant": "small"}], "resnet": [{"unit": "bottleneck"}], "regnet": [{"variant": "y"}]}
 
-# tutorial.nas has no resolution parameter; it is sized for 28x28 images (the demo's
-# Fashion-MNIST), where the default would be 32x32.
-INPUT_SHAPES = {"tutorial": (1, 28, 28)}
-
 # Networks the papers report at other parameters than the file's defaults.
 EXTRA_PRESETS = {"darts": [("darts_v1", {"C": 36, "layers": 20}), ("darts_v2", {"C": 36, "layers": 20})]}
 
@@ -125,7 +121,7 @@ def measure(path: Path, params: dict, samples: int) -> dict:
     space = nasdsl.load(path, params)
     count = space.count
     load_s = time.perf_counter() - start
-    shape = INPUT_SHAPES.get(space.name, default_input_shape(space))
+    shape = default_input_shape(space)
     start = time.perf_counter()
     p, m = [], []
     for seed in range(samples):
@@ -146,7 +142,7 @@ def presets(path: Path) -> list[dict]:
     for name, extra in cases:
         bound = space.preset_space(name)
         bound = bound.bind(**extra) if extra else bound
-        shape = INPUT_SHAPES.get(space.name, default_input_shape(bound))
+        shape = default_input_shape(bound)
         graph = bound.graph(space.preset(name), shape)
         rows.append({"space": space.name, "preset": name, "params_set": {**space.preset_params(name), **extra},
                      "input_shape": list(shape), "params": graph.graph["params"], "macs": graph.graph["macs"]})
@@ -157,7 +153,7 @@ def draw(path: Path, out_dir: Path) -> dict:
     space = nasdsl.load(path)
     make, caption = DRAW.get(space.name, (lambda s: (s, s.sample(seed=0)), "sample seed 0"))
     drawn, d = make(space)
-    shape = INPUT_SHAPES.get(space.name, default_input_shape(drawn))
+    shape = default_input_shape(drawn)
     graph = drawn.graph(d, shape)
     whole = graph.number_of_nodes()
     prefix = None
