@@ -39,7 +39,7 @@ demo: $(STAMP) debian-packages
 	$(NASDSL) search spaces/tutorial.nas --dataset fashion-mnist --algorithm evolution \
 	  --trials 12 --population 6 --sample-size 3 --epochs 2 --limit 4000 --workers 2 --store $(DEMO)/search.db
 	$(NASDSL) report --store $(DEMO)/search.db --out $(DEMO)/report
-	@echo "report: $(DEMO)/report/summary.md (pareto.png, progress.png)"
+	@echo "report: $(DEMO)/report/summary.md (pareto, progress, population and lineage PNGs beside it)"
 
 test: $(STAMP)
 	$(PY) -m pytest

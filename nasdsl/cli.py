@@ -47,7 +47,9 @@ def emit(args, data: dict, render) -> None:
     if args.json:
         print(json.dumps(data))
     else:
-        render(Console(highlight=False, markup=False, soft_wrap=True), data)
+        # piped or logged output is not cut at 80 columns (rich's default without a terminal)
+        width = None if sys.stdout.isatty() else 140
+        render(Console(highlight=False, markup=False, soft_wrap=True, width=width), data)
 
 
 def log_count(count: int) -> str:

@@ -51,6 +51,8 @@ def add_commands(command, space_parent, positive_int) -> None:
     search.add_argument("--batch-size", type=positive_int, default=64, help="training batch size (64)")
     search.add_argument("--lr", type=float, default=0.1, help="peak learning rate (0.1)")
     search.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd", help="sgd (default) or adamw")
+    search.add_argument("--bn-momentum", type=float, default=0.1, metavar="M",
+                        help="batch-norm momentum while training (0.1; short trials need it)")
     search.add_argument("--patience", type=positive_int, metavar="E",
                         help="stop a trial after E epochs without a better validation accuracy")
     search.add_argument("--test-top", type=int, default=5, metavar="K",
@@ -90,8 +92,8 @@ def cmd_search(args) -> int:
                  "tolerance": args.ticket_tolerance, "finetune_epochs": args.finetune_epochs,
                  "crossover": args.crossover, "inherit": not args.no_inherit} if args.algorithm == "menas" else {},
         train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
-                          patience=args.patience))
-    console = Console(stderr=True, highlight=False, markup=False)
+                          patience=args.patience, bn_momentum=args.bn_momentum))
+    console = Console(stderr=True, highlight=False, markup=False, soft_wrap=True)
     search = Search.open(config, args.store, resume=args.resume)
     with search.store:
         if search.data.note:

@@ -5,7 +5,8 @@ arXiv 2203.04300): aging evolution where
   `runtime/inherit.py`) instead of from scratch, and trains with early stopping;
 - every trained model is replaced in the population by its lottery ticket: the
   pruned network, itself a derivation of the space, that keeps the most pruning
-  within an accuracy tolerance after a short fine-tune (`runtime/tickets.py`);
+  within an accuracy tolerance after a short fine-tune (`runtime/tickets.py`); a
+  model no cut keeps within the tolerance stays itself;
 - parents are the `parents` most accurate members plus a share `rho` of the
   largest ones, so the population, which the tickets slim, is not trapped among
   tiny networks (rho = 0 is the ablation).
@@ -158,8 +159,10 @@ def lottery_ticket(space, d, module, data: Dataset, job, baseline: float):
         tuned.append(train(ticket_module, share, finetune, seed=job.seed))
     chosen = best_ticket(candidates, [r.val_acc for r in tuned], baseline, settings["tolerance"])
     ticket, result = candidates[chosen], tuned[chosen]
+    tried = {"ticket_candidates": [{"ratio": t.ratio, "params": t.params, "val_acc": round(r.val_acc, 4)}
+                                   for t, r in zip(candidates, tuned)]}
+    if result.val_acc < baseline - settings["tolerance"]:  # every cut costs too much: the model stays itself
+        return None, {**tried, "ticket": f"none within {settings['tolerance']} of {baseline:.4f}"}
     return ({"derivation": ticket.derivation, "state": result.state_dict, "ratio": ticket.ratio,
              "val_acc": result.val_acc, "params": ticket.params, "macs": ticket.macs,
-             "train_time": sum(r.train_time for r in tuned), "epochs": settings["finetune_epochs"]},
-            {"ticket_candidates": [{"ratio": t.ratio, "params": t.params, "val_acc": round(r.val_acc, 4)}
-                                   for t, r in zip(candidates, tuned)]})
+             "train_time": sum(r.train_time for r in tuned), "epochs": settings["finetune_epochs"]}, tried)

@@ -69,6 +69,17 @@ def test_training_is_seeded_and_reproducible_and_learns(digits):
     assert [e.epoch for e in results[0].epochs] == [1, 2]
 
 
+def test_short_trials_train_batch_norm_statistics_at_momentum_0_1(digits):
+    # MobileNetV3's own momentum is 0.01 (torchvision's); a short trial overrides it
+    space = nasdsl.load(str(ROOT / "spaces" / "mobilenet3_mt.nas"),
+                        {"width": 0.5, "max_depth": 2, "resolution": 8, "in_channels": 1, "num_classes": 10})
+    module = space.compile(space.sample(seed=0), digits.input_shape)
+    norms = [m for m in module.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms and all(m.momentum == 0.01 for m in norms)
+    train(module, datasets.load("digits", limit=64), TrainConfig(epochs=1))
+    assert all(m.momentum == 0.1 for m in norms)
+
+
 def test_early_stopping_stops_after_patience_epochs_without_improvement(digits):
     space = nasdsl.load(TUTORIAL)
     seen = []
