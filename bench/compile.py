@@ -24,7 +24,6 @@ import io
 import json
 import math
 import os
-import platform
 import pstats
 import statistics
 import subprocess
@@ -54,16 +53,6 @@ def median_seconds(fn, repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def compile_times(space, d, repeats: int) -> dict:
@@ -174,8 +163,7 @@ def main(argv=None) -> int:
     cuda = torch.cuda.is_available()
     result = {
         "benchmark": "compile", "quick": args.quick, "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "platform": platform.platform(),
-                    "python": sys.version.split()[0], "torch": torch.__version__,
+        "machine": {**record.machine(),
                     "torchvision": torchvision.__version__,
                     "cuda": torch.cuda.get_device_name() if cuda else None,
                     "loadavg_before": list(os.getloadavg())},

@@ -49,7 +49,6 @@ import argparse
 import concurrent.futures
 import math
 import os
-import platform
 import random
 import shutil
 import statistics
@@ -122,21 +121,10 @@ def tau(x: list, y: list) -> float | None:
     return None if value != value else float(value)  # NaN: a constant list
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def header(name: str, args) -> dict:
     settings = {k: v for k, v in vars(args).items() if k not in ("command", "out")}
     return {"benchmark": f"menas_{name}", "command": " ".join([Path(sys.executable).name, *sys.argv]),
-            "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "platform": platform.platform(),
-                        "python": sys.version.split()[0], "torch": torch.__version__,
+            "machine": {**record.machine(),
                         "threads": torch.get_num_threads(), "loadavg_before": list(os.getloadavg())},
             "settings": {**settings, "space": str(SPACE.relative_to(ROOT)), "dataset": "fashion-mnist"}}
 

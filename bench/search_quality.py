@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -128,16 +127,6 @@ def spread(values: list[float]) -> dict:
             "min": min(values), "max": max(values), "values": values}
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "search_quality.json")
@@ -162,8 +151,7 @@ def main(argv=None) -> int:
 
     result = {
         "benchmark": "search_quality", "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "platform": platform.platform(),
-                    "python": sys.version.split()[0], "torch": torch.__version__,
+        "machine": {**record.machine(),
                     "loadavg_before": list(os.getloadavg())},
         "settings": {"space": "spaces/tutorial.nas", "dataset": "fashion-mnist", "seeds": args.seeds,
                      "trials": args.trials, "epochs": args.epochs, "limit": args.limit,

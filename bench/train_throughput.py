@@ -34,7 +34,6 @@ import cProfile
 import io
 import math
 import os
-import platform
 import pstats
 import statistics
 import sys
@@ -188,16 +187,6 @@ def python_profile(space, d, data, config: TrainConfig, seed: int, top: int = 40
     return out
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "train_throughput.json")
@@ -221,8 +210,7 @@ def main(argv=None) -> int:
              f"sample(seed={args.sample_seed})": space.sample(seed=args.sample_seed)}
     result = {
         "benchmark": "train_throughput", "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "platform": platform.platform(),
-                    "python": sys.version.split()[0], "torch": torch.__version__,
+        "machine": {**record.machine(),
                     "torch_threads": torch.get_num_threads(), "loadavg_before": list(os.getloadavg())},
         "data": {"dataset": data.name, "note": data.note, "train_images": len(data.train),
                  "val_images": len(data.val), "input_shape": list(data.input_shape)},
