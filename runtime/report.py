@@ -53,9 +53,7 @@ def plot_pareto(done: list[Trial], path: Path) -> None:
     axes[0].set_ylabel("validation accuracy")
     axes[0].legend(loc="lower right")
     fig.suptitle(f"{len(done)} trained architectures: accuracy against cost")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save(fig, path)
 
 
 def plot_progress(trials: list[Trial], path: Path) -> None:
@@ -82,9 +80,7 @@ def plot_progress(trials: list[Trial], path: Path) -> None:
     ax.set_ylabel("validation accuracy")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save(fig, path)
 
 
 def plot_population(store: Store, path: Path) -> None:
@@ -109,9 +105,7 @@ def plot_population(store: Store, path: Path) -> None:
     ax.set_ylabel("parameters")
     ax.grid(alpha=0.3)
     ax.legend(loc="upper right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save(fig, path)
 
 
 def plot_lineage(done: list[Trial], path: Path) -> None:
@@ -142,6 +136,13 @@ def plot_lineage(done: list[Trial], path: Path) -> None:
         fig.colorbar(points, ax=ax, label="validation accuracy")
     ax.set_xlabel("generations from a random ancestor (a ticket: +0.5)")
     ax.set_yticks([])
+    save(fig, path)
+
+
+def save(fig, path: Path) -> None:
+    """Every figure of the report: laid out, written at one resolution, and closed."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import torch
 
+from nasdsl.derivation import replace_path, split_path
+
 SPACES = Path(__file__).resolve().parent.parent / "spaces"
 
 # small versions of the shipped spaces, so a forward pass costs milliseconds
@@ -28,3 +30,11 @@ def look_trained(module, seed: int = 0, min_scale: float = 0.5):
                 m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
                 m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
     return module.eval()
+
+
+def changed(d, changes: dict):
+    """`d`'s root with the values at some paths replaced (not yet checked against a space)."""
+    root = d.root
+    for path, value in changes.items():
+        root = replace_path(root, split_path(path), value)
+    return root

@@ -8,12 +8,12 @@ import pytest
 import torch
 
 import nasdsl
-from nasdsl.derivation import Derivation, Rep, replace_path, split_path
+from nasdsl.derivation import Derivation, Rep, replace_path
 from nasdsl.errors import NasError
 from nasdsl.module import build_module
 from nasdsl.runtime.inherit import Inheritance, _adapt, inherit, load_state
 
-from support import SMALL, SPACES, look_trained
+from support import SMALL, SPACES, changed, look_trained
 
 MT = nasdsl.load(SPACES / "mobilenet3_mt.nas").bind(**SMALL["mobilenet3_mt"])
 X = torch.randn(2, 1, 28, 28, generator=torch.Generator().manual_seed(0))
@@ -24,9 +24,7 @@ def trained(module, seed=0):
 
 
 def with_values(space, d, changes):
-    root = d.root
-    for path, value in changes.items():
-        root = replace_path(root, split_path(path), value)
+    root = changed(d, changes)
     return space.validate(Derivation(root))
 
 

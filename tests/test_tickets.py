@@ -8,12 +8,12 @@ import pytest
 import torch
 
 import nasdsl
-from nasdsl.derivation import Derivation, replace_path, split_path
+from nasdsl.derivation import Derivation
 from nasdsl.errors import NasError
 from nasdsl.groups import channel_groups, prune
 from nasdsl.runtime.tickets import Ticket, best_ticket, nearest, ticket_candidates
 
-from support import look_trained
+from support import changed, look_trained
 
 SPACES = Path(__file__).resolve().parent.parent / "spaces"
 FASHION = {"resolution": 28, "in_channels": 1, "num_classes": 10}
@@ -27,9 +27,7 @@ def trained(module, seed=0):
 
 
 def with_values(space, d, changes):
-    root = d.root
-    for path, value in changes.items():
-        root = replace_path(root, split_path(path), value)
+    root = changed(d, changes)
     return Derivation(nearest(space.root, root))  # made valid: nearest allowed values
 
 
