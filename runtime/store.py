@@ -107,6 +107,7 @@ class Store:
             raise StoreError(f"{path}: a store already exists here",
                              hint="add --resume to continue that search, or choose another --store")
         store = cls(path, _connect(path))
+        store.config = json.loads(json.dumps(config))  # as `open` reads it back
         with store._db:
             store._db.executescript(SCHEMA)
             store._db.executemany("INSERT INTO meta VALUES (?, ?)",
