@@ -7,7 +7,7 @@ SPACES := $(wildcard spaces/*.nas)
 
 .PHONY: demo test install bench clean debian-packages
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'

@@ -31,11 +31,11 @@ import sys
 import time
 from pathlib import Path
 
+import record  # bench/record.py, beside this script
 import torch
 import torchvision
 
 import nasdsl
-import record  # bench/record.py, beside this script
 
 ROOT = Path(__file__).resolve().parent.parent
 PRESET = "mobilenet_v3_large"

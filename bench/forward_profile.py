@@ -13,12 +13,12 @@ import json
 import sys
 from pathlib import Path
 
+import record  # bench/record.py, beside this script
 import torch
 import torchvision
 from torch.profiler import ProfilerActivity, profile
 
 import nasdsl
-import record  # bench/record.py, beside this script
 
 ROOT = Path(__file__).resolve().parent.parent
 

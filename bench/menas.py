@@ -59,11 +59,8 @@ import types
 from pathlib import Path
 
 import attrs
-import torch
-from scipy.stats import kendalltau
-
 import record  # bench/record.py, beside this script
-from nasdsl.module import build_module
+import torch
 from nasdsl.runtime import data as datasets
 from nasdsl.runtime.algorithms import Proposer, living_population
 from nasdsl.runtime.data import FASHION_MNIST_ROOT
@@ -72,7 +69,10 @@ from nasdsl.runtime.menas import lottery_ticket
 from nasdsl.runtime.search import Search, SearchConfig, bind_to_data, pareto_front
 from nasdsl.runtime.tickets import ticket_candidates
 from nasdsl.runtime.train import TrainConfig, accuracy, train
-from nasdsl.space import load
+from scipy.stats import kendalltau
+
+from nasdsl import load
+from nasdsl.compiler.module import build_module
 
 ROOT = Path(__file__).resolve().parent.parent
 SPACE = ROOT / "spaces" / "mobilenet3_mt.nas"

@@ -34,9 +34,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 import record  # bench/record.py, beside this script
+import torch
 from nasdsl.runtime.data import FASHION_MNIST_ROOT
 from nasdsl.runtime.executors import local_pool
 from nasdsl.runtime.search import Search, SearchConfig

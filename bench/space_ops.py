@@ -20,10 +20,11 @@ import sys
 import time
 from pathlib import Path
 
-import nasdsl
 import record  # bench/record.py, beside this script
-from nasdsl.operations import positions
-from nasdsl.plan import PAlt, PPick, PRepeat, PScope, PValue
+
+import nasdsl
+from nasdsl.space.operations import positions
+from nasdsl.space.plan import PAlt, PPick, PRepeat, PScope, PValue
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -24,10 +24,11 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
-import nasdsl
 import record  # bench/record.py, beside this script
-from nasdsl.export import write_png
-from nasdsl.graph import default_input_shape
+
+import nasdsl
+from nasdsl.compiler.export import write_png
+from nasdsl.compiler.graph import default_input_shape
 
 ROOT = Path(__file__).resolve().parent.parent
 

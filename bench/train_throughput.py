@@ -40,14 +40,14 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-from torch import nn
-
-import nasdsl
 import record  # bench/record.py, beside this script
+import torch
 from nasdsl.runtime import data as datasets
 from nasdsl.runtime import train as trainer
 from nasdsl.runtime.train import TrainConfig, make_optimizer, train, warmup_cosine
+from torch import nn
+
+import nasdsl
 
 ROOT = Path(__file__).resolve().parent.parent
 SPACE = ROOT / "spaces" / "tutorial.nas"

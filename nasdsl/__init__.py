@@ -1,13 +1,21 @@
 """nasdsl: a search-space language for neural architecture search.
 
-text → AST (`nasdsl.syntax`) → checked rules (`nasdsl.check`) → Space
-(`nasdsl.space`, plans in `nasdsl.plan`) → Derivation (`nasdsl.derivation`)
-→ graph and module (compiler) → search (`nasdsl.runtime`).
+The sub-packages follow the data flow:
+
+    language/  text → AST → checked rules (IR)      nasdsl.language
+    space/     rules → Space → Derivation           nasdsl.space
+    compiler/  Derivation → graph → torch module    nasdsl.compiler
+    runtime/   graphs → trained trials → search     nasdsl.runtime
+    cli/       the `nasdsl` command                 nasdsl.cli
+
+A lower layer never imports a higher one (tests/test_layers.py).
 """
 
-from .derivation import Derivation, distance
-from .errors import DerivationError, NasError
-from .space import Space, load, loads
+from .compiler.space import Space, load, loads
+from .language.errors import DerivationError, NasError
+from .language.primitives import Arg, Primitive, register
+from .space.derivation import Derivation, distance
 
-__all__ = ["Derivation", "DerivationError", "NasError", "Space", "distance", "load", "loads"]
+__all__ = ["Arg", "Derivation", "DerivationError", "NasError", "Primitive", "Space", "distance", "load", "loads",
+           "register"]
 __version__ = "0.1.0"

@@ -15,8 +15,10 @@ import random
 
 import attrs
 
-from nasdsl.derivation import Derivation
-from nasdsl.errors import NasError, did_you_mean
+from nasdsl.language.errors import NasError
+from nasdsl.space.derivation import Derivation
+
+from .trial import run_trial
 
 MAX_TRIES = 2000  # proposals drawn before a constraint is declared unsatisfiable
 
@@ -102,8 +104,6 @@ class Algorithm:
 
     @property
     def trial_function(self):
-        from .search import run_trial
-
         return run_trial
 
     def job_settings(self, search, trial) -> dict:
@@ -148,23 +148,3 @@ class RegularizedEvolution(Algorithm):
         parent = max(contenders, key=lambda t: (t.val_acc, -t.id))
         child = proposer.mutate(proposer.space.parse(parent.derivation), rng)
         return Proposal(child, (parent.id,), {"generation": generation})
-
-
-ALGORITHMS = ("random", "evolution", "menas")
-
-
-def make_algorithm(name: str, population: int = 16, sample_size: int = 4, **options):
-    """The algorithm called `name`; `options` are MENAS's settings (see runtime/menas.py)."""
-    if name == "random":
-        return RandomSearch()
-    if name == "evolution":
-        if not 1 <= sample_size <= population:
-            raise NasError(f"--sample-size must be between 1 and --population ({population}), got {sample_size}")
-        return RegularizedEvolution(population, sample_size)
-    if name == "menas":
-        from .menas import Menas
-
-        return Menas(population=population, **options)
-    suggestion = did_you_mean(name, ALGORITHMS)
-    raise NasError(f"unknown algorithm `{name}`" + (f"; {suggestion}" if suggestion else ""),
-                   hint=f"choose one of: {', '.join(ALGORITHMS)}")

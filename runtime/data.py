@@ -40,7 +40,7 @@ import attrs
 import numpy as np
 import torch
 
-from nasdsl.errors import NasError, did_you_mean
+from nasdsl.language.errors import NasError, did_you_mean
 
 DATASETS = ("fashion-mnist", "mnist", "digits", "cifar10", "cifar100", "imagefolder")
 FASHION_MNIST_ROOT = Path("/usr/share/datasets/fashion-mnist")

@@ -16,7 +16,7 @@ import concurrent.futures
 import multiprocessing
 import os
 
-from nasdsl.errors import NasError
+from nasdsl.language.errors import NasError
 
 EXECUTORS = ("local", "ray")
 

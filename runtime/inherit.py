@@ -34,7 +34,7 @@ import attrs
 import networkx as nx
 import torch
 
-from nasdsl.errors import NasError
+from nasdsl.language.errors import NasError
 
 
 @attrs.frozen

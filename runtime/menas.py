@@ -26,14 +26,14 @@ from pathlib import Path
 import attrs
 import torch
 
-from nasdsl.errors import NasError
-from nasdsl.module import build_module
+from nasdsl.compiler.module import build_module
+from nasdsl.language.errors import NasError, did_you_mean
 
-from .algorithms import Algorithm, Proposal, living_population, trial_rng
+from .algorithms import Algorithm, Proposal, RandomSearch, RegularizedEvolution, living_population, trial_rng
 from .data import Dataset, Split
 from .inherit import inherit, load_state
-from .search import never_raises, prepare, trained
 from .train import train
+from .trial import never_raises, prepare, trained
 
 
 @attrs.frozen
@@ -166,3 +166,21 @@ def lottery_ticket(space, d, module, data: Dataset, job, baseline: float):
     return ({"derivation": ticket.derivation, "state": result.state_dict, "ratio": ticket.ratio,
              "val_acc": result.val_acc, "params": ticket.params, "macs": ticket.macs,
              "train_time": sum(r.train_time for r in tuned), "epochs": settings["finetune_epochs"]}, tried)
+
+
+ALGORITHMS = ("random", "evolution", "menas")
+
+
+def make_algorithm(name: str, population: int = 16, sample_size: int = 4, **options):
+    """The algorithm called `name`; `options` are MENAS's settings (see runtime/menas.py)."""
+    if name == "random":
+        return RandomSearch()
+    if name == "evolution":
+        if not 1 <= sample_size <= population:
+            raise NasError(f"--sample-size must be between 1 and --population ({population}), got {sample_size}")
+        return RegularizedEvolution(population, sample_size)
+    if name == "menas":
+        return Menas(population=population, **options)
+    suggestion = did_you_mean(name, ALGORITHMS)
+    raise NasError(f"unknown algorithm `{name}`" + (f"; {suggestion}" if suggestion else ""),
+                   hint=f"choose one of: {', '.join(ALGORITHMS)}")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import attrs
 
-from nasdsl.errors import NasError
+from nasdsl.language.errors import NasError
 
 SCHEMA_VERSION = 1
 STATUSES = ("queued", "running", "done", "failed")

@@ -5,7 +5,7 @@ MENAS replaces every trained model by its best pruned sub-network ("lottery
 ticket"), and the pruned network must again be a derivation so that it can be
 mutated. For each pruning ratio r:
 
-1. Importance. Every prunable channel group (nasdsl.groups) ranks its channels by
+1. Importance. Every prunable channel group (nasdsl.compiler.groups) ranks its channels by
    the summed |gamma| of the batch norms on them (Network Slimming's measure: after
    a norm, gamma is the channel's scale); a group without a batch norm uses the L1
    norm of its producing conv/linear rows.
@@ -26,7 +26,7 @@ mutated. For each pruning ratio r:
    8s a 16-wide group would lose half its channels at r = 0.1 if always rounded
    down, and none at r = 0.4 if always rounded up.
 5. Weights. Each group keeps its most important channels, as many as the snapped
-   derivation gives it; `nasdsl.groups.prune` cuts the trained module to them (in
+   derivation gives it; `nasdsl.compiler.groups.prune` cuts the trained module to them (in
    their original order), and `inherit` copies that into the compiled derivation.
    Where the derivation's squeeze-excitation width (derived from the hidden width)
    is smaller than the pruned module's, the SE's inner channels are first sorted by
@@ -45,12 +45,12 @@ import random
 import attrs
 import torch
 
-from nasdsl.derivation import Alt, Derivation, Node, Rep, get_path, replace_path, split_path
-from nasdsl.errors import NasError
-from nasdsl.groups import channel_groups, prune
-from nasdsl.module import build_module
-from nasdsl.operations import conform
-from nasdsl.plan import PAlt, PPick, PRepeat, PScope, PValue
+from nasdsl.compiler.groups import channel_groups, prune
+from nasdsl.compiler.module import build_module
+from nasdsl.language.errors import NasError
+from nasdsl.space.derivation import Alt, Derivation, Node, Rep, get_path, replace_path, split_path
+from nasdsl.space.operations import conform
+from nasdsl.space.plan import PAlt, PPick, PRepeat, PScope, PValue
 
 from .inherit import inherit
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import torch
 
-from nasdsl.derivation import replace_path, split_path
+from nasdsl.space.derivation import replace_path, split_path
 
 SPACES = Path(__file__).resolve().parent.parent / "spaces"
 

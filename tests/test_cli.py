@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import nasdsl
-from nasdsl.cli import main
+from nasdsl.cli.commands import main
 
 SPACES = Path(__file__).resolve().parents[1] / "spaces"
 NB201 = str(SPACES / "nb201.nas")
@@ -251,7 +251,7 @@ def test_internal_error_is_one_line_and_exit_3(monkeypatch, capsys):
     def broken(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr("nasdsl.cli.load", broken)
+    monkeypatch.setattr("nasdsl.cli.common.load", broken)
     assert main(["count", NB201]) == 3
     err = capsys.readouterr().err
     assert err == "nasdsl: internal error: RuntimeError: boom (rerun with --debug)\n"

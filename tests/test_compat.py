@@ -1,5 +1,5 @@
 """Presets of torchvision's networks load torchvision's weights through
-`nasdsl.compat.torchvision` and then compute the same logits."""
+`nasdsl.compiler.compat.torchvision` and then compute the same logits."""
 
 from pathlib import Path
 
@@ -8,7 +8,7 @@ import torch
 import torchvision
 
 import nasdsl
-from nasdsl.compat.torchvision import from_torchvision, key_map
+from nasdsl.compiler.compat.torchvision import from_torchvision, key_map
 
 SPACES = Path(__file__).resolve().parent.parent / "spaces"
 PRESETS = [("resnet.nas", "resnet18"), ("resnet.nas", "resnet50"),

@@ -7,16 +7,15 @@ from pathlib import Path
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
+from support import SMALL
 from torch.utils.flop_counter import FlopCounterMode
 
 import nasdsl
-import nasdsl.module
-from nasdsl.cli import main
-from nasdsl.export import to_dot, to_json
-from nasdsl.graph import output_shape
-from nasdsl.strategies import derivations
-
-from support import SMALL
+import nasdsl.compiler.module
+from nasdsl.cli.commands import main
+from nasdsl.compiler.export import to_dot, to_json
+from nasdsl.compiler.graph import output_shape
+from nasdsl.space.strategies import derivations
 
 SPACES = Path(__file__).resolve().parent.parent / "spaces"
 SHIPPED = {path.stem: nasdsl.load(path) for path in sorted(SPACES.glob("*.nas"))
@@ -39,7 +38,7 @@ def test_any_derivation_compiles_runs_and_matches_its_graph(name):
     @given(derivations(space))
     def check(d):
         graph = space.graph(d)
-        module = nasdsl.module.build_module(graph)
+        module = nasdsl.compiler.module.build_module(graph)
         x = torch.randn(2, *graph.graph["input_shape"])
         y, macs = measured(module, x)
         assert tuple(y.shape[1:]) == output_shape(graph)

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from nasdsl.runtime import data
 from nasdsl.runtime.data import DataError, load
 

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from golden.make_golden import behaviour
 
 GOLDEN = json.loads((Path(__file__).parent / "golden" / "behaviour.json").read_text())

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import nasdsl
-from nasdsl.groups import channel_groups, prune, zero_removed
+from nasdsl.compiler.groups import channel_groups, prune, zero_removed
 
 SPACES = Path(__file__).resolve().parent.parent / "spaces"
 
@@ -98,7 +98,7 @@ def _torch_pruning_groups(model, x):
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_traced_groups_agree_with_torch_pruning(name):
-    from nasdsl.trace import trace
+    from nasdsl.compiler.trace import trace
 
     model = getattr(torchvision.models, name)(weights=None).eval()
     x = torch.randn(1, 3, 64, 64)
@@ -115,7 +115,7 @@ def test_traced_groups_agree_with_torch_pruning(name):
 
 @pytest.mark.parametrize("name", ["resnet18", "mobilenet_v3_small", "regnet_x_400mf"])
 def test_random_prunings_of_traced_models(name):
-    from nasdsl.trace import trace
+    from nasdsl.compiler.trace import trace
 
     model = getattr(torchvision.models, name)(weights=None).eval()
     x = torch.randn(2, 3, 64, 64)

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import nasdsl
-from nasdsl.cli import main
+from nasdsl.cli.commands import main
 
 SPACES = Path(__file__).resolve().parent.parent / "spaces"
 PATH = str(SPACES / "hnb201.nas")

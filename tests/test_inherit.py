@@ -6,14 +6,13 @@ import random
 
 import pytest
 import torch
+from nasdsl.runtime.inherit import Inheritance, _adapt, inherit, load_state
+from support import SMALL, SPACES, changed, look_trained
 
 import nasdsl
-from nasdsl.derivation import Derivation, Rep, replace_path
-from nasdsl.errors import NasError
-from nasdsl.module import build_module
-from nasdsl.runtime.inherit import Inheritance, _adapt, inherit, load_state
-
-from support import SMALL, SPACES, changed, look_trained
+from nasdsl.compiler.module import build_module
+from nasdsl.language.errors import NasError
+from nasdsl.space.derivation import Derivation, Rep, replace_path
 
 MT = nasdsl.load(SPACES / "mobilenet3_mt.nas").bind(**SMALL["mobilenet3_mt"])
 X = torch.randn(2, 1, 28, 28, generator=torch.Generator().manual_seed(0))

@@ -7,14 +7,13 @@ from pathlib import Path
 
 import attrs
 import pytest
-
-from nasdsl.cli import main
-from nasdsl.errors import NasError
 from nasdsl.runtime.menas import Menas
 from nasdsl.runtime.search import Search, SearchConfig
 from nasdsl.runtime.train import TrainConfig
-
 from test_runtime import Inline
+
+from nasdsl.cli.commands import main
+from nasdsl.language.errors import NasError
 
 ROOT = Path(__file__).resolve().parent.parent
 MT = str(ROOT / "spaces" / "mobilenet3_mt.nas")

@@ -11,10 +11,10 @@ import torchvision
 from torch.utils.flop_counter import FlopCounterMode
 
 import nasdsl
-from nasdsl.cli import main
-from nasdsl.derivation import Derivation, replace_path, split_path
-from nasdsl.graph import output_shape
-from nasdsl.groups import prune
+from nasdsl.cli.commands import main
+from nasdsl.compiler.graph import output_shape
+from nasdsl.compiler.groups import prune
+from nasdsl.space.derivation import Derivation, replace_path, split_path
 
 FILE = Path(__file__).resolve().parent.parent / "spaces" / "mobilenet3_mt.nas"
 SPACE = nasdsl.load(FILE)

@@ -11,8 +11,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from torchvision.models import mobilenetv3 as tv
 
 import nasdsl
-from nasdsl.graph import output_shape
-from nasdsl.strategies import derivations
+from nasdsl.compiler.graph import output_shape
+from nasdsl.space.strategies import derivations
 
 SPACE = nasdsl.load(Path(__file__).resolve().parent.parent / "spaces" / "mobilenetv3.nas")
 PRESETS = ("mobilenet_v3_large", "mobilenet_v3_small")

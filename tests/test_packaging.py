@@ -1,6 +1,7 @@
-"""A plain (non-editable) install carries the grammars and the shipped spaces, and
-the runtime is `nasdsl.runtime`, never a bare top-level `runtime`."""
+"""A plain (non-editable) install carries every module, the grammars and the shipped
+spaces, and the runtime is `nasdsl.runtime`, never a bare top-level `runtime`."""
 
+import site
 import subprocess
 import sys
 import zipfile
@@ -11,7 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PROBE = """
 import importlib.util, pathlib, sys
 import nasdsl, nasdsl.runtime
-from nasdsl.check import shipped_spaces_dir
+from nasdsl.language.check import shipped_spaces_dir
 assert not nasdsl.__file__.startswith(sys.argv[1]), nasdsl.__file__   # not the source tree
 assert importlib.util.find_spec("runtime") is None
 print(nasdsl.load(shipped_spaces_dir() / "nb201.nas").count)
@@ -32,14 +33,41 @@ def test_a_wheel_carries_grammars_and_spaces(tmp_path):
         assert needed in names
     assert not any(n.startswith(("runtime/", "grammars/", "spaces/")) for n in names)
 
-    target = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(wheel)],
-                   check=True, capture_output=True)
+    python = _fresh_venv(tmp_path / "venv", wheel)
     work = tmp_path / "work"
     work.mkdir()
-    # the installed copy comes first on the path; dependencies still come from this environment
-    env = {"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"}
-    out = subprocess.run([sys.executable, "-c", PROBE, str(ROOT)], cwd=work, env=env,
-                         capture_output=True, text=True)
+    env = {"PATH": "/usr/bin:/bin"}
+    out = subprocess.run([python, "-c", PROBE, str(ROOT)], cwd=work, env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["15625", "25"]
+
+    # every module the wheel carries imports (a package left out of it would fail here)
+    modules = sorted(n[:-3].replace("/", ".").removesuffix(".__init__") for n in names if n.endswith(".py"))
+    assert modules == _source_modules()
+    out = subprocess.run([python, "-c", "import importlib, sys\nfor m in sys.argv[1:]: importlib.import_module(m)",
+                          *modules], cwd=work, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+
+
+def _source_modules() -> list[str]:
+    """Every module of the source tree, named as installed (runtime/ is nasdsl.runtime)."""
+    found = []
+    for folder, package in (("nasdsl", "nasdsl"), ("runtime", "nasdsl.runtime")):
+        for path in (ROOT / folder).rglob("*.py"):
+            parts = path.relative_to(ROOT / folder).with_suffix("").parts
+            found.append(".".join((package, *parts)).removesuffix(".__init__"))
+    return sorted(found + ["nasdsl.grammars", "nasdsl.spaces"])
+
+
+def _fresh_venv(where: Path, wheel: Path) -> str:
+    """A new venv with only the wheel installed in it; the dependencies (torch, ...) are
+    this environment's, reached through a path file (which adds them, but not this
+    environment's editable install of nasdsl)."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(where)], check=True)
+    python = str(where / "bin" / "python")
+    subprocess.run([sys.executable, "-m", "pip", "--python", python, "install", "-q", "--no-deps", str(wheel)],
+                   check=True, capture_output=True)
+    purelib = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             check=True, capture_output=True, text=True).stdout.strip()
+    Path(purelib, "dependencies.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+    return python

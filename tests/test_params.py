@@ -15,7 +15,7 @@ import pytest
 
 import nasdsl
 from nasdsl import NasError
-from nasdsl.cli import main
+from nasdsl.cli.commands import main
 
 SPACES = Path(__file__).resolve().parent.parent / "spaces"
 LOADED = {}  # file name -> the space with its defaults, loaded once

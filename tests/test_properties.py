@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from scipy import stats
 
 import nasdsl
-from nasdsl.derivation import to_text
-from nasdsl.strategies import derivations, simplest, space_files
+from nasdsl.space.derivation import to_text
+from nasdsl.space.strategies import derivations, simplest, space_files
 
 SPACES = Path(__file__).resolve().parent.parent / "spaces"
 NB201 = nasdsl.load(SPACES / "nb201.nas", params={"C": 8})

@@ -14,8 +14,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from torchvision.models.regnet import BlockParams, RegNet
 
 import nasdsl
-from nasdsl.cli import main
-from nasdsl.compat.torchvision import from_torchvision, key_map
+from nasdsl.cli.commands import main
+from nasdsl.compiler.compat.torchvision import from_torchvision, key_map
 
 PATH = Path(__file__).resolve().parent.parent / "spaces" / "regnet.nas"
 SPACE = nasdsl.load(PATH)

@@ -8,7 +8,7 @@ import torchvision
 from torch.utils.flop_counter import FlopCounterMode
 
 import nasdsl
-from nasdsl.graph import output_shape
+from nasdsl.compiler.graph import output_shape
 
 SPACE = nasdsl.load(Path(__file__).resolve().parent.parent / "spaces" / "resnet.nas")
 

@@ -12,15 +12,16 @@ from pathlib import Path
 
 import pytest
 import torch
-
-import nasdsl
-from nasdsl.cli import main
-from nasdsl.errors import NasError
 from nasdsl.runtime import data as datasets
 from nasdsl.runtime.algorithms import Proposer, RandomSearch, RegularizedEvolution
-from nasdsl.runtime.search import Search, SearchConfig, pareto_front, run_trial
+from nasdsl.runtime.search import Search, SearchConfig, pareto_front
+from nasdsl.runtime.trial import run_trial
 from nasdsl.runtime.store import Store, StoreError
 from nasdsl.runtime.train import TrainConfig, TrialFailed, train
+
+import nasdsl
+from nasdsl.cli.commands import main
+from nasdsl.language.errors import NasError
 
 ROOT = Path(__file__).resolve().parent.parent
 TUTORIAL = str(ROOT / "spaces" / "tutorial.nas")

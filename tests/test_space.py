@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 import nasdsl
-from nasdsl import printer
-from nasdsl.syntax import parse_module
+from nasdsl.language import printer
+from nasdsl.language.syntax import parse_module
 
 SPACES = Path(__file__).resolve().parent.parent / "spaces"
 

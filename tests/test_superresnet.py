@@ -13,8 +13,8 @@ import torchvision
 from torch.utils.flop_counter import FlopCounterMode
 
 import nasdsl
-from nasdsl.cli import main
-from nasdsl.graph import output_shape
+from nasdsl.cli.commands import main
+from nasdsl.compiler.graph import output_shape
 
 FILE = Path(__file__).resolve().parent.parent / "spaces" / "superresnet.nas"
 SPACE = nasdsl.load(FILE)

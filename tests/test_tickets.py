@@ -6,14 +6,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from nasdsl.runtime.tickets import Ticket, best_ticket, nearest, ticket_candidates
+from support import changed, look_trained
 
 import nasdsl
-from nasdsl.derivation import Derivation
-from nasdsl.errors import NasError
-from nasdsl.groups import channel_groups, prune
-from nasdsl.runtime.tickets import Ticket, best_ticket, nearest, ticket_candidates
-
-from support import changed, look_trained
+from nasdsl.compiler.groups import channel_groups, prune
+from nasdsl.language.errors import NasError
+from nasdsl.space.derivation import Derivation
 
 SPACES = Path(__file__).resolve().parent.parent / "spaces"
 FASHION = {"resolution": 28, "in_channels": 1, "num_classes": 10}

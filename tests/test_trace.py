@@ -15,10 +15,10 @@ from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
 from torch.utils.flop_counter import FlopCounterMode
 
 import nasdsl
-from nasdsl import primitives
-from nasdsl.cli import main
-from nasdsl.expr import type_name
-from nasdsl.trace import trace
+from nasdsl.cli.commands import main
+from nasdsl.compiler import primitives
+from nasdsl.compiler.trace import trace
+from nasdsl.language.expr import type_name
 
 SCHEMA = {"op", "args", "path", "rules", "inputs", "in_shapes", "shape", "params", "macs"}
 

@@ -20,8 +20,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-import nasdsl  # noqa: E402
 from support import SMALL, SPACES  # noqa: E402
+
+import nasdsl  # noqa: E402
 
 SAMPLES = 50
 TEXT = 2000  # longer derivation texts (hnb201's) are kept as their hash alone

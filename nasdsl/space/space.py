@@ -5,7 +5,7 @@
     d = space.sample(seed=0)         # exactly uniform over derivations
     space.parse(d.text) == d         # the canonical text reads back
     space.unrank(space.rank(d)) == d
-    child = space.mutate(d, seed=1)  # see nasdsl.operations
+    child = space.mutate(d, seed=1)  # see nasdsl.space.operations
 """
 
 from __future__ import annotations
@@ -13,13 +13,16 @@ from __future__ import annotations
 import functools
 import random
 
-from . import ast, ir, plan as planning
-from .check import build_rules, load_file, reachable
+from ..language import ast, ir
+from ..language.check import build_rules, load_file, reachable
+from ..language.errors import DerivationError, NasError, Pos, did_you_mean
+from ..language.expr import SYMBOLIC, Scope, evaluate, show, type_name
+from ..language.printer import value as expr_text
+from ..language.syntax import parse_derivation_text
+from . import operations
+from . import plan as planning
+from . import restrict as restriction
 from .derivation import Derivation, Node, distance
-from .errors import DerivationError, NasError, Pos, did_you_mean
-from .expr import SYMBOLIC, Scope, evaluate, show, type_name
-from .printer import value as expr_text
-from .syntax import parse_derivation_text
 
 
 def load(path, params: dict | None = None) -> "Space":
@@ -257,7 +260,7 @@ class Space:
         new = dict(self.params)
         for name, value in params.items():
             new[name] = _override(self.header, name, value)
-        space = Space(self.name, self.header, self.rules, new, tuple(self.preset_syntax.values()),
+        space = type(self)(self.name, self.header, self.rules, new, tuple(self.preset_syntax.values()),
                       self.module, self.is_library)
         space._file = self._file
         check_parameter_requires(space)
@@ -436,37 +439,18 @@ class Space:
             out.setdefault(rule, {})[args] = scope.count
         return out
 
-    # operations live in nasdsl.operations; thin methods keep the API in one place
+    # operations live in nasdsl.space.operations; thin methods keep the API in one place
     def mutate(self, d, seed=None, *, rng=None, kind: str = "choice"):
-        from .operations import mutate
-
-        return mutate(self, d, self._rng(seed, rng), kind)
+        return operations.mutate(self, d, self._rng(seed, rng), kind)
 
     def crossover(self, a, b, seed=None, *, rng=None):
-        from .operations import crossover
-
-        return crossover(self, a, b, self._rng(seed, rng))
+        return operations.crossover(self, a, b, self._rng(seed, rng))
 
     def distance(self, a, b) -> int:
         return distance(self.validate(a), self.validate(b))
 
     def restrict(self, keep: dict):
-        from .restrict import restrict
-
-        return restrict(self, keep)
-
-    # the compiler: derivation → graph → module
-    def graph(self, d, input_shape=None):
-        """The dependency graph (`networkx.DiGraph`) of `d`; see nasdsl.graph."""
-        from .graph import build_graph
-
-        return build_graph(self, d, input_shape)
-
-    def compile(self, d, input_shape=None, seed: int | None = 0):
-        """The PyTorch module (`torch.fx.GraphModule`) of `d`; see nasdsl.module."""
-        from .module import build_module
-
-        return build_module(self.graph(d, input_shape), seed)
+        return restriction.restrict(self, keep)
 
     def __repr__(self):
         params = ", ".join(f"{k}={show(v)}" for k, v in self.params.items())

@@ -4,7 +4,7 @@ Property tests over your own space:
 
     import nasdsl
     from hypothesis import given
-    from nasdsl.strategies import derivations
+    from nasdsl.space.strategies import derivations
 
     space = nasdsl.load("spaces/tutorial.nas")
 

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import networkx as nx
 
-from . import ir, primitives
-from .derivation import Alt, Derivation, Node, Rep
-from .errors import NasError
-from .expr import Scope, evaluate, show, type_name
-from .plan import EMPTY_NODE
+from ..language import ir
+from ..language.errors import NasError
+from ..language.expr import Scope, evaluate, show, type_name
+from ..space.derivation import Alt, Derivation, Node, Rep
+from ..space.plan import EMPTY_NODE
+from . import primitives
 
 
 def default_input_shape(space) -> tuple:

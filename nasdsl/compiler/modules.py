@@ -10,8 +10,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .primitives import activation_module
-
 
 class Zero(nn.Module):
     """Zeros shaped like the input (channels `out` if given), subsampled by `stride`."""
@@ -41,13 +39,13 @@ class ChannelShuffle(nn.Module):
 class SqueezeExcitation(nn.Module):
     """torchvision's SqueezeExcitation: pool, 1x1 conv, act, 1x1 conv, gate, scale."""
 
-    def __init__(self, channels: int, squeeze: int, act: str = "relu", gate: str = "hsigmoid"):
+    def __init__(self, channels: int, squeeze: int, activation: nn.Module, scale_activation: nn.Module):
         super().__init__()
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc1 = nn.Conv2d(channels, squeeze, 1)
         self.fc2 = nn.Conv2d(squeeze, channels, 1)
-        self.activation = activation_module(act)
-        self.scale_activation = activation_module(gate)
+        self.activation = activation
+        self.scale_activation = scale_activation
 
     def forward(self, x):
         scale = self.scale_activation(self.fc2(self.activation(self.fc1(self.avgpool(x)))))

@@ -1,6 +1,6 @@
 """The syntax tree of a space file: frozen values built from lark's parse tree.
 
-Nothing here resolves names or checks types (that is `nasdsl.check`); every node
+Nothing here resolves names or checks types (that is `nasdsl.language.check`); every node
 keeps its position so later stages can point at the text. Positions are left
 out of equality, so two trees that say the same thing compare equal.
 """

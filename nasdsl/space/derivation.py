@@ -16,14 +16,10 @@ space: `Space.parse` checks text against a space, `Space.validate` a value.
 from __future__ import annotations
 
 import hashlib
-import re
 
 import attrs
 
-_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-# names that derivation text does not read as a string: booleans, and the merge
-# keywords (`syntax.KEYWORD_CALLS`)
-_NOT_STRINGS = frozenset({"true", "false", "add", "concat"})
+from ..language.printer import scalar_text
 
 
 @attrs.frozen
@@ -95,19 +91,6 @@ class Derivation:
 
 
 # ---- text ------------------------------------------------------------------------
-def scalar_text(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        text = repr(value)
-        return text if ("." in text or "e" in text or "inf" in text or "nan" in text) else text + ".0"
-    if isinstance(value, str):  # quoted unless it reads back as the same string
-        return value if _IDENT.match(value) and value not in _NOT_STRINGS else '"' + value + '"'
-    raise TypeError(f"not a derivation scalar: {value!r}")
-
-
 def to_text(value) -> str:
     parts: list[str] = []
     _write(value, parts)

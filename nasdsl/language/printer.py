@@ -1,4 +1,4 @@
-"""Syntax tree → space-file text, the inverse of `nasdsl.syntax` up to layout.
+"""Syntax tree → space-file text, the inverse of `nasdsl.language.syntax` up to layout.
 
 Used to write restricted spaces back out as `.nas` files; what it prints reads
 back to an equal syntax tree (a property the tests check).
@@ -6,8 +6,28 @@ back to an equal syntax tree (a property the tests check).
 
 from __future__ import annotations
 
+import re
+
 from . import ast
-from .derivation import scalar_text
+
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+# names that derivation text does not read as a string: booleans, and the merge
+# keywords (`syntax.KEYWORD_CALLS`)
+_NOT_STRINGS = frozenset({"true", "false", "add", "concat"})
+
+
+def scalar_text(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        text = repr(value)
+        return text if ("." in text or "e" in text or "inf" in text or "nan" in text) else text + ".0"
+    if isinstance(value, str):  # quoted unless it reads back as the same string
+        return value if _IDENT.match(value) and value not in _NOT_STRINGS else '"' + value + '"'
+    raise TypeError(f"not a derivation scalar: {value!r}")
+
 
 INDENT = "    "
 

@@ -22,11 +22,11 @@ import functools
 import itertools
 import math
 
-from . import ast, ir, primitives
-from .check import _calls
+from ..language import ast, ir, primitives
+from ..language.check import _calls
+from ..language.errors import DerivationError, NasError, did_you_mean
+from ..language.expr import SYMBOLIC, Scope, evaluate, show, type_name
 from .derivation import Alt, Node, Picked, Rep, scalar_text
-from .errors import DerivationError, NasError, did_you_mean
-from .expr import SYMBOLIC, Scope, evaluate, show, type_name
 
 MAX_REPEAT = 1000  # copies in one repetition
 MAX_ENUMERATED = 100_000  # values of one enumerated choice / combinations of a scope

@@ -24,7 +24,7 @@ import attrs
 import networkx as nx
 import numpy as np
 
-from .errors import NasError
+from ..language.errors import NasError
 
 # ops whose output channels are those of their (first) input, in order
 PASS_THROUGH = {"bn", "instancenorm", "layernorm", "relu", "relu6", "hswish", "hsigmoid", "silu", "gelu",
@@ -213,7 +213,7 @@ def kept_positions(graph: nx.DiGraph, keep: dict):
     removed = set()
     for name, indices in keep.items():
         if name not in groups:
-            from .errors import did_you_mean
+            from ..language.errors import did_you_mean
 
             raise NasError(f"no channel group `{name}`", None, did_you_mean(name, groups))
         g = groups[name]

@@ -1,94 +1,19 @@
-"""The primitive registry: the terminals a space file may call, and what they mean.
-
-A space file never runs code; every name it calls is a rule of the file or a
-primitive registered here from Python. A primitive declares
-
-    args     its arguments (name, type, default)
-    shape    how its output shape follows from its input shape(s) and arguments
-    params   its parameter count        macs  its multiply-accumulates (per sample)
-    module   a factory for the torch.nn.Module (None: the op passes its input on)
+"""The standard primitives: shape, params, MACs and torch module of each.
 
 Shapes are per sample: `(C, H, W)` for feature maps, `(F,)` for vectors. MACs
 count what `torch.utils.flop_counter` counts (convolutions and matrix products),
-halved. Torch is imported only when a module is built. Users register their own
-primitives the same way, before loading a space:
-
-    from nasdsl.primitives import Arg, Primitive, register
-    register(Primitive("double", (Arg("scale", "float", 2.0),), shape=lambda a, s: s[0],
-                       module=lambda a, s: MyDouble(a["scale"])))
+halved. Torch is imported only when a module is built. The registry itself (and
+how users add to it) is `nasdsl.language.primitives`.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Callable
 
-import attrs
+from ..language.expr import make_divisible
+from ..language.primitives import REQUIRED, TYPES, Arg, Primitive, ShapeError, get, names, register
 
-from .expr import make_divisible
-
-REQUIRED = object()
-TYPES = ("int", "float", "bool", "str")
-
-
-class ShapeError(ValueError):
-    """A primitive cannot take its input; the compiler adds the path."""
-
-
-@attrs.frozen
-class Arg:
-    name: str
-    type: str  # one of TYPES
-    default: object = REQUIRED
-    allowed: tuple | None = None  # for "str": the symbols accepted
-
-    @property
-    def required(self) -> bool:
-        return self.default is REQUIRED
-
-
-def _same(args, shapes):
-    return shapes[0]
-
-
-def _zero(args, shapes, out=None):
-    return 0
-
-
-@attrs.frozen
-class Primitive:
-    name: str
-    args: tuple = ()
-    doc: str = ""
-    shape: Callable = _same
-    params: Callable = _zero
-    macs: Callable = _zero  # (args, in shapes, out shape) -> int
-    module: Callable | None = None  # (args, in shapes) -> nn.Module; None: passes its input on
-
-    def arg(self, name: str) -> Arg | None:
-        return next((a for a in self.args if a.name == name), None)
-
-
-_REGISTRY: dict[str, Primitive] = {}
-
-
-def register(primitive: Primitive, *, replace: bool = False) -> Primitive:
-    """Add a primitive; refuses to shadow an existing one unless `replace`."""
-    if primitive.name in _REGISTRY and not replace:
-        raise ValueError(f"primitive `{primitive.name}` is already registered")
-    for a in primitive.args:
-        if a.type not in TYPES:
-            raise ValueError(f"primitive `{primitive.name}`: argument `{a.name}` has unknown type `{a.type}`")
-    _REGISTRY[primitive.name] = primitive
-    return primitive
-
-
-def get(name: str) -> Primitive | None:
-    return _REGISTRY.get(name)
-
-
-def names() -> list[str]:
-    return sorted(_REGISTRY)
+__all__ = ["REQUIRED", "TYPES", "Arg", "Primitive", "ShapeError", "get", "names", "register"]
 
 
 # ---- shape helpers ----------------------------------------------------------------
@@ -266,7 +191,7 @@ def _se_params(a, s):
 def _se_module(a, s):
     from .modules import SqueezeExcitation
 
-    return SqueezeExcitation(s[0][0], se_squeeze(a, s[0][0]), a["act"], a["gate"])
+    return SqueezeExcitation(s[0][0], se_squeeze(a, s[0][0]), activation_module(a["act"]), activation_module(a["gate"]))
 
 
 def _linear_shape(a, s):
@@ -296,7 +221,7 @@ def _shuffle_shape(a, s):
 
 
 def _module(factory_name, **fixed):
-    """A factory for one of nasdsl.modules' classes."""
+    """A factory for one of nasdsl.compiler.modules' classes."""
 
     def build(a, s):
         from . import modules

@@ -1,4 +1,4 @@
-"""Syntax tree → checked rules (`nasdsl.ir`): imports resolved, names resolved,
+"""Syntax tree → checked rules (`nasdsl.language.ir`): imports resolved, names resolved,
 arities and literal types checked, every choice site named, and rules that can
 never finish deriving found before anything is counted."""
 

@@ -18,7 +18,7 @@ from . import primitives
 
 
 def build_module(graph: nx.DiGraph, seed: int | None = 0) -> torch.fx.GraphModule:
-    """The module of a graph from `nasdsl.graph.build_graph`."""
+    """The module of a graph from `nasdsl.compiler.graph.build_graph`."""
     modules: dict[str, torch.nn.Module] = {}
     fx = torch.fx.Graph()
     values: dict[str, torch.fx.Node] = {}

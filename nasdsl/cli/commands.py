@@ -11,56 +11,32 @@ Exit codes: 0 ok, 1 bad input (a `NasError` or an unreadable file, printed as
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import os
 import random
 import sys
 import traceback
 
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from . import primitives
-from .derivation import distance
-from .errors import NasError
-from .expr import SYMBOLIC, show
-from .space import load
-
-EXIT_OK, EXIT_BAD_INPUT, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
-EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 130, 141  # 128 + SIGINT, 128 + SIGPIPE, as a shell reports
-
-
-class UsageError(Exception):
-    """Options that parse but do not make sense together (exit 2)."""
-
-
-# ---- the parts every command shares -------------------------------------------
-def load_space(args):
-    """The space named by `args.file`, bound to the `--param` values."""
-    return load(args.file, params=dict(args.param or ()))
-
-
-def emit(args, data: dict, render) -> None:
-    """`data` as one JSON object with `--json`, else `render(console, data)`."""
-    if args.json:
-        print(json.dumps(data))
-    else:
-        # piped or logged output is not cut at 80 columns (rich's default without a terminal)
-        width = None if sys.stdout.isatty() else 140
-        render(Console(highlight=False, markup=False, soft_wrap=True, width=width), data)
-
-
-def log_count(count: int) -> str:
-    """`15625 (10^4.19)`: exact, and readable at a glance when huge."""
-    return f"{count} (10^{math.log10(count):.2f})"
-
-
-def json_value(value):
-    """A parameter or argument value as JSON: native scalars; a shared rule's
-    unbound (symbolic) parameter is null."""
-    return None if value is SYMBOLIC else value
+from ..compiler import primitives
+from ..compiler.space import load
+from ..language.errors import NasError
+from ..language.expr import show
+from ..space.derivation import distance
+from .common import (
+    EXIT_BAD_INPUT,
+    EXIT_BROKEN_PIPE,
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    UsageError,
+    emit,
+    json_value,
+    load_space,
+    log_count,
+)
 
 
 # ---- check ------------------------------------------------------------------------
@@ -214,18 +190,18 @@ def cmd_compile(args) -> int:
         d = space.parse(args.derivation)
     else:
         d = space.sample(seed=args.seed)
-    from .graph import output_shape
+    from ..compiler.graph import output_shape
 
     graph = space.graph(d, args.input_shape)
     data = {"space": space.name, "derivation": d.text, "hash": d.hash,
             "input_shape": list(graph.graph["input_shape"]), "output_shape": list(output_shape(graph)),
             "params": graph.graph["params"], "macs": graph.graph["macs"], "nodes": graph.number_of_nodes()}
     if args.code:
-        from .module import build_module
+        from ..compiler.module import build_module
 
         data["code"] = build_module(graph).code.strip("\n")
     if args.dot or args.png:
-        from .export import to_dot, write_png
+        from ..compiler.export import to_dot, write_png
 
         if args.dot:
             _write(args.dot, to_dot(graph))
@@ -307,7 +283,7 @@ def _scalar(text: str):
 def cmd_trace(args) -> int:
     import torch
 
-    from .trace import load_model, summary, trace
+    from ..compiler.trace import load_model, summary, trace
 
     graph = trace(load_model(args.model), torch.zeros(1, *args.input_shape))
 
@@ -413,7 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
     trace_.add_argument("--input-shape", type=shape_arg, default=(3, 224, 224), metavar="C,H,W",
                         help="per-sample input shape (default 3,224,224)")
 
-    from .runtime.cli import add_commands  # search, trials, report
+    from .search import add_commands  # search, trials, report
 
     add_commands(command, space, positive_int)
     return parser

@@ -7,7 +7,7 @@ import subprocess
 
 import networkx as nx
 
-from .errors import NasError
+from ..language.errors import NasError
 
 
 def to_json(graph: nx.DiGraph) -> dict:

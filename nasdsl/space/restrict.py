@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import attrs
 
-from . import ast, ir, printer
-from .check import syntax_reachable
+from ..language import ast, ir, printer
+from ..language.check import load_file, syntax_reachable
+from ..language.errors import NasError, did_you_mean
 from .derivation import scalar_text
-from .errors import NasError, did_you_mean
 
 
 @attrs.frozen
@@ -31,7 +31,11 @@ class Restriction:
 
 
 def restrict(space, keep: dict) -> Restriction:
-    from .space import loads
+    """`space` with only the `keep` values allowed at each path; the result is of
+    `space`'s own class (the compiler's Space compiles, the space layer's does not)."""
+
+    def loads(text, name):
+        return type(original).from_loaded(load_file(None, text, name=name))
 
     original = space
     text = None
@@ -359,9 +363,7 @@ def _write(space, replace: dict, clones: list) -> str:
         attrs.evolve(p, default=_literal(space.params[p.name])) for p in space.header.params))
     comment = f"{space.name}, restricted (written by nasdsl)"
     text = printer.module(header, ordered, (), comment)
-    from .space import loads
-
-    restricted = loads(text, name="<restricted>")
+    restricted = type(space).from_loaded(load_file(None, text, name="<restricted>"))
     for name in space.presets:
         try:
             d = space.preset(name)

@@ -3,7 +3,7 @@
 Values are Python ints (unbounded), floats, bools and strings (symbols such as
 `relu`). A shared rule is derived once for all its uses, so while deriving it
 its parameters are `SYMBOLIC`: arithmetic on them stays symbolic, and anything
-that would let them shape the choices is an error (see `nasdsl.plan`).
+that would let them shape the choices is an error (see `nasdsl.space.plan`).
 """
 
 from __future__ import annotations
@@ -110,7 +110,7 @@ def evaluate(expr, scope: Scope):
             return scope.names[expr.name]
         return expr.name  # an unbound name is a symbol: relu, on, off
     site = getattr(expr, "site", None)
-    if site is not None:  # a choice site (nasdsl.ir.VChoice / VRange)
+    if site is not None:  # a choice site (nasdsl.language.ir.VChoice / VRange)
         try:
             return scope.choices[site]
         except KeyError:

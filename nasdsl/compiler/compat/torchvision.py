@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import NasError
+from ...language.errors import NasError
 
 
 def _ours_in_order(module: torch.fx.GraphModule) -> list[str]:

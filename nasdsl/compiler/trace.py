@@ -3,7 +3,7 @@ compiled derivations (shapes, params, MACs, channel groups, pruning) work on
 published models too.
 
 `trace(module, example)` runs `torch.fx.symbolic_trace` and then the traced graph
-on `example` (in eval mode, under torch's flop counter), and keeps `nasdsl.graph`'s
+on `example` (in eval mode, under torch's flop counter), and keeps `nasdsl.compiler.graph`'s
 schema: one node per tensor operation, with `op`, `args`, `path`, `rules`,
 `inputs`, `in_shapes`, `shape`, `params`, `macs`. A node's id is the submodule's
 qualified name (`layer1.0.conv1`; a module called again gets `layer1.0.relu_1`)
@@ -34,8 +34,8 @@ from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
 from torch.utils.flop_counter import FlopCounterMode
 
+from ..language.errors import NasError, did_you_mean
 from . import primitives
-from .errors import NasError, did_you_mean
 from .graph import output_shape
 
 
@@ -262,7 +262,7 @@ class _Builder:
 
     def merges(self, kind, n, shapes, shape) -> bool:
         """Whether `n` is nasdsl's merge: its tensors are all graph values, and they
-        agree as `nasdsl.graph` requires (add: same shape; concat: channels of (C, H, W))."""
+        agree as `nasdsl.compiler.graph` requires (add: same shape; concat: channels of (C, H, W))."""
         if kind == "concat":
             tensors = n.args[0]
             return (isinstance(tensors, (list, tuple)) and len(tensors) > 0 and self.all_values(tensors)

@@ -1,6 +1,6 @@
 """The runtime's commands: `nasdsl search`, `nasdsl trials`, `nasdsl report`.
 
-Registered by `nasdsl.cli.build_parser`; torch and the runtime are imported only
+Registered by `nasdsl.cli.commands.build_parser`; torch and the runtime are imported only
 when one of these commands runs, so `nasdsl count` stays quick.
 """
 
@@ -11,9 +11,11 @@ import argparse
 from rich.console import Console
 from rich.table import Table
 
+from .common import EXIT_OK, emit
+
 
 def add_commands(command, space_parent, positive_int) -> None:
-    """Add the three commands with `nasdsl.cli`'s `command(name, run, help, parents)`."""
+    """Add the three commands with `nasdsl.cli.commands`'s `command(name, run, help, parents)`."""
     search = command("search", cmd_search, "search a space: train proposed architectures, keep them in a store",
                      [space_parent])
     search.add_argument("file", metavar="SPACE")
@@ -75,12 +77,10 @@ def ratio_list(text: str) -> tuple:
 
 
 def cmd_search(args) -> int:
-    from .executors import make_executor
-    from .progress import Reporter
-    from .search import Search, SearchConfig, pareto_front
-    from .train import TrainConfig
-
-    from nasdsl.cli import EXIT_OK, emit
+    from nasdsl.runtime.executors import make_executor
+    from nasdsl.runtime.progress import Reporter
+    from nasdsl.runtime.search import Search, SearchConfig, pareto_front
+    from nasdsl.runtime.train import TrainConfig
 
     config = SearchConfig(
         space=args.file, dataset=args.dataset, algorithm=args.algorithm, trials=args.trials,
@@ -124,9 +124,7 @@ def render_search(console: Console, data: dict) -> None:
 
 
 def cmd_trials(args) -> int:
-    from .store import Store
-
-    from nasdsl.cli import EXIT_OK, emit
+    from nasdsl.runtime.store import Store
 
     with Store.open(args.store) as store:
         data = {"trials": [t.to_json() for t in store.trials()]}
@@ -153,10 +151,8 @@ def render_trials(console: Console, data: dict, title: str = "trials", pareto=fr
 
 
 def cmd_report(args) -> int:
-    from .report import write_report
-    from .store import Store
-
-    from nasdsl.cli import EXIT_OK, emit
+    from nasdsl.runtime.report import write_report
+    from nasdsl.runtime.store import Store
 
     with Store.open(args.store) as store:
         written = write_report(store, args.out)

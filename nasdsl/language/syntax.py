@@ -1,5 +1,5 @@
 """Text → syntax tree. Lark reads the grammars in `grammars/`; a small post-lexer
-decides which newlines end a statement; a transformer builds `nasdsl.ast` nodes.
+decides which newlines end a statement; a transformer builds `nasdsl.language.ast` nodes.
 Lark's errors become `NasError`s that point at the offending character."""
 
 from __future__ import annotations

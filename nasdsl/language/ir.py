@@ -1,5 +1,5 @@
 """The checked form of a space: rules with every name resolved and every choice
-site named. `nasdsl.check` builds it from the syntax tree; `nasdsl.plan` derives
+site named. `nasdsl.language.check` builds it from the syntax tree; `nasdsl.space.plan` derives
 from it and the compiler walks it.
 
 Site names are what derivation paths are made of. Inside one scope (a rule body,

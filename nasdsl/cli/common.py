@@ -1,0 +1,46 @@
+"""What every `nasdsl` command shares: exit codes, loading the space a command
+names, and printing one JSON-ready dict as JSON or as rich text."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+
+from rich.console import Console
+
+from ..compiler.space import load
+from ..language.expr import SYMBOLIC
+
+EXIT_OK, EXIT_BAD_INPUT, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
+EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 130, 141  # 128 + SIGINT, 128 + SIGPIPE, as a shell reports
+
+
+class UsageError(Exception):
+    """Options that parse but do not make sense together (exit 2)."""
+
+
+def load_space(args):
+    """The space named by `args.file`, bound to the `--param` values."""
+    return load(args.file, params=dict(args.param or ()))
+
+
+def emit(args, data: dict, render) -> None:
+    """`data` as one JSON object with `--json`, else `render(console, data)`."""
+    if args.json:
+        print(json.dumps(data))
+    else:
+        # piped or logged output is not cut at 80 columns (rich's default without a terminal)
+        width = None if sys.stdout.isatty() else 140
+        render(Console(highlight=False, markup=False, soft_wrap=True, width=width), data)
+
+
+def log_count(count: int) -> str:
+    """`15625 (10^4.19)`: exact, and readable at a glance when huge."""
+    return f"{count} (10^{math.log10(count):.2f})"
+
+
+def json_value(value):
+    """A parameter or argument value as JSON: native scalars; a shared rule's
+    unbound (symbolic) parameter is null."""
+    return None if value is SYMBOLIC else value
