@@ -1,0 +1,287 @@
+"""The one walk of a space's IR that builds a network: the *elaborator*.
+
+At each choice site the elaborator asks a *chooser* what to take: which option of an
+alternative, the values of `where` and argument choices, how many copies a repeat
+makes, which candidates a pick keeps. `DerivationChooser` answers from one
+derivation, which gives today's graphs; a supernet chooser (every option, the
+largest values) plugs in at the same place, and nothing else in the walk changes.
+
+The walk emits one graph node per operation (see `nasdsl.compiler.graph` for the
+attributes). Scoping follows the planner's rules (`nasdsl.space.scope`): rules of the
+main file see the space parameters, and `where` names are evaluated in order.
+"""
+
+from __future__ import annotations
+
+from functools import singledispatchmethod
+from typing import Protocol
+
+import networkx as nx
+
+from ..language import ir
+from ..language.errors import NasError
+from ..language.expr import Scope, evaluate
+from ..language.primitives import ShapeError
+from ..space.derivation import Alt, Node, Rep
+from ..space.plan import EMPTY_NODE
+from ..space.scope import argument_value, rule_names
+from . import primitives
+
+
+class Chooser(Protocol):
+    """What the elaborator asks at one position of the walk. Each answer that leads
+    deeper is again a chooser, for the position below."""
+
+    def at(self, site: str) -> "Chooser":
+        """The position below a call or primitive site."""
+
+    def values(self, sites) -> dict:
+        """The chosen values of value-choice sites (where, argument and count choices)."""
+
+    def option(self, site: str | None) -> tuple[str, "Chooser"]:
+        """The chosen alternative at `site` (None: the rule's own body is the alternative)."""
+
+    def copies(self, site: str, count) -> list["Chooser"]:
+        """One chooser per copy of a repeat; `count` evaluates a fixed count."""
+
+    def picked(self, site: str) -> list[tuple[str, "Chooser"]]:
+        """The chosen candidates of a pick, in order."""
+
+    def shared(self, rule: str) -> "Chooser":
+        """The position of a shared rule (derived once for all its uses)."""
+
+
+class DerivationChooser:
+    """The choices of one derivation: a view of it at one position."""
+
+    def __init__(self, value, shared: dict):
+        self.value = value  # a Node, or an Alt where a rule's body is one alternative
+        self._shared = shared
+
+    def _below(self, value) -> "DerivationChooser":
+        return DerivationChooser(value if value is not None else EMPTY_NODE, self._shared)
+
+    @property
+    def node(self) -> Node:
+        return self.value if isinstance(self.value, Node) else EMPTY_NODE
+
+    def at(self, site):
+        return self._below(self.node.get(site, EMPTY_NODE))
+
+    def values(self, sites):
+        return {s: self.node[s] for s in sites}
+
+    def option(self, site):
+        alt = (self.value if isinstance(self.value, Alt) else self.node["alt"]) if site is None else self.node[site]
+        return alt.label, self._below(alt.node)
+
+    def copies(self, site, count):
+        rep = self.node.get(site)
+        items = rep.items if isinstance(rep, Rep) else (EMPTY_NODE,) * count()
+        return [self._below(item) for item in items]  # an item may be an Alt: a repeated rule's option
+
+    def picked(self, site):
+        return [(chosen.label, self._below(chosen.node)) for chosen in self.node[site].items]
+
+    def shared(self, rule):
+        return self._below(self._shared.get(rule, EMPTY_NODE))
+
+
+def derivation_chooser(space, d) -> DerivationChooser:
+    shared = {name: d.root[name] for name in space.shared_rules if name in d.root.names()}
+    return DerivationChooser(d.root, shared)
+
+
+def elaborate(space, choose: Chooser, input_shape: tuple, **attrs) -> nx.DiGraph:
+    """The graph of the network that `choose` picks from `space`, for one input of
+    `input_shape`; `attrs` go into `graph.graph` (the derivation's text, say)."""
+    graph = nx.DiGraph(space=space.name, **attrs, input_shape=input_shape)
+    walk = Elaborator(space, graph)
+    graph.add_node("input", op="input", args={}, path="input", rules=(), inputs=[], in_shapes=[],
+                   shape=input_shape, params=0, macs=0)
+    outs = walk.rule(space.rules["network"], (), choose, ("input",), (), ())
+    walk.add("output", "output", {}, outs, (), shapes=[graph.nodes[o]["shape"] for o in outs],
+             shape=graph.nodes[outs[0]]["shape"] if len(outs) == 1 else None)
+    graph.graph["outputs"] = list(outs)
+    graph.graph["params"] = sum(a["params"] for _, a in graph.nodes(data=True))
+    graph.graph["macs"] = sum(a["macs"] for _, a in graph.nodes(data=True))
+    return graph
+
+
+def _path(parts) -> str:
+    return ".".join(str(p) for p in parts)
+
+
+class Elaborator:
+    """Walks the IR from `network` and adds the operations to `graph`."""
+
+    def __init__(self, space, graph: nx.DiGraph):
+        self.space = space
+        self.graph = graph
+        self.env: list[dict] = []  # the named tensors of the dags being built, innermost last
+
+    # -- nodes
+    def add(self, node_id, op, args, inputs, rules, shapes=None, shape=None, params=0, macs=0):
+        if node_id in self.graph:
+            n = 1
+            while f"{node_id}_{n}" in self.graph:
+                n += 1
+            node_id = f"{node_id}_{n}"
+        shapes = shapes if shapes is not None else [self.graph.nodes[i]["shape"] for i in inputs]
+        self.graph.add_node(node_id, op=op, args=args, path=node_id, rules=rules, inputs=list(inputs),
+                            in_shapes=shapes, shape=shape, params=params, macs=macs)
+        for src in inputs:
+            self.graph.add_edge(src, node_id)
+        return node_id
+
+    # -- rules
+    def rule(self, rule: ir.Rule, args: tuple, choose, ins, parts, rules):
+        names = rule_names(self.space.params, self.space._file, rule, args)
+        for w in rule.wheres:
+            names[w.name] = evaluate(w.value, Scope(names, choose.values(w.sites)))
+        scope = Scope(names)
+        rules = (*rules, rule.name)
+        body = rule.body
+        if isinstance(body, ir.Alt) and body.site is None:  # the rule is one alternative
+            return self.option(body, None, scope, choose, ins, parts, rules)
+        return self.net(body, scope, choose, ins, parts, rules)
+
+    def option(self, alt: ir.Alt, site, scope, choose, ins, parts, rules):
+        label, below = choose.option(site)
+        opt = next(o for o in alt.options if o.label == label)
+        return self.net(opt.body, scope, below, ins, (*parts, label), rules)
+
+    # -- network expressions: each returns the output node ids (a tuple)
+    @singledispatchmethod
+    def net(self, node, scope: Scope, choose, ins, parts, rules):
+        raise TypeError(type(node))
+
+    @net.register
+    def _(self, node: ir.Seq, scope, choose, ins, parts, rules):
+        for item in node.items:
+            ins = self.net(item, scope, choose, ins, parts, rules)
+        return ins
+
+    @net.register
+    def _(self, node: ir.PrimCall, scope, choose, ins, parts, rules):
+        return (self.prim(node, scope, choose.at(node.site), ins, (*parts, node.site), rules),)
+
+    @net.register
+    def _(self, node: ir.RuleCall, scope, choose, ins, parts, rules):
+        return self.call(node, scope, choose.at(node.site), ins, (*parts, node.site), rules)
+
+    @net.register
+    def _(self, node: ir.Alt, scope, choose, ins, parts, rules):
+        return self.option(node, node.site, scope, choose, ins, (*parts, node.site), rules)
+
+    @net.register
+    def _(self, node: ir.Repeat, scope, choose, ins, parts, rules):
+        copies = choose.copies(node.site, lambda: evaluate(node.count, scope))
+        for i, item in enumerate(copies):
+            here = (*parts, node.site, i)
+            if isinstance(node.body, ir.RuleCall):  # a repeated call: the copy is the call
+                ins = self.call(node.body, scope, item, ins, here, rules)
+            else:
+                ins = self.net(node.body, scope, item, ins, here, rules)
+        return ins
+
+    @net.register
+    def _(self, node: ir.If, scope, choose, ins, parts, rules):
+        test = evaluate(node.test, scope)
+        return self.net(node.then if test else node.orelse, scope, choose, ins, parts, rules)
+
+    @net.register
+    def _(self, node: ir.Merge, scope, choose, ins, parts, rules):
+        return (self.merge(node, scope, choose, ins, parts, rules),)
+
+    @net.register
+    def _(self, node: ir.Dag, scope, choose, ins, parts, rules):
+        return self.dag(node, scope, choose, ins, parts, rules)
+
+    @net.register
+    def _(self, node: ir.NodeRef, scope, choose, ins, parts, rules):
+        return (self.env[-1][node.name],)
+
+    def call(self, node: ir.RuleCall, scope, choose, ins, parts, rules):
+        callee = self.space.rules[node.rule]
+        if node.shared:
+            choose = choose.shared(node.rule)
+        choices = choose.values(node.arg_sites) if node.arg_sites else {}
+        args = tuple(evaluate(a, Scope(scope.names, choices)) for a in node.args)
+        return self.rule(callee, args, choose, ins, parts, rules)
+
+    def prim(self, node: ir.PrimCall, scope, choose, ins, parts, rules):
+        prim = primitives.get(node.prim)
+        path = _path(parts)
+        choices = choose.values(node.arg_sites)
+        args = {}
+        for (name, expr), decl in zip(node.args, prim.args):
+            args[name] = argument_value(evaluate(expr, Scope(scope.names, choices)), decl, node.prim, path)
+        if len(ins) != 1:
+            raise NasError(f"`{path}`: `{node.prim}` takes one tensor, got {len(ins)}", node.pos,
+                           "a dag with several outputs must be followed by a dag that takes them")
+        shapes = [self.graph.nodes[ins[0]]["shape"]]
+        try:
+            shape = tuple(prim.shape(args, shapes))
+            params = prim.params(args, shapes)
+            macs = prim.macs(args, shapes, shape)
+        except ShapeError as err:
+            raise NasError(f"`{path}`: {err} (input from `{ins[0]}` has shape {_fmt(shapes[0])})", node.pos) from None
+        return self.add(path, node.prim, args, ins, rules, shapes, shape, params, macs)
+
+    def merge(self, node: ir.Merge, scope, choose, ins, parts, rules):
+        sources = []
+        for b in node.branches:
+            if isinstance(b, ir.Pick):
+                candidates = dict(b.candidates)
+                for label, below in choose.picked(b.site):
+                    sources.extend(self.branch(candidates[label], scope, below, ins, (*parts, b.site, label), rules))
+            else:
+                sources.extend(self.branch(b, scope, choose, ins, parts, rules))
+        shapes = [self.graph.nodes[s]["shape"] for s in sources]
+        path = _path((*parts, node.kind))
+        shape = _merge_shape(node.kind, sources, shapes, path)
+        return self.add(path, node.kind, {}, sources, rules, shapes, shape)
+
+    def branch(self, b: ir.Branch, scope, choose, ins, parts, rules):
+        start = (self.env[-1][b.source],) if b.source is not None else ins
+        if b.body is None:
+            return start
+        return self.net(b.body, scope, choose, start, parts, rules)
+
+    def dag(self, node: ir.Dag, scope, choose, ins, parts, rules):
+        if len(ins) != len(node.inputs):
+            raise NasError(f"`{_path(parts) or 'network'}`: the dag takes {len(node.inputs)} tensor(s) "
+                           f"({', '.join(node.inputs)}), got {len(ins)}")
+        self.env = [*self.env, dict(zip(node.inputs, ins))]
+        try:
+            for name, branch in node.nodes:
+                outs = self.branch(branch, scope, choose.at(name), ins, (*parts, name), rules)
+                if len(outs) != 1:
+                    raise NasError(f"`{_path((*parts, name))}`: a dag node holds one tensor, got {len(outs)}")
+                self.env[-1][name] = outs[0]
+            outs = []
+            for b in node.outputs:
+                outs.extend(self.branch(b, scope, choose, ins, parts, rules))
+            return tuple(outs)
+        finally:
+            self.env = self.env[:-1]
+
+
+def _fmt(shape) -> str:
+    return "(" + ", ".join(map(str, shape)) + ")"
+
+
+def _merge_shape(kind, sources, shapes, path):
+    if not shapes:
+        raise NasError(f"`{path}`: nothing to {kind}")
+    first = shapes[0]
+    for src, shape in zip(sources[1:], shapes[1:]):
+        same = shape == first if kind == "add" else (len(shape) == 3 and shape[1:] == first[1:])
+        if not same:
+            raise NasError(f"`{path}`: cannot {kind} `{sources[0]}` {_fmt(first)} and `{src}` {_fmt(shape)}",
+                           None, "the branches must agree in shape" if kind == "add"
+                           else "concat joins channels; heights and widths must agree")
+    if kind == "add":
+        return first
+    return (sum(s[0] for s in shapes), first[1], first[2])
