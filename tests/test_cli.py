@@ -272,3 +272,16 @@ def test_restrict_reads_numbers_and_reports_bad_values(capsys):
     assert main(["restrict", TUTORIAL, "--keep", "stage1.rest=7"]) == 1
     assert "stage1.rest" in capsys.readouterr().err
     assert main(["restrict", TUTORIAL, "--keep", "stage1.rest"]) == 2
+
+
+@pytest.mark.parametrize("argv, code, where", [
+    (["count", "bad.nas", "--json"], 1, ("bad.nas", 2, 11)),
+    (["sample", "missing.nas", "--json"], 1, (None, None, None)),
+    (["trials", "--store", "missing.db", "--json"], 1, (None, None, None)),
+])
+def test_a_failing_command_prints_its_error_as_json(tmp_path, monkeypatch, capsys, argv, code, where):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bad.nas").write_text("space t\nnetwork = ) relu\n")
+    assert main(argv) == code
+    error = json.loads(capsys.readouterr().out)["error"]
+    assert error["message"] and (error["file"], error["line"], error["column"]) == where

@@ -15,6 +15,7 @@ import pytest
 
 import nasdsl
 from nasdsl import DerivationError, NasError
+from nasdsl.language.errors import printable
 
 SPACES = Path(__file__).resolve().parent.parent / "spaces"
 # CPU seconds any one input may take: a guard against runaway (exponential, unbounded)
@@ -142,7 +143,7 @@ CASES = [
     case("long-operator-chain", H + "network = linear(" + " + ".join(["1"] * 5000) + ")\n", "2:18",
          "the text nests more than 150 levels deep"),
     case("five-megabytes", H + "network = relu\n" + ("# " + "x" * 98 + "\n") * 50_000, "1:1",
-         "characters long; at most 200000 are read"),
+         "long; at most 200000 characters are read"),
     # ---- duplicates, names and values
     case("duplicate-rule", H + "network = relu\nnetwork = bn\n", "3:1", "rule `network` is defined twice"),
     case("duplicate-space-parameter", "space t(C: int = 1, C: int = 2)\nnetwork = relu\n", "1:21",
@@ -191,8 +192,8 @@ def test_space_file_errors(tmp_path, text, where, message, hint, files, params):
     assert message in err.message
     source_line = path.read_text().split("\n")[int(line) - 1]
     if source_line and len(source_line) <= 100:  # longer lines are shown cut around the caret
-        assert rendered[1] == "    " + source_line
-        assert rendered[2] == "    " + " " * (int(column) - 1) + "^"
+        assert rendered[1] == "    " + printable(source_line)  # control characters escaped
+        assert rendered[2] == "    " + " " * len(printable(source_line[:int(column) - 1])) + "^"
     if hint is not None:
         assert err.hint is not None and hint in err.hint
         assert rendered[-1] == f"hint: {err.hint}"
@@ -333,3 +334,36 @@ def test_large_but_legal_input_is_quick(text):
     start = time.process_time()
     assert nasdsl.loads(text).count >= 1
     assert time.process_time() - start < FAST
+
+
+# ---- reading files: only regular files, bounded, UTF-8 reported by line and column
+def test_a_byte_that_is_not_utf8_is_reported_at_its_line_and_column(tmp_path):
+    path = tmp_path / "bad.nas"
+    path.write_bytes(b"space t\nnetwork = conv(out=8) # caf\xe9\n")
+    with pytest.raises(NasError) as info:
+        nasdsl.load(path)
+    assert (info.value.pos.line, info.value.pos.column) == (2, 28)
+    assert "byte 0xe9 is not UTF-8" in str(info.value) and "hint: save the file as UTF-8" in str(info.value)
+
+
+@pytest.mark.parametrize("path, message", [("/dev/zero", "not a regular file"), ("/tmp", "a folder")])
+def test_only_regular_files_are_read(path, message):
+    start = time.process_time()
+    with pytest.raises(NasError, match=message):
+        nasdsl.load(path)
+    assert time.process_time() - start < FAST
+
+
+def test_a_huge_file_is_refused_after_reading_at_most_its_limit(tmp_path):
+    path = tmp_path / "huge.nas"
+    path.write_text("space t\n" + "# " + "x" * 3_000_000 + "\nnetwork = relu\n")
+    with pytest.raises(NasError, match="more than 800000 bytes long; at most 200000 characters are read"):
+        nasdsl.load(path)
+
+
+def test_control_and_bidi_characters_from_a_file_are_escaped_in_errors():
+    with pytest.raises(NasError) as info:
+        nasdsl.loads(H + 'network = conv(out=\x1b[31m\u202e)\n')
+    shown = str(info.value)
+    assert "\x1b" not in shown and "\u202e" not in shown
+    assert "    network = conv(out=\\x1b[31m\\u202e)\n" + " " * 23 + "^" in shown

@@ -11,6 +11,7 @@ Exit codes: 0 ok, 1 bad input (a `NasError` or an unreadable file, printed as
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import sys
@@ -410,21 +411,32 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()  # a closed pipe must show up here, not at interpreter exit
         return code
     except UsageError as err:
-        print(f"nasdsl {args.command}: error: {err}", file=sys.stderr)
-        return EXIT_USAGE
+        return _failed(args, EXIT_USAGE, f"nasdsl {args.command}: error: {err}", NasError(str(err)))
     except BrokenPipeError:
         _discard_stdout()
         return EXIT_BROKEN_PIPE
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
-    except (NasError, OSError) as err:
+    except NasError as err:
         _debug_traceback(args)
-        print(str(err), file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return _failed(args, EXIT_BAD_INPUT, str(err), err)
+    except OSError as err:
+        _debug_traceback(args)
+        return _failed(args, EXIT_BAD_INPUT, str(err), NasError(str(err)))
     except Exception as err:
         _debug_traceback(args)
-        print(f"nasdsl: internal error: {type(err).__name__}: {err} (rerun with --debug)", file=sys.stderr)
-        return EXIT_INTERNAL
+        message = f"internal error: {type(err).__name__}: {err}"
+        return _failed(args, EXIT_INTERNAL, f"nasdsl: {message} (rerun with --debug)",
+                       NasError(message, hint="rerun with --debug"))
+
+
+def _failed(args, code: int, text: str, err: NasError) -> int:
+    """Report a failed command: the text on stderr and, with `--json`, the error as
+    `{"error": {message, file, line, column, hint}}` on stdout; returns `code`."""
+    print(text, file=sys.stderr)
+    if getattr(args, "json", False):
+        print(json.dumps({"error": err.to_json()}), flush=True)
+    return code
 
 
 def _debug_traceback(args) -> None:

@@ -11,7 +11,7 @@ import attrs
 
 from . import ast, ir, primitives
 from .errors import NasError, did_you_mean
-from .syntax import parse_module
+from .syntax import parse_module, read_source
 
 MAX_IMPORT_DEPTH = 32
 
@@ -55,11 +55,6 @@ def _resolve_import(imp: ast.Import, importer: Path | None) -> Path:
 def load_file(path, text: str | None = None, _stack=(), name: str | None = None) -> Loaded:
     """Parse a file and, recursively, what it imports."""
     path = Path(path).resolve() if path is not None else None
-    if text is None:
-        try:
-            text = path.read_text(encoding="utf-8-sig")  # UTF-8, without the mark some editors write
-        except (OSError, UnicodeDecodeError) as err:
-            raise NasError(f"cannot read {path}: {err.strerror if hasattr(err, 'strerror') and err.strerror else err}") from None
     if name is None:
         name = str(path) if path is not None else "<string>"
     if path is not None and name == str(path):
@@ -67,6 +62,8 @@ def load_file(path, text: str | None = None, _stack=(), name: str | None = None)
             name = str(path.relative_to(Path.cwd()))
         except ValueError:
             pass
+    if text is None:
+        text = read_source(path, name)
     module = parse_module(text, name)
     rules: dict = {}
     for imp in module.imports:

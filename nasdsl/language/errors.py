@@ -5,6 +5,7 @@ nothing a user writes should ever surface as a Python traceback."""
 from __future__ import annotations
 
 import difflib
+import unicodedata
 
 import attrs
 
@@ -47,18 +48,33 @@ class NasError(Exception):
         return self.render()
 
     def render(self) -> str:
+        """The error as a terminal shows it; control and bidi characters from the file
+        are written as escapes (`\\x1b`, `\\u202e`), so a file cannot drive the terminal."""
         where = f"{self.pos}: " if self.pos else ""
-        out = [f"{where}error: {self.message}"]
+        out = [printable(f"{where}error: {self.message}")]
         if self.pos:
             text = self.pos.source.line(self.pos.line)
             if text:
-                shown, before = _excerpt(text, self.pos.column - 1)
+                shown, before = (printable(part) for part in _excerpt(text, self.pos.column - 1))
                 out.append(f"    {shown}")
                 # tabs stay tabs, so the caret lines up however wide a terminal draws them
                 out.append("    " + "".join(c if c == "\t" else " " for c in before) + "^")
         if self.hint:
-            out.append(f"hint: {self.hint}")
+            out.append(printable(f"hint: {self.hint}"))
         return "\n".join(out)
+
+    def to_json(self) -> dict:
+        """The error as `--json` prints it."""
+        pos = self.pos
+        return {"message": self.message, "file": pos.source.name if pos else None,
+                "line": pos.line if pos else None, "column": pos.column if pos else None, "hint": self.hint}
+
+
+def printable(text: str) -> str:
+    """`text` with control and format characters (ESC, U+202E, ...) escaped; tabs and
+    newlines are kept."""
+    return "".join(c if c in "\t\n" or unicodedata.category(c) not in ("Cc", "Cf")
+                   else (f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}") for c in text)
 
 
 MAX_SHOWN = 100  # characters of a long source line shown around the caret

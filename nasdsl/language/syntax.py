@@ -8,6 +8,7 @@ import functools
 import math
 import re
 from importlib import resources
+from pathlib import Path
 
 import lark
 from lark import Token, Transformer_NonRecursive, v_args
@@ -476,7 +477,7 @@ def _check_nesting(tree: lark.Tree, source: Source):
 
 def _tree(source: Source, start: str, error) -> lark.Tree:
     if len(source.text) > MAX_CHARS[start]:
-        raise error(f"the text is {len(source.text)} characters long; at most {MAX_CHARS[start]} are read",
+        raise error(f"the text is {len(source.text)} characters long; at most {MAX_CHARS[start]} characters are read",
                     Pos(source, 1, 1))
     try:
         return _parser(start).parse(source.text)
@@ -491,6 +492,34 @@ def _to_ast(tree: lark.Tree, source: Source):
         if isinstance(err.orig_exc, NasError):
             raise err.orig_exc from None
         raise
+
+
+def read_source(path: Path, name: str) -> str:
+    """A space file's text. Only regular files are read, and at most 4 bytes a
+    character of MAX_CHARS, plus one (so `/dev/zero` or a huge file is an error, not a
+    hang); a byte that is
+    not UTF-8 is reported at its line and column. A leading BOM is dropped."""
+    try:
+        if not path.is_file():
+            what = "a folder" if path.is_dir() else "not a regular file" if path.exists() else None
+            if what:
+                raise NasError(f"cannot read {name}: {what}", hint="give the path of a .nas file")
+        with path.open("rb") as f:
+            data = f.read(4 * MAX_CHARS["space"] + 1)  # UTF-8 takes at most 4 bytes a character
+    except OSError as err:
+        raise NasError(f"cannot read {name}: {err.strerror or err}") from None
+    if len(data) > 4 * MAX_CHARS["space"]:
+        raise NasError(f"the file is more than {4 * MAX_CHARS['space']} bytes long; at most {MAX_CHARS['space']} "
+                       "characters are read", Pos(Source(name, data[:4096].decode("utf-8", errors="replace")), 1, 1))
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        before = data[:err.start].decode("utf-8-sig", errors="replace")
+        line = before.count("\n") + 1
+        source = Source(name, data.decode("utf-8-sig", errors="replace"))
+        raise NasError(f"byte 0x{data[err.start]:02x} is not UTF-8", Pos(source, line, len(before) - before.rfind("\n")),
+                       "save the file as UTF-8") from None
+    return text  # parse_module refuses a text of more than MAX_CHARS characters
 
 
 def parse_module(text: str, name: str = "<string>") -> ast.Module:
