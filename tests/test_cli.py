@@ -285,3 +285,16 @@ def test_a_failing_command_prints_its_error_as_json(tmp_path, monkeypatch, capsy
     assert main(argv) == code
     error = json.loads(capsys.readouterr().out)["error"]
     assert error["message"] and (error["file"], error["line"], error["column"]) == where
+
+
+def test_sample_streams_its_lines_and_bounds_what_one_json_object_holds(capsys):
+    process = subprocess.Popen([sys.executable, "-m", "nasdsl", "sample", NB201, "-n", str(10**12)],
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        first = [process.stdout.readline() for _ in range(3)]  # arrive while the rest is still being drawn
+    finally:
+        process.kill()
+        process.wait()
+    assert [line.strip() for line in first] == [d.text for d in nasdsl.load(NB201).samples(3, seed=0)]
+    assert main(["sample", NB201, "-n", str(10**12), "--json"]) == 2
+    assert "at most 100000 derivations" in json.loads(capsys.readouterr().out)["error"]["message"]

@@ -79,11 +79,20 @@ def cmd_count(args) -> int:
 
 
 # ---- sample -----------------------------------------------------------------------
+MAX_JSON_SAMPLES = 100_000  # one JSON object holds them all; plain lines stream, so -n is unbounded there
+
+
 def cmd_sample(args) -> int:
+    if args.json and args.n > MAX_JSON_SAMPLES:
+        raise UsageError(f"-n {args.n} with --json: at most {MAX_JSON_SAMPLES} derivations go in one JSON "
+                         "object; drop --json to stream them as lines")
     space = load_space(args)
-    derivations = [d.text for d in space.samples(args.n, seed=args.seed, method=args.method)]
-    # plain lines, never wrapped, so that each one can be pasted back as --derivation
-    emit(args, {"derivations": derivations}, lambda console, d: print("\n".join(d["derivations"])))
+    stream = space.iter_samples(args.n, seed=args.seed, method=args.method)
+    if args.json:
+        emit(args, {"derivations": [d.text for d in stream]}, None)
+    else:
+        for d in stream:  # plain lines as they are drawn, never wrapped, each one pastes back as --derivation
+            print(d.text)
     return EXIT_OK
 
 

@@ -330,8 +330,13 @@ class Space:
         raise ValueError(f"unknown sampling method `{method}` (uniform, per-choice)")
 
     def samples(self, n: int, seed=None, method: str = "uniform") -> list[Derivation]:
+        return list(self.iter_samples(n, seed, method))
+
+    def iter_samples(self, n: int, seed=None, method: str = "uniform"):
+        """`samples`, drawn one at a time: the same derivations, for streams too long to hold."""
         rng = random.Random(seed)
-        return [self.sample(rng=rng, method=method) for _ in range(n)]
+        for _ in range(n):
+            yield self.sample(rng=rng, method=method)
 
     def sample_weighted(self, weight, max_weight: float, seed=None, *, rng=None, max_tries: int = 100_000):
         """A derivation drawn with probability proportional to `weight(d)`.
