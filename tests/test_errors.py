@@ -134,6 +134,8 @@ CASES = [
          "the range 1..1000000000 has 1000000000 values"),
     case("range-too-wide", H + "network = conv(out=8, kernel=0..2 ** 100)\n", "2:30", "has more than"),
     case("power-too-large", H + "network = linear(2 ** 100000)\n", "2:18", "`2 ** 100000` is too large"),
+    case("round-to-a-huge-place", H + "network = conv(out=round(8, -1000000000) + 8)\n", "2:20",
+         "`round` cannot take 8, -1000000000: ndigits must lie within"),
     case("argument-combinations", H + "network = b(1..1000, 1..1000)\nb(x, y) = relu\n", "2:11",
          "more than 100000 combinations of argument choices"),
     case("pick-too-many-subsets", H + "network = add(pick 25 of [" + ", ".join(["relu"] * 50) + "])\n", "2:15",

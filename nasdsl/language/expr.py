@@ -38,8 +38,15 @@ def make_divisible(value, divisor=8, min_value=None):
     return int(new)
 
 
+MAX_ROUND_DIGITS = 1300  # more than the digits of any allowed int (MAX_INT_BITS) or float
+
+
 def _round(x, ndigits=None):
-    return round(x) if ndigits is None else round(x, int(ndigits))
+    if ndigits is None:
+        return round(x)
+    if abs(ndigits) > MAX_ROUND_DIGITS:  # round(8, -10**9) would build 10**(10**9) first
+        raise ValueError(f"ndigits must lie within ±{MAX_ROUND_DIGITS}")
+    return round(x, int(ndigits))
 
 
 def _log(x, base=None):
