@@ -140,7 +140,7 @@ CASES = [
          "more than 100000 combinations of argument choices"),
     case("pick-too-many-subsets", H + "network = add(pick 25 of [" + ", ".join(["relu"] * 50) + "])\n", "2:15",
          "picking 25 of 50 gives 126410606437752 subsets"),
-    case("nested-parentheses", H + "network = " + "(" * 10_000 + "relu" + ")" * 10_000 + "\n", "2:60",
+    case("nested-parentheses", H + "network = " + "(" * 10_000 + "relu" + ")" * 10_000 + "\n", "2:158",
          "the text nests more than 150 levels deep", "move the inner part into a rule"),
     case("long-operator-chain", H + "network = linear(" + " + ".join(["1"] * 5000) + ")\n", "2:18",
          "the text nests more than 150 levels deep"),
@@ -292,6 +292,15 @@ def test_derivation_nested_absurdly_deep_is_an_error_not_a_recursion(nb201):
 
 
 # ---- limits that legal input reaches ---------------------------------------------------
+@pytest.mark.parametrize("text", [
+    H + "network = " + "(" * 140 + "conv(out=8) relu" + ")" * 140 + "\n",  # brackets count one level each
+    H + "network = conv(out=" + "(" * 140 + "8" + ")" * 140 + ")\n",  # in network and value expressions alike
+])
+def test_brackets_nest_to_the_stated_limit(text):
+    space = nasdsl.loads(text).check()
+    assert space.count == 1 and space.compile(space.sample(seed=0)) is not None
+
+
 def test_deepest_allowed_space_works_end_to_end():
     """Just under the nesting limit every operation still works (no RecursionError)."""
     chain = H + "network = r0\n" + "".join(f"r{i} = r{i + 1} * {{0, 1}}\n" for i in range(97)) + "r97 = relu | bn\n"

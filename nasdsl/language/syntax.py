@@ -459,6 +459,9 @@ class _ToAst(Transformer_NonRecursive):
 # few KB (the shipped ones are under 10 KB); a derivation of a large space may be long.
 MAX_CHARS = {"space": 200_000, "derivation": 2_000_000}
 MAX_NESTING = 150  # levels of a space file's parse tree; the checker and planner recurse over it
+# parse-tree levels that every network expression has (an option of alternatives, a
+# sequence): not levels a reader sees, so `(relu)` nests one level, as `(8)` does
+_WRAPPERS = {"option", "seq"}
 
 
 def _check_nesting(tree: lark.Tree, source: Source):
@@ -472,7 +475,8 @@ def _check_nesting(tree: lark.Tree, source: Source):
         if depth > MAX_NESTING:
             raise NasError(f"the text nests more than {MAX_NESTING} levels deep", pos,
                            "move the inner part into a rule of its own")
-        stack.extend((child, depth + 1, pos) for child in reversed(node.children) if isinstance(child, lark.Tree))
+        step = 0 if node.data in _WRAPPERS else 1
+        stack.extend((child, depth + step, pos) for child in reversed(node.children) if isinstance(child, lark.Tree))
 
 
 def _tree(source: Source, start: str, error) -> lark.Tree:
