@@ -119,7 +119,7 @@ class Search:
         space = bind_to_data(load(path, config.params), data, config.params)
         identity = config.identity(text)
         identity["algorithm_settings"] = algorithm.settings()
-        store = (Store.open(store_path, identity, ignore=RESUMABLE) if resume
+        store = (Store.resume(store_path, identity, ignore=RESUMABLE) if resume
                  else Store.create(store_path, identity))
         return cls(config, store, space, data, algorithm)
 

@@ -12,7 +12,9 @@ Only the search's main process writes; workers return results to it.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import sqlite3
 import time
 from pathlib import Path
@@ -92,58 +94,96 @@ class Trial:
 
 
 class Store:
-    """A search's SQLite file. `Store.create` starts one, `Store.open` reads or resumes one."""
+    """A search's SQLite file. `Store.create` starts one and `Store.resume` continues
+    one, each holding the store's lock (a search is its only writer); `Store.open`
+    reads one, read-only, while a search may be writing it."""
 
-    def __init__(self, path: Path, db: sqlite3.Connection):
+    def __init__(self, path: Path, db: sqlite3.Connection, lock=None):
         self.path = path
         self._db = db
+        self._lock = lock  # the open lock file of a writer (released on close, or when the process dies)
 
     # ---- opening
     @classmethod
     def create(cls, path, config: dict) -> "Store":
-        """A new, empty store for a search with `config`; refuses to overwrite a store."""
+        """A new, empty store for a search with `config`; refuses to overwrite a store.
+        The schema and config are written to a temporary file that is then renamed, so
+        a store file, once there, is always a complete (empty) store."""
         path = Path(path)
-        if path.exists() and path.stat().st_size > 0:
-            raise StoreError(f"{path}: a store already exists here",
-                             hint="add --resume to continue that search, or choose another --store")
-        store = cls(path, _connect(path))
+        lock = _lock(path)
+        try:
+            if path.exists() and path.stat().st_size > 0:
+                raise StoreError(f"{path}: a store already exists here",
+                                 hint="add --resume to continue that search, or choose another --store")
+            partial = path.with_name(f".{path.name}.creating")
+            partial.unlink(missing_ok=True)
+            db = _connect(partial)
+            with db:
+                db.executescript(SCHEMA)
+                db.executemany("INSERT INTO meta VALUES (?, ?)",
+                               [("schema", json.dumps(SCHEMA_VERSION)), ("config", json.dumps(config))])
+            db.close()  # the last connection checkpoints the WAL into the file
+            partial.replace(path)
+            store = cls(path, _connect(path), lock)
+        except BaseException:
+            lock.close()
+            raise
         store.config = json.loads(json.dumps(config))  # as `open` reads it back
-        with store._db:
-            store._db.executescript(SCHEMA)
-            store._db.executemany("INSERT INTO meta VALUES (?, ?)",
-                                  [("schema", json.dumps(SCHEMA_VERSION)), ("config", json.dumps(config))])
         return store
 
     @classmethod
-    def open(cls, path, config: dict | None = None, *, ignore: tuple = ()) -> "Store":
-        """An existing store. With `config`, refuse it unless it was made by the same
-        search (keys in `ignore`, such as the trial budget, may differ)."""
+    def resume(cls, path, config: dict, *, ignore: tuple = ()) -> "Store":
+        """An existing store, to continue its search: refused unless it was made by the
+        same search (keys in `ignore`, such as the trial budget, may differ) and no
+        other process is writing it."""
         path = Path(path)
-        if not path.is_file():
-            raise StoreError(f"{path}: no store here", hint="start the search without --resume first")
-        store = cls(path, _connect(path))
+        _exists(path)
+        lock = _lock(path)
         try:
-            rows = dict(store._db.execute("SELECT key, value FROM meta"))
-            store._db.execute("SELECT id, derivation, status, extra FROM trials LIMIT 1").fetchall()
+            store = cls(path, _connect(path), lock)
+            store._read_meta()
+        except BaseException:
+            lock.close()
+            raise
+        config = json.loads(json.dumps(config))  # as the store has it: tuples are lists
+        differ = sorted(k for k in set(config) | set(store.config)
+                        if k not in ignore and config.get(k) != store.config.get(k))
+        if differ:
+            store.close()
+            shown = "; ".join(f"{k}: store has {json.dumps(store.config.get(k))}, "
+                              f"now {json.dumps(config.get(k))}" for k in differ)
+            raise StoreError(f"{path}: this store belongs to a different search ({shown})",
+                             hint="resume with the same space, data set and settings, or start a new --store")
+        return store
+
+    @classmethod
+    def open(cls, path) -> "Store":
+        """An existing store, read-only (`nasdsl trials`, `report`): no lock is taken, and
+        a store in a folder this process cannot write is read as it is."""
+        path = Path(path)
+        _exists(path)
+        store = cls(path, _connect(path, read_only=True))
+        store._read_meta()
+        return store
+
+    def _read_meta(self) -> None:
+        try:
+            rows = dict(self._db.execute("SELECT key, value FROM meta"))
+            self._db.execute("SELECT id, derivation, status, extra FROM trials LIMIT 1").fetchall()
         except sqlite3.DatabaseError as err:
-            raise StoreError(f"{path}: not a nasdsl trial store, or corrupt ({err})",
+            self.close()
+            raise StoreError(f"{self.path}: not a nasdsl trial store, or corrupt ({err})",
                              hint="point --store at a store written by `nasdsl search`") from None
         if json.loads(rows.get("schema", "0")) != SCHEMA_VERSION or "config" not in rows:
-            raise StoreError(f"{path}: written by another version of nasdsl (schema {rows.get('schema')})")
-        store.config = json.loads(rows["config"])
-        if config is not None:
-            config = json.loads(json.dumps(config))  # as the store has it: tuples are lists
-            differ = sorted(k for k in set(config) | set(store.config)
-                            if k not in ignore and config.get(k) != store.config.get(k))
-            if differ:
-                shown = "; ".join(f"{k}: store has {json.dumps(store.config.get(k))}, "
-                                  f"now {json.dumps(config.get(k))}" for k in differ)
-                raise StoreError(f"{path}: this store belongs to a different search ({shown})",
-                                 hint="resume with the same space, data set and settings, or start a new --store")
-        return store
+            self.close()
+            raise StoreError(f"{self.path}: written by another version of nasdsl (schema {rows.get('schema')})")
+        self.config = json.loads(rows["config"])
 
     def close(self) -> None:
         self._db.close()
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
 
     def __enter__(self):
         return self
@@ -241,13 +281,48 @@ class Store:
         return self.path.with_name(self.path.name + ".ckpt")
 
 
-def _connect(path: Path) -> sqlite3.Connection:
+def _exists(path: Path) -> None:
+    if not path.is_file():
+        raise StoreError(f"{path}: no store here", hint="`nasdsl search ... --store PATH` writes one")
+
+
+def _lock(path: Path):
+    """The store's writer lock: an exclusive `flock` on `PATH.lock`, which the OS
+    releases when the holder dies, so a killed search can be resumed at once. The
+    file records the holder's pid, for the error a second writer gets."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(path, timeout=30)
+        handle = open(path.with_name(path.name + ".lock"), "a+")
+    except OSError as err:
+        raise StoreError(f"{path}: cannot open the store ({err.strerror or err})",
+                         hint="choose a --store path in a folder you can write to") from None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise StoreError(f"{path}: store in use by process {holder}",
+                         hint="wait for that search to finish (or stop it), then --resume") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
+
+
+def _connect(path: Path, read_only: bool = False) -> sqlite3.Connection:
+    try:
+        if read_only:
+            # a WAL store needs its -shm file: where the folder is not writable, read the file as it stands
+            flags = "mode=ro" if os.access(path.parent, os.W_OK) else "mode=ro&immutable=1"
+            db = sqlite3.connect(f"{path.resolve().as_uri()}?{flags}", uri=True, timeout=30)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(path, timeout=30)
+            db.execute("PRAGMA journal_mode = WAL")
+            db.execute("PRAGMA synchronous = FULL")
         db.row_factory = sqlite3.Row
-        db.execute("PRAGMA journal_mode = WAL")
-        db.execute("PRAGMA synchronous = FULL")
     except (OSError, sqlite3.OperationalError) as err:
         raise StoreError(f"{path}: cannot open the store ({err})",
                          hint="choose a --store path in a folder you can write to") from None

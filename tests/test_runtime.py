@@ -111,7 +111,7 @@ def test_store_round_trip_and_one_transaction_per_change(tmp_path):
     # another connection sees every change at once: each was committed
     rows = sqlite3.connect(path).execute("SELECT id, status, reason FROM trials ORDER BY id").fetchall()
     assert rows == [(1, "done", None), (2, "failed", "loss became nan")]
-    with Store.open(path, {"space": "a", "trials": 5}, ignore=("trials",)) as store:
+    with Store.resume(path, {"space": "a", "trials": 5}, ignore=("trials",)) as store:
         a, b = store.trials()
         assert (a.val_acc, a.params, a.macs, a.epochs, a.seed, a.extra) == (
             0.5, 10, 20, 2, 7, {"generation": 0, "history": [1]})
@@ -125,7 +125,7 @@ def test_a_store_from_another_search_is_refused_naming_the_difference(tmp_path):
     path = tmp_path / "s.db"
     Store.create(path, {"space": "a", "epochs": 1}).close()
     with pytest.raises(StoreError, match=r"different search \(epochs: store has 1, now 2\)"):
-        Store.open(path, {"space": "a", "epochs": 2})
+        Store.resume(path, {"space": "a", "epochs": 2})
     with pytest.raises(StoreError, match="already exists"):
         Store.create(path, {})
 
@@ -141,6 +141,43 @@ def test_corrupt_missing_and_unwritable_stores_are_clear_errors(tmp_path):
     blocker.write_text("")
     with pytest.raises(StoreError, match="cannot open the store"):
         Store.create(blocker / "s.db", {})
+
+
+def test_a_store_has_one_writer_and_a_dead_one_releases_it(tmp_path):
+    path = tmp_path / "s.db"
+    with Store.create(path, {"space": "a"}):
+        with pytest.raises(StoreError, match=rf"store in use by process {os.getpid()}"):
+            Store.resume(path, {"space": "a"})
+        with Store.open(path) as reader:  # reading needs no lock
+            assert reader.trials() == []
+    # a writer killed with SIGKILL holds nothing: its store resumes at once
+    code = f"from nasdsl.runtime.store import Store\nStore.resume({str(path)!r}, {{'space': 'a'}})\n" \
+           "import os, signal\nprint('locked', flush=True)\nos.kill(os.getpid(), signal.SIGKILL)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip() == "locked" and out.returncode == -9
+    Store.resume(path, {"space": "a"}).close()
+
+
+def test_a_store_file_appears_whole(tmp_path):
+    """The schema is written beside the store and renamed: a store killed while being
+    created leaves no file that neither a new run nor --resume accepts."""
+    path = tmp_path / "s.db"
+    Store.create(path, {"space": "a"}).close()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".s.db")) == []
+    with Store.resume(path, {"space": "a"}) as store:
+        assert store.trials() == []
+
+
+def test_a_store_in_a_read_only_folder_can_be_listed(tmp_path, monkeypatch):
+    """Reading writes nothing: where the folder is not writable (here: said to be not,
+    as tests run as root) the store is read as it stands, with no -wal or -shm file."""
+    with Store.create(tmp_path / "s.db", {"space": "a"}) as store:
+        store.add("(x=1)", "h", seed=0)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    monkeypatch.setattr("nasdsl.runtime.store.os.access", lambda path, mode: False)
+    with Store.open(tmp_path / "s.db") as store:
+        assert [t.derivation for t in store.trials()] == ["(x=1)"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
 
 
 def test_pareto_front_keeps_only_undominated_trials(tmp_path):
