@@ -23,6 +23,7 @@ from nasdsl import load
 from nasdsl.compiler.graph import output_shape
 from nasdsl.compiler.module import build_module
 from nasdsl.language.errors import NasError
+from nasdsl.space.space import convert_param
 
 from . import data as datasets
 from .algorithms import Proposer, trial_rng
@@ -75,9 +76,10 @@ def bind_to_data(space, data: datasets.Dataset, given: dict):
     wanted = {"num_classes": data.num_classes, "in_channels": channels}
     if height == width:
         wanted["resolution"] = height
-    declared = {p.name for p in space.header.params}
+    declared = {p.name: p for p in space.header.params}
     for name, value in wanted.items():
-        if name in declared and name in given and given[name] != value:
+        # `given` holds what the user wrote (`--param num_classes=10` is the text "10"): compare as typed
+        if name in declared and name in given and convert_param(declared[name], given[name]) != value:
             raise NasError(f"--param {name}={given[name]} does not fit data set `{data.name}` ({name} = {value})",
                            hint=f"drop --param {name}; it is set from the data set")
     space = space.bind(**{k: v for k, v in wanted.items() if k in declared})

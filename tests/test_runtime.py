@@ -14,7 +14,7 @@ import pytest
 import torch
 from nasdsl.runtime import data as datasets
 from nasdsl.runtime.algorithms import Proposer, RandomSearch, RegularizedEvolution
-from nasdsl.runtime.search import Search, SearchConfig, pareto_front
+from nasdsl.runtime.search import Search, SearchConfig, bind_to_data, pareto_front
 from nasdsl.runtime.trial import run_trial
 from nasdsl.runtime.store import Store, StoreError
 from nasdsl.runtime.train import TrainConfig, TrialFailed, train
@@ -298,6 +298,14 @@ def test_bad_search_input_is_a_clear_error_and_writes_no_store(tmp_path, capsys,
     assert run("search", TUTORIAL, "--store", store, *argv) == 1
     assert message in capsys.readouterr().err
     assert not store.exists() or message.startswith("no derivation")
+
+
+def test_a_param_equal_to_what_the_data_set_sets_is_accepted(digits):
+    """`--param num_classes=10` is the text "10": it agrees with digits' 10 classes."""
+    space = bind_to_data(nasdsl.load(TUTORIAL), digits, {"num_classes": "10", "in_channels": "1"})
+    assert space.params["num_classes"] == 10
+    with pytest.raises(NasError, match="does not fit"):
+        bind_to_data(nasdsl.load(TUTORIAL), digits, {"num_classes": "5"})
 
 
 @pytest.mark.parametrize("network, message", [
