@@ -15,6 +15,8 @@ from __future__ import annotations
 import concurrent.futures
 import multiprocessing
 import os
+import threading
+import time
 
 from nasdsl.language.errors import NasError
 
@@ -39,8 +41,21 @@ def local_pool(workers: int) -> concurrent.futures.ProcessPoolExecutor:
     for i in range(workers):
         slots.put(i % gpus if gpus else None)
     threads = max(1, (os.cpu_count() or 1) // workers)
-    return concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
-                                                  initargs=(slots, threads))
+    return WorkerPool(workers, mp_context=context, initializer=_init_worker, initargs=(slots, threads))
+
+
+class WorkerPool(concurrent.futures.ProcessPoolExecutor):
+    """The process pool, with `shutdown(wait=False)` meaning what the search loop needs:
+    stop now. Its workers are terminated, not left to finish a trial nobody will record
+    (on SIGTERM the search would otherwise wait for them at exit)."""
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        workers = list((self._processes or {}).values())  # the pool's own table of its processes
+        super().shutdown(wait=wait, cancel_futures=cancel_futures)
+        if not wait:
+            for process in workers:
+                if process.is_alive():
+                    process.terminate()
 
 
 def _gpu_count() -> int:
@@ -50,7 +65,9 @@ def _gpu_count() -> int:
 
 
 def _init_worker(slots, threads: int) -> None:
-    """Runs once in each new worker: claim a GPU (if any) and a share of the cores."""
+    """Runs once in each new worker: die with the search, claim a GPU (if any) and a
+    share of the cores."""
+    _die_with_parent()
     gpu = slots.get()
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
@@ -100,3 +117,17 @@ def _with_threads(fn, threads: int, *args, **kwargs):
 
     torch.set_num_threads(threads)
     return fn(*args, **kwargs)
+
+
+def _die_with_parent(every: float = 0.5) -> None:
+    """A worker whose search is gone (killed with SIGKILL, say) must not train on for
+    minutes holding memory: a daemon thread ends the process once its parent changes
+    (an orphan is adopted by another process)."""
+    parent = os.getppid()
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(every)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="nasdsl-parent-watchdog", daemon=True).start()

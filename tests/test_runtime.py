@@ -376,6 +376,48 @@ def test_a_search_killed_with_sigkill_resumes_without_losing_or_repeating_a_tria
         assert (now.finished, now.val_acc, now.derivation) == (before.finished, before.val_acc, before.derivation)
 
 
+def _children(pid: int) -> set[int]:
+    """The live child processes of `pid` (workers, the resource tracker), from /proc."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.add(int(stat.parent.name))
+    return found
+
+
+def _gone(pids: set[int], seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not any(Path(f"/proc/{p}").exists() for p in pids):
+            return True
+        time.sleep(0.2)
+    return False
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGKILL, -9)])
+def test_workers_end_with_their_search(tmp_path, sig, code):
+    """SIGTERM shuts a search down as Ctrl-C does (exit 143); after SIGKILL its workers
+    notice they are orphans and end too, instead of training on for minutes."""
+    argv = [sys.executable, "-m", "nasdsl", "search", TUTORIAL, *map(str, QUICK), "--trials", "50", "--epochs", "100",
+            "--workers", "2", "--store", str(tmp_path / "s.db")]
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while len(children := _children(process.pid)) < 3 and time.monotonic() < deadline:  # 2 workers + tracker
+            time.sleep(0.2)
+        assert len(children) >= 3, "the workers never started"
+        time.sleep(1.0)  # let them take a trial each
+        os.kill(process.pid, sig)
+        assert process.wait(timeout=60) == code
+        assert _gone(children, 20), f"left running: {[p for p in children if Path(f'/proc/{p}').exists()]}"
+    finally:
+        process.kill()
+
+
 @pytest.mark.slow
 def test_the_ray_executor_runs_a_search_on_a_local_cluster(tmp_path, capsys):
     pytest.importorskip("ray")

@@ -14,7 +14,9 @@ import argparse
 import json
 import os
 import random
+import signal
 import sys
+import threading
 import traceback
 
 from rich.table import Table
@@ -31,6 +33,7 @@ from .common import (
     EXIT_INTERNAL,
     EXIT_INTERRUPTED,
     EXIT_OK,
+    EXIT_TERMINATED,
     EXIT_USAGE,
     UsageError,
     emit,
@@ -415,10 +418,14 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as done:  # argparse: --help (0) or a usage error (2)
         return done.code if isinstance(done.code, int) else EXIT_USAGE
+    on_main_thread = threading.current_thread() is threading.main_thread()  # where signals can be set
+    previous = signal.signal(signal.SIGTERM, _terminate) if on_main_thread else None
     try:
         code = args.run(args)
         sys.stdout.flush()  # a closed pipe must show up here, not at interpreter exit
         return code
+    except Terminated:
+        return EXIT_TERMINATED
     except UsageError as err:
         return _failed(args, EXIT_USAGE, f"nasdsl {args.command}: error: {err}", NasError(str(err)))
     except BrokenPipeError:
@@ -437,6 +444,18 @@ def main(argv: list[str] | None = None) -> int:
         message = f"internal error: {type(err).__name__}: {err}"
         return _failed(args, EXIT_INTERNAL, f"nasdsl: {message} (rerun with --debug)",
                        NasError(message, hint="rerun with --debug"))
+    finally:
+        if on_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class Terminated(BaseException):
+    """SIGTERM: unwinds like Ctrl-C (workers shut down, the store closed), exit 143.
+    A BaseException, so that no `except Exception` on the way swallows it."""
+
+
+def _terminate(signum, frame):
+    raise Terminated
 
 
 def _failed(args, code: int, text: str, err: NasError) -> int:
