@@ -33,7 +33,7 @@ from .algorithms import Algorithm, Proposal, RandomSearch, RegularizedEvolution,
 from .data import Dataset, Split
 from .inherit import inherit, load_state
 from .train import train
-from .trial import never_raises, prepare, trained
+from .trial import never_raises, prepare, save_checkpoint, trained
 
 
 @attrs.frozen
@@ -125,8 +125,7 @@ def run_menas_trial(job):
     linked = ()
     if ticket is not None:
         path = Path(job.checkpoint).with_name(settings["ticket_checkpoint"])
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(ticket["state"], path)
+        save_checkpoint(ticket["state"], path)
         linked = ({"derivation": ticket["derivation"].text, "hash": ticket["derivation"].hash, "seed": job.seed,
                    "extra": {"ticket_of": job.trial_id, "ticket_ratio": ticket["ratio"],
                              "inherited_from": job.trial_id, "inherited_fraction": 1.0, "generation": None},

@@ -181,6 +181,10 @@ class Search:
                 reporter.stop()
 
     def record(self, outcome: TrialOutcome) -> None:
+        if outcome.fatal:  # the trial stays `running`, so --resume runs it again
+            raise NasError(f"the search stopped at trial {outcome.trial_id}: {outcome.reason}",
+                           hint="free disk space (or make the folder writable), then run the same command with "
+                                "--resume: finished trials are kept and this one runs again")
         if outcome.ok:
             checkpoint = f"{self.store.checkpoint_dir().name}/trial-{outcome.trial_id}.pt"
             self.store.finish(outcome.trial_id, val_acc=outcome.val_acc, params=outcome.params, macs=outcome.macs,
@@ -198,9 +202,14 @@ class Search:
         done = self.store.trials("done")
         chosen = {t.id: t for t in sorted(done, key=lambda t: -t.val_acc)[:self.config.test_top]}
         chosen.update({t.id: t for t in pareto_front(done, "macs")})
+        self.untested = []  # why a chosen trial has no test accuracy (its checkpoint is gone, say)
         for trial in chosen.values():
             if trial.test_acc is None:
-                module = self.load_module(trial)
+                try:
+                    module = self.load_module(trial)
+                except NasError as err:  # one lost checkpoint must not keep every other trial untested
+                    self.untested.append(err.message)
+                    continue
                 self.store.set_test_acc(trial.id, accuracy(module, self.data.test))
         return [self.store.trial(i) for i in sorted(chosen, key=lambda i: -chosen[i].val_acc)]
 

@@ -7,6 +7,7 @@ Everything here runs in the worker process: a `TrialJob` is small and picklable,
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 
 import attrs
@@ -50,6 +51,27 @@ class TrialOutcome:
     extra: dict = attrs.Factory(dict)
     # trials trained inside this one (a lottery ticket): dicts of Store.add_done's arguments
     linked: tuple = ()
+    fatal: bool = False  # the search cannot go on (checkpoints cannot be written): stop it, rerun on resume
+
+
+class CheckpointError(Exception):
+    """A checkpoint could not be written (a full disk, a folder gone). Every later trial
+    would fail the same way, so the search stops instead of recording failures."""
+
+
+def save_checkpoint(state: dict, path) -> None:
+    """`torch.save` to a temporary name, then rename: a checkpoint file is whole or absent."""
+    import torch
+
+    path = Path(path)
+    partial = path.with_name(path.name + ".partial")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(state, partial)
+        os.replace(partial, path)
+    except (OSError, RuntimeError) as err:  # torch reports a full disk as a RuntimeError ("enforce fail")
+        partial.unlink(missing_ok=True)
+        raise CheckpointError(f"cannot write checkpoint {path}: {err}") from None
 
 
 @functools.lru_cache(maxsize=4)
@@ -83,10 +105,7 @@ def prepare(job: TrialJob) -> Prepared:
 
 def trained(job: TrialJob, graph, result, extra: dict | None = None, linked: tuple = ()) -> TrialOutcome:
     """Save the trained weights and describe the trial's success."""
-    import torch
-
-    Path(job.checkpoint).parent.mkdir(parents=True, exist_ok=True)
-    torch.save(result.state_dict, job.checkpoint)
+    save_checkpoint(result.state_dict, job.checkpoint)
     extra = {**(extra or {}), "history": [attrs.asdict(e) for e in result.epochs],
              "best_epoch": result.best_epoch, "images_per_s": round(result.images_per_s, 1)}
     return TrialOutcome(job.trial_id, True, None, result.val_acc, graph.graph["params"], graph.graph["macs"],
@@ -101,6 +120,8 @@ def never_raises(trial_function):
     def run(job: TrialJob) -> TrialOutcome:
         try:
             return trial_function(job)
+        except CheckpointError as err:
+            return TrialOutcome(job.trial_id, False, str(err), fatal=True)
         except (TrialFailed, NasError) as err:
             return TrialOutcome(job.trial_id, False, str(err))
         except Exception as err:

@@ -300,6 +300,42 @@ def test_bad_search_input_is_a_clear_error_and_writes_no_store(tmp_path, capsys,
     assert not store.exists() or message.startswith("no derivation")
 
 
+def test_a_checkpoint_that_cannot_be_written_stops_the_search_and_resume_reruns_it(tmp_path, monkeypatch):
+    """A full disk: torch reports it as a RuntimeError; no partial file is left, the
+    search stops with a clear error (instead of failing every later trial), and the
+    trial is run again on --resume."""
+    real_save = torch.save
+    calls = []
+
+    def full_disk(state, path):
+        calls.append(path)
+        if len(calls) == 2:
+            Path(path).write_bytes(b"half")
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
+        real_save(state, path)
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    search = Search.open(quick_config(), tmp_path / "s.db")
+    with pytest.raises(NasError, match="the search stopped at trial 2: cannot write checkpoint"):
+        search.run(Inline)
+    assert [t.status for t in search.store.trials()] == ["done", "running"]
+    assert not list(search.store.checkpoint_dir().glob("*.partial"))
+    search.store.close()
+    resumed = Search.open(quick_config(), tmp_path / "s.db", resume=True)
+    resumed.run(Inline)
+    assert [t.status for t in resumed.store.trials()] == ["done"] * 4
+
+
+def test_a_lost_checkpoint_leaves_that_trial_untested_and_tests_the_rest(tmp_path):
+    search = Search.open(quick_config(test_top=4), tmp_path / "s.db")
+    search.run(Inline)
+    first = search.store.trials("done")[0]
+    (search.store.path.parent / first.checkpoint).unlink()
+    best = search.test_best()
+    assert [t.test_acc is None for t in best].count(True) == 1 and len(best) >= 3
+    assert len(search.untested) == 1 and f"trial {first.id}'s checkpoint" in search.untested[0]
+
+
 def test_a_param_equal_to_what_the_data_set_sets_is_accepted(digits):
     """`--param num_classes=10` is the text "10": it agrees with digits' 10 classes."""
     space = bind_to_data(nasdsl.load(TUTORIAL), digits, {"num_classes": "10", "in_channels": "1"})

@@ -104,6 +104,8 @@ def cmd_search(args) -> int:
         search.run(lambda: make_executor(args.executor, args.workers, args.address),
                    None if args.json else Reporter(console))
         best = search.test_best()
+        for reason in search.untested:
+            console.print(f"warning: not tested: {reason}")
         trials = search.store.trials()
         data = {"store": str(args.store),
                 "finished": sum(t.status == "done" for t in trials),
