@@ -12,7 +12,7 @@ and what the analyses of a built network need to know about the op, so that none
 of them keeps a list of op names:
 
     channels     how its output channels follow from its input's (`Channels`):
-                 channel groups and pruning read it
+                 channel groups and pruning read it; undeclared, a barrier
     slicer       cuts its module to kept input and output channels (pruning)
     adapter      seeds one of its tensors from a parent's of another shape
                  (weight inheritance); None: the standard one
@@ -71,8 +71,8 @@ class Channels:
 
     flow   "producer"   new channels, each computed from all input channels (conv, linear)
            "pass"       the input's channels, in order (bn, relu, pooling), or rearranged by `order`
-           "depthwise"  the input's channels, each through its own filter (dwconv): like
-                        "pass", but the op names the channels' group where no layer before it made them
+           "depthwise"  the input's channels, each through its own filter (dwconv): as
+                        "pass", but the op names their group where no layer before it made them
            "barrier"    unknown: the channels on both sides stay whole
     whole  the sides ("in", "out") whose channels must stay whole, e.g. fact_reduce's
            output, whose two halves come from two convs
@@ -87,6 +87,8 @@ class Channels:
     def __attrs_post_init__(self):
         if self.flow not in FLOWS:
             raise ValueError(f"channel flow `{self.flow}` is not one of {', '.join(FLOWS)}")
+        if not set(self.whole) <= {"in", "out"}:
+            raise ValueError(f"the sides kept whole are \"in\" and \"out\", got {self.whole}")
 
 
 FLOWS = ("producer", "pass", "depthwise", "barrier")
