@@ -13,9 +13,9 @@ A lower layer never imports a higher one (tests/test_layers.py).
 
 from .compiler.space import Space, load, loads
 from .language.errors import DerivationError, NasError
-from .language.primitives import Arg, Primitive, register
+from .language.primitives import Arg, Channels, Primitive, register
 from .space.derivation import Derivation, distance
 
-__all__ = ["Arg", "Derivation", "DerivationError", "NasError", "Primitive", "Space", "distance", "load", "loads",
-           "register"]
+__all__ = ["Arg", "Channels", "Derivation", "DerivationError", "NasError", "Primitive", "Space", "distance", "load",
+           "loads", "register"]
 __version__ = "0.1.0"

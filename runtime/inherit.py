@@ -14,7 +14,13 @@ from the same place in the grammar. For each of the child's tensors:
                                         centre-cropped, or centre-pasted into zeros,
                                         so a 3x3 kernel grown to 5x5 computes the same
     otherwise                           fresh: no node at the path, another op, another
-                                        grouping of a conv, another tensor rank
+                                        tensor rank, or a tensor the op's adapter
+                                        refuses (a conv's weight whose grouping changed)
+
+How a tensor is adapted is the op's: its primitive's `adapter`
+(`nasdsl.compiler.channels`; fact_reduce maps its batch norm's halves to halves),
+else the standard `resize` above. A primitive registered from Python inherits the
+same way.
 
 Taking the first k channels everywhere keeps channel j of every layer meaning
 channel j of the parent's, which is exact along chains and residual adds. It is
@@ -34,6 +40,7 @@ import attrs
 import networkx as nx
 import torch
 
+from nasdsl.compiler import channels, primitives
 from nasdsl.language.errors import NasError
 
 
@@ -79,20 +86,21 @@ def inherit(parent_graph: nx.DiGraph, parent_state: dict, child_graph: nx.DiGrap
     for key, mine in child_state.items():
         node, suffix = _owner(key, nodes)
         theirs = parent_state.get(key)
-        if theirs is None or node is None or not _compatible(parent_graph, child_graph, node, suffix, theirs, mine):
+        seeded = None
+        if theirs is not None and node is not None and _same_op(parent_graph, child_graph, node, theirs, mine):
+            theirs = theirs.detach().to(device=mine.device, dtype=mine.dtype)
+            seeded = _adapter(child_graph.nodes[node]["op"])(
+                suffix, theirs, mine, parent_graph.nodes[node]["args"], child_graph.nodes[node]["args"])
+        if seeded is None:
             fresh.append(key)
             new_state[key] = mine
             continue
-        theirs = theirs.detach().to(device=mine.device, dtype=mine.dtype)
-        if theirs.shape == mine.shape:
-            new_state[key] = theirs.clone()
-            copied.append(key)
-            inherited += params.get(key, 0)
-            continue
-        value, count = _adapt(theirs, mine, halves=child_graph.nodes[node]["op"] == "fact_reduce"
-                              and suffix.startswith("bn."))
+        value, count = seeded
         new_state[key] = value
-        (adapted if count else fresh).append(key)
+        if theirs.shape == mine.shape:
+            copied.append(key)
+        else:
+            (adapted if count else fresh).append(key)
         inherited += count if key in params else 0
     child_module.load_state_dict(new_state)
     total = sum(params.values())
@@ -121,59 +129,13 @@ def _owner(key: str, nodes) -> tuple:
     return None, key
 
 
-def _compatible(parent_graph, child_graph, node, suffix, theirs, mine) -> bool:
-    """Whether the parent's tensor at the same name can seed the child's."""
-    if node not in parent_graph.nodes:
-        return False
-    p, c = parent_graph.nodes[node], child_graph.nodes[node]
-    if p["op"] != c["op"] or theirs.dim() != mine.dim():
-        return False
-    if c["op"] == "conv" and suffix == "weight":
-        grouped_p, grouped_c = p["args"].get("groups", 1) > 1, c["args"].get("groups", 1) > 1
-        if grouped_p != grouped_c:
-            return False
-        if grouped_c and theirs.shape[1] != mine.shape[1]:  # another group width: channels do not line up
-            return False
-    return True
+def _same_op(parent_graph, child_graph, node, theirs, mine) -> bool:
+    """Whether the parent has the node, with the child's op and a tensor of the same rank."""
+    return (node in parent_graph.nodes and parent_graph.nodes[node]["op"] == child_graph.nodes[node]["op"]
+            and theirs.dim() == mine.dim())
 
 
-def _adapt(theirs: torch.Tensor, mine: torch.Tensor, halves: bool = False) -> tuple:
-    """(the child's tensor seeded from the parent's, how many of its elements came
-    from the parent). Channel dims take the parent's first k; spatial dims are
-    aligned at the centre, with zeros where a larger kernel has no parent value.
-    `halves`: dim 0 is two concatenated halves (FactorizedReduce's batch norm)."""
-    out = mine.detach().clone()
-    child_index, parent_index = [], []
-    for d, (p, c) in enumerate(zip(theirs.shape, mine.shape)):
-        if d >= 2:  # spatial: centre-aligned
-            n = min(p, c)
-            child_index.append(torch.arange(n) + (c - n) // 2)
-            parent_index.append(torch.arange(n) + (p - n) // 2)
-        elif d == 0 and halves and p % 2 == 0 and c % 2 == 0:
-            n = min(p, c) // 2
-            child_index.append(torch.cat([torch.arange(n), c // 2 + torch.arange(n)]))
-            parent_index.append(torch.cat([torch.arange(n), p // 2 + torch.arange(n)]))
-        else:  # channels: the first k
-            n = min(p, c)
-            child_index.append(torch.arange(n))
-            parent_index.append(torch.arange(n))
-    count = 1
-    for index in child_index:
-        count *= len(index)
-    if count == 0:
-        return out, 0
-    device = mine.device
-    child_index = [i.to(device) for i in child_index]
-    parent_index = [i.to(device) for i in parent_index]
-    if mine.dim() > 2 and tuple(theirs.shape[2:]) != tuple(mine.shape[2:]):
-        # the shared channels' kernels become the parent's, zero-padded: clear them first
-        channels = _grid(child_index[:2] + [torch.arange(n, device=device) for n in mine.shape[2:]])
-        out[channels] = 0
-    out[_grid(child_index)] = theirs[_grid(parent_index)]
-    return out, count
-
-
-def _grid(indices: list) -> tuple:
-    """Index tensors that broadcast to the outer product of `indices` (numpy's ix_)."""
-    n = len(indices)
-    return tuple(index.view(*([1] * d), -1, *([1] * (n - d - 1))) for d, index in enumerate(indices))
+def _adapter(op: str):
+    """The op's adapter: its primitive's, else the standard one (a traced op's too)."""
+    prim = primitives.get(op)
+    return prim.adapter if prim is not None and prim.adapter is not None else channels.adapt

@@ -8,7 +8,8 @@ mutated. For each pruning ratio r:
 1. Importance. Every prunable channel group (nasdsl.compiler.groups) ranks its channels by
    the summed |gamma| of the batch norms on them (Network Slimming's measure: after
    a norm, gamma is the channel's scale); a group without a batch norm uses the L1
-   norm of its producing conv/linear rows.
+   norm of the weight rows of the layers that produce it (a conv, a linear: a
+   primitive whose channels are plain "producer" ones and that has a `weight`).
 2. Target. A group of width w keeps w - r * w channels, rounded half up (at least 1).
 3. Controllers. The choices that set a group's width are found by probing, once per
    network: among the integer choices whose value equals the group's width, the
@@ -28,9 +29,10 @@ mutated. For each pruning ratio r:
 5. Weights. Each group keeps its most important channels, as many as the snapped
    derivation gives it; `nasdsl.compiler.groups.prune` cuts the trained module to them (in
    their original order), and `inherit` copies that into the compiled derivation.
-   Where the derivation's squeeze-excitation width (derived from the hidden width)
-   is smaller than the pruned module's, the SE's inner channels are first sorted by
-   importance, so the slice keeps the strongest.
+   Where a layer's inner width is smaller in the derivation than in the pruned
+   module (a squeeze-excitation's, derived from the hidden width), its primitive's
+   `strongest_first` first sorts those channels by importance, so the slice keeps
+   the strongest.
 
 The ticket computes what the pruned module computes unless an SE width changed,
 or the new widths create or remove a residual (an add exists only where widths
@@ -45,6 +47,7 @@ import random
 import attrs
 import torch
 
+from nasdsl.compiler import primitives
 from nasdsl.compiler.groups import channel_groups, prune
 from nasdsl.compiler.module import build_module
 from nasdsl.language.errors import NasError
@@ -321,11 +324,16 @@ def _importance(graph, state, group) -> torch.Tensor:
     if found:
         return score
     for node, positions in outs:
-        a = graph.nodes[node]
         weight = state.get(f"{node}.weight")
-        if weight is not None and (a["op"] == "linear" or (a["op"] == "conv" and a["args"]["groups"] == 1)):
+        if weight is not None and _produces(graph.nodes[node]):
             score += weight.detach().float().abs().flatten(1).sum(1).cpu()[positions]
     return score
+
+
+def _produces(a) -> bool:
+    """Whether the layer makes its output channels from all its input channels, one weight row each."""
+    prim = primitives.get(a["op"])
+    return prim is not None and prim.channels_of(a["args"], a["in_shapes"], a["shape"]) == primitives.PRODUCER
 
 
 def _ticket(space, ratio, new, graph, module, groups, importance, input_shape, uncontrolled) -> Ticket:
@@ -339,24 +347,26 @@ def _ticket(space, ratio, new, graph, module, groups, importance, input_shape, u
     pruned_state = dict(prune(graph, module, keep).state_dict() if keep else module.state_dict())
     with torch.random.fork_rng(devices=[]):  # seeded for determinism, without reseeding the caller's stream
         child = build_module(new_graph, seed=0)
-    _sort_squeeze(new_graph, pruned_state, child.state_dict())
+    _strongest_first(new_graph, pruned_state, child)
     inherit(graph, pruned_state, new_graph, child)
     state = {k: v.detach().clone() for k, v in child.state_dict().items()}
     return Ticket(ratio, new, state, new_graph.graph["params"], new_graph.graph["macs"], keep, uncontrolled)
 
 
-def _sort_squeeze(new_graph, state: dict, child_state: dict) -> None:
-    """Where the child's squeeze-excitation is narrower than the pruned one, order
-    the SE's inner channels strongest first (|fc1 row| x |fc2 column|), in `state`;
-    the reordering does not change what the SE computes."""
+def _strongest_first(new_graph, state: dict, child) -> None:
+    """Where a layer of the child is narrower than the pruned one inside (an SE's
+    squeeze), order its inner channels strongest first, in `state`, by its
+    primitive's `strongest_first`; the reordering does not change what it computes."""
+    modules = dict(child.named_modules())
     for node, a in new_graph.nodes(data=True):
-        if a["op"] != "se" or f"{node}.fc1.weight" not in state or f"{node}.fc1.weight" not in child_state:
+        prim = primitives.get(a["op"])
+        if prim is None or prim.strongest_first is None or node not in modules:
             continue
-        fc1, fc2 = state[f"{node}.fc1.weight"], state[f"{node}.fc2.weight"]
-        if child_state[f"{node}.fc1.weight"].shape[0] >= fc1.shape[0]:
+        mine = modules[node].state_dict()
+        if not all(f"{node}.{name}" in state for name in mine):
             continue
-        strength = fc1.abs().flatten(1).sum(1) * fc2.abs().flatten(1).sum(0)
-        order = torch.argsort(strength, descending=True, stable=True)
-        state[f"{node}.fc1.weight"] = fc1[order]
-        state[f"{node}.fc1.bias"] = state[f"{node}.fc1.bias"][order]
-        state[f"{node}.fc2.weight"] = fc2[:, order]
+        theirs = {name: state[f"{node}.{name}"] for name in mine}
+        if not any(m < t for name in mine for m, t in zip(mine[name].shape, theirs[name].shape)):
+            continue
+        for name, value in prim.strongest_first(theirs).items():
+            state[f"{node}.{name}"] = value

@@ -6,10 +6,11 @@ import random
 
 import pytest
 import torch
-from nasdsl.runtime.inherit import Inheritance, _adapt, inherit, load_state
+from nasdsl.runtime.inherit import Inheritance, inherit, load_state
 from support import SMALL, SPACES, changed, look_trained
 
 import nasdsl
+from nasdsl.compiler.channels import resize
 from nasdsl.compiler.module import build_module
 from nasdsl.language.errors import NasError
 from nasdsl.space.derivation import Derivation, Rep, replace_path
@@ -130,9 +131,9 @@ def test_another_op_or_grouping_at_the_same_path_is_fresh(parent_k, child_k):
 def test_halved_channels_map_half_to_half():
     """FactorizedReduce's batch norm covers two concatenated convs: each half maps to its half."""
     parent = torch.arange(8.0)
-    child, count = _adapt(parent, torch.full((4,), -1.0), halves=True)
+    child, count = resize(parent, torch.full((4,), -1.0), blocks=2)
     assert child.tolist() == [0, 1, 4, 5] and count == 4
-    grown, count = _adapt(torch.arange(4.0), torch.full((8,), -1.0), halves=True)
+    grown, count = resize(torch.arange(4.0), torch.full((8,), -1.0), blocks=2)
     assert grown.tolist() == [0, 1, -1, -1, 2, 3, -1, -1] and count == 4
 
 

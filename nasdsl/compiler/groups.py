@@ -6,11 +6,14 @@ channels, the operands of a residual add (which couple whole stages), the
 channels a depthwise conv passes through, a concat's slices, and what a flatten
 spreads over features. The graph may come from the compiler or the tracer.
 
-The analysis works per channel: every channel a layer creates is a unit, each op
-says how its output channels relate to its inputs' (new units, passed through,
-permuted, concatenated, repeated by flatten), adds and products unite their
-operands' units, and a union-find gives the classes of channels that move
+The analysis works per channel: every channel a layer creates is a unit, each
+primitive declares how its output channels relate to its input's (its `Channels`:
+new units, passed through, permuted or repeated, or a barrier; an op nasdsl has no
+word for is a barrier), concats join their inputs' units, adds and products unite
+their operands', and a union-find gives the classes of channels that move
 together. Classes touched by the same layers, at the same places, form one group.
+Pruning cuts each layer's module with its primitive's slicer, so a primitive
+registered from Python is analysed and pruned like the standard ones.
 
     groups = channel_groups(graph)
     small = prune(graph, module, keep={g.name: range(0, g.channels, 2) for g in groups if g.prunable})
@@ -25,13 +28,8 @@ import networkx as nx
 import numpy as np
 
 from ..language.errors import NasError
-
-# ops whose output channels are those of their (first) input, in order
-PASS_THROUGH = {"bn", "instancenorm", "layernorm", "relu", "relu6", "hswish", "hsigmoid", "silu", "gelu",
-                "sigmoid", "mish", "act", "maxpool", "avgpool", "gap", "dropout", "identity", "se"}
-# ops that make new output channels from all input channels
-PRODUCERS = {"conv", "linear", "sepconv", "fact_reduce"}
-
+from ..language.primitives import BARRIER
+from . import primitives
 
 @attrs.frozen
 class Group:
@@ -105,26 +103,7 @@ def layouts(graph: nx.DiGraph):
                 units.fixed.update(s.tolist())
             continue
         first = sources[0] if sources else None
-        if op in PASS_THROUGH or (op == "zero" and not a["args"].get("out")) or op == "dwconv":
-            out[node] = first
-        elif op == "conv" and a["args"]["groups"] > 1:
-            if a["shape"][0] == a["in_shapes"][0][0]:  # depthwise or grouped, in == out: pass through
-                out[node] = first
-            else:  # a grouped conv that changes width: its channels stay as they are
-                out[node] = units.new(a["shape"][0])
-                units.fixed.update(first.tolist())
-                units.fixed.update(out[node].tolist())
-            producers.setdefault(node, out[node])
-        elif op in PRODUCERS or op == "zero":
-            out[node] = units.new(_channels(a["shape"]))
-            producers[node] = out[node]
-            if op == "fact_reduce":  # its two halves come from two convs: keep its width
-                units.fixed.update(out[node].tolist())
-        elif op == "flatten":
-            in_shape = a["in_shapes"][0]
-            spread = int(np.prod(in_shape[1:])) if len(in_shape) > 1 else 1
-            out[node] = np.repeat(first, spread)
-        elif op in ("add", "mul"):
+        if op in ("add", "mul"):
             for other in sources[1:]:
                 if len(other) != len(first):  # broadcasting beyond channels: keep it whole
                     units.fixed.update(first.tolist())
@@ -132,16 +111,25 @@ def layouts(graph: nx.DiGraph):
                     continue
                 units.union(first, other)
             out[node] = first
-        elif op == "concat":
+            continue
+        if op == "concat":
             out[node] = np.concatenate(sources)
-        elif op == "shuffle":
-            g = a["args"]["groups"]
-            c = len(first)
-            out[node] = first.reshape(g, c // g).T.reshape(-1)
-        else:  # an op the analysis does not know: a barrier
+            continue
+        prim = primitives.get(op)  # None for a traced op nasdsl has no word for: a barrier
+        flow = prim.channels_of(a["args"], a["in_shapes"], a["shape"]) if prim else BARRIER
+        if flow.flow == "pass":
+            out[node] = first if flow.order is None else first[flow.order(a["args"], a["in_shapes"])]
+        elif flow.flow == "depthwise":
+            out[node] = first
+            producers.setdefault(node, out[node])
+        else:  # a producer or a barrier: new channels
             out[node] = units.new(_channels(a["shape"]) if a["shape"] and len(a["shape"]) else 0)
+            if flow.flow == "producer":
+                producers[node] = out[node]
+        if flow.flow == "barrier" or "in" in flow.whole:
             for s in sources:
                 units.fixed.update(s.tolist())
+        if flow.flow == "barrier" or "out" in flow.whole:
             units.fixed.update(out[node].tolist())
     return units, out, ins, producers
 
@@ -252,7 +240,7 @@ def prune(graph: nx.DiGraph, module, keep: dict):
         changed_out = out_keep is not None and len(out_keep) != full_out
         changed_in = bool(in_keep) and len(in_keep[0]) != full_in
         if changed_out or changed_in:
-            _slice(named[node], a, in_keep[0] if in_keep else None, out_keep, node)
+            _slice(named[node], a["op"], in_keep[0] if in_keep else None, out_keep, node)
     return pruned
 
 
@@ -276,89 +264,22 @@ def zero_removed(graph: nx.DiGraph, module, keep: dict):
             for name in ("weight", "bias"):
                 p = getattr(named[node], name, None)
                 if isinstance(p, torch.nn.Parameter) and p.dim() >= 1 and p.shape[0] == a["shape"][0]:
-                    p[_idx(gone)] = 0
+                    p[torch.as_tensor(gone, dtype=torch.long)] = 0
     return zeroed
 
 
-def _idx(positions):
+def _slice(m, op, in_keep, out_keep, node):
+    """Cut a module down to the kept input and output channels, in place, by its
+    primitive's slicer."""
     import torch
 
-    return torch.as_tensor(positions, dtype=torch.long)
-
-
-def _slice(m, attrs_, in_keep, out_keep, node):
-    """Cut a module down to the kept input and output channels, in place."""
-    import torch
-    from torch import nn
-
-    from .modules import FactorizedReduce, SqueezeExcitation, Zero
-
-    with torch.no_grad():
-        if isinstance(m, nn.Conv2d):
-            _slice_conv(m, in_keep, out_keep, node)
-        elif isinstance(m, nn.Linear):
-            m.weight = nn.Parameter(m.weight[_idx(out_keep)][:, _idx(in_keep)].clone())
-            m.in_features, m.out_features = len(in_keep), len(out_keep)
-            if m.bias is not None:
-                m.bias = nn.Parameter(m.bias[_idx(out_keep)].clone())
-        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d, nn.InstanceNorm2d, nn.GroupNorm)):
-            keep = _idx(out_keep)
-            for name in ("weight", "bias"):
-                p = getattr(m, name, None)
-                if p is not None:
-                    setattr(m, name, nn.Parameter(p[keep].clone()))
-            for name in ("running_mean", "running_var"):
-                b = getattr(m, name, None)
-                if b is not None:
-                    setattr(m, name, b[keep].clone())
-            if hasattr(m, "num_features"):
-                m.num_features = len(out_keep)
-            if hasattr(m, "num_channels"):
-                m.num_channels = len(out_keep)
-        elif isinstance(m, SqueezeExcitation):
-            keep = _idx(in_keep)
-            m.fc1.weight = nn.Parameter(m.fc1.weight[:, keep].clone())
-            m.fc1.in_channels = len(in_keep)
-            m.fc2.weight = nn.Parameter(m.fc2.weight[keep].clone())
-            m.fc2.bias = nn.Parameter(m.fc2.bias[keep].clone())
-            m.fc2.out_channels = len(in_keep)
-        elif isinstance(m, nn.Sequential) and len(m) == 2 and all(isinstance(c, nn.Conv2d) for c in m):  # sepconv
-            _slice_conv(m[0], in_keep, in_keep, node)
-            _slice_conv(m[1], in_keep, out_keep, node)
-        elif isinstance(m, FactorizedReduce):
-            for conv in (m.conv_1, m.conv_2):
-                _slice_conv(conv, in_keep, list(range(conv.out_channels)), node)
-        elif isinstance(m, Zero):
-            if m.out:
-                m.out = len(out_keep)
-        elif any(True for _ in m.parameters(recurse=False)):
+    prim = primitives.get(op)
+    if prim is None or prim.slicer is None:
+        if any(True for _ in m.parameters()):
             raise NasError(f"`{node}`: pruning does not know how to slice a {type(m).__name__}")
-
-
-def _slice_conv(m, in_keep, out_keep, node):
-    import torch
-    from torch import nn
-
-    g = m.groups
-    if g == 1:
-        w = m.weight[_idx(out_keep)][:, _idx(in_keep)]
-        m.in_channels, m.out_channels = len(in_keep), len(out_keep)
-    else:  # grouped or depthwise: input and output channels coincide (see layouts)
-        if list(in_keep) != list(out_keep):
-            raise NasError(f"`{node}`: a grouped conv keeps the same input and output channels")
-        per = m.out_channels // g
-        counts = [sum(1 for c in out_keep if c // per == j) for j in range(g)]
-        live = [j for j in range(g) if counts[j]]
-        if len(set(counts[j] for j in live)) != 1:
-            raise NasError(f"`{node}`: a grouped conv must keep as many channels in each of its {g} groups "
-                           f"(kept {counts})")
-        blocks = []
-        for j in live:  # each group keeps its own rows and, of its inputs, the same channels
-            mine = [c for c in out_keep if c // per == j]
-            blocks.append(m.weight[_idx(mine)][:, _idx([c - j * per for c in mine])])
-        w = torch.cat(blocks)
-        m.groups = len(live)
-        m.in_channels = m.out_channels = len(out_keep)
-    m.weight = nn.Parameter(w.clone())
-    if m.bias is not None:
-        m.bias = nn.Parameter(m.bias[_idx(out_keep)].clone())
+        return
+    try:
+        with torch.no_grad():
+            prim.slicer(m, in_keep, out_keep)
+    except NasError as err:
+        raise NasError(f"`{node}`: {err.message}") from None

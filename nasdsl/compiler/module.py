@@ -3,7 +3,9 @@ are named by provenance path, so `state_dict` keys mean the same thing in every
 derivation that shares the path, and `print_readable()` is plain Python.
 
 Weights are initialised in graph order after `torch.manual_seed(seed)`, so the
-same derivation and seed give identical weights.
+same derivation and seed give identical weights. An activation works in place
+where its input is read by nothing else and its primitive declares that autograd
+does not keep it (`keeps_output`).
 """
 
 from __future__ import annotations
@@ -56,18 +58,17 @@ def build_module(graph: nx.DiGraph, seed: int | None = 0) -> torch.fx.GraphModul
     return module
 
 
-# ops whose output autograd does not keep for their backward pass
-_OUTPUT_NOT_SAVED = {"conv", "dwconv", "sepconv", "fact_reduce", "bn", "instancenorm", "layernorm", "linear",
-                     "add", "concat", "avgpool", "gap"}
-
-
 def _may_overwrite(graph, source: str) -> bool:
     """Whether an activation may work in place on `source`'s tensor: nothing else
     reads it (looking through identities, which pass the same tensor on) and its
-    producer did not keep it for the backward pass (relu and sigmoid keep theirs)."""
+    producer did not keep it for the backward pass (its primitive says; relu and
+    sigmoid keep theirs, a merge does not)."""
     while graph.nodes[source]["op"] == "identity":
         source = graph.nodes[source]["inputs"][0]
-    return graph.nodes[source]["op"] in _OUTPUT_NOT_SAVED and _readers(graph, source) == 1
+    op = graph.nodes[source]["op"]
+    prim = primitives.get(op)
+    saved = prim.keeps_output if prim else op not in ("add", "concat")
+    return not saved and _readers(graph, source) == 1
 
 
 def _readers(graph, node: str) -> int:

@@ -1,4 +1,6 @@
-"""The standard primitives: shape, params, MACs and torch module of each.
+"""The standard primitives: shape, params, MACs and torch module of each, and
+how channels flow through it, how its module is sliced and its weights adapted
+(`nasdsl.compiler.channels`), and whether its output is kept for backward.
 
 Shapes are per sample: `(C, H, W)` for feature maps, `(F,)` for vectors. MACs
 count what `torch.utils.flop_counter` counts (convolutions and matrix products),
@@ -11,9 +13,12 @@ from __future__ import annotations
 import math
 
 from ..language.expr import make_divisible
-from ..language.primitives import REQUIRED, TYPES, Arg, Primitive, ShapeError, get, names, register
+from ..language.primitives import (BARRIER, DEPTHWISE, PASS, PRODUCER, REQUIRED, TYPES, Arg, Channels, Primitive,
+                                   ShapeError, get, names, register)
+from . import channels as ch
 
-__all__ = ["REQUIRED", "TYPES", "Arg", "Primitive", "ShapeError", "get", "names", "register"]
+__all__ = ["BARRIER", "DEPTHWISE", "PASS", "PRODUCER", "REQUIRED", "TYPES", "Arg", "Channels", "Primitive",
+           "ShapeError", "get", "names", "register"]
 
 
 # ---- shape helpers ----------------------------------------------------------------
@@ -68,6 +73,14 @@ def _conv_module(a, s):
 
     return nn.Conv2d(s[0][0], a["out"], a["kernel"], a["stride"], same_padding(a["kernel"], a["dilation"], a["padding"]),
                      a["dilation"], a["groups"], a["bias"])
+
+
+def _conv_channels(a, s, o):
+    """A plain conv makes new channels; a grouped one that keeps the width couples each
+    output channel with its input channel; one that changes it cannot be sliced."""
+    if a["groups"] == 1:
+        return PRODUCER
+    return DEPTHWISE if o[0] == s[0][0] else Channels("producer", whole=("in", "out"))
 
 
 def _dw(a, s):
@@ -207,6 +220,20 @@ def _linear_module(a, s):
     return nn.Linear(s[0][0], a["out"], a["bias"])
 
 
+def _flatten_order(a, s):
+    """Each channel repeated once per pixel (a pooled vector: once)."""
+    import numpy as np
+
+    return np.repeat(np.arange(s[0][0]), math.prod(s[0][1:]))
+
+
+def _shuffle_order(a, s):
+    import numpy as np
+
+    c, g = s[0][0], a["groups"]
+    return np.arange(c).reshape(g, c // g).T.reshape(-1)
+
+
 def _zero_shape(a, s):
     c, h, w = feature_map(s, "zero")
     _positive(a, "zero", "stride")
@@ -242,50 +269,63 @@ def _p(name, *args, **semantics):
 _p("conv", Arg("out", "int"), Arg("kernel", "int", 3), Arg("stride", "int", 1), Arg("groups", "int", 1),
    Arg("dilation", "int", 1), Arg("bias", "bool", False), Arg("padding", "int", -1),
    doc="2-d convolution; padding -1 keeps the size at stride 1: dilation * (kernel - 1) // 2",
-   shape=_conv_shape, params=_conv_params, macs=_conv_macs, module=_conv_module)
+   shape=_conv_shape, params=_conv_params, macs=_conv_macs, module=_conv_module,
+   channels=_conv_channels, slicer=ch.slice_conv, adapter=ch.adapt_conv, keeps_output=False)
 _p("dwconv", Arg("kernel", "int", 3), Arg("stride", "int", 1), Arg("dilation", "int", 1),
    Arg("bias", "bool", False), Arg("padding", "int", -1),
    doc="depthwise convolution (groups = channels); the channels pass through",
    shape=lambda a, s: _conv_shape(_dw(a, s), s), params=lambda a, s: _conv_params(_dw(a, s), s),
-   macs=lambda a, s, o: _conv_macs(_dw(a, s), s, o), module=lambda a, s: _conv_module(_dw(a, s), s))
+   macs=lambda a, s, o: _conv_macs(_dw(a, s), s, o), module=lambda a, s: _conv_module(_dw(a, s), s),
+   channels=DEPTHWISE, slicer=ch.slice_conv, keeps_output=False)
 _p("sepconv", Arg("out", "int"), Arg("kernel", "int", 3), Arg("stride", "int", 1), Arg("dilation", "int", 1),
    doc="depthwise then pointwise convolution (no norm or activation between)",
-   shape=_sep_shape, params=_sep_params, macs=_sep_macs, module=_sep_module)
+   shape=_sep_shape, params=_sep_params, macs=_sep_macs, module=_sep_module,
+   channels=PRODUCER, slicer=ch.slice_sepconv, keeps_output=False)
 _p("fact_reduce", Arg("out", "int"),
    doc="DARTS FactorizedReduce: relu, two stride-2 1x1 convs (one shifted by a pixel), concat, bn",
-   shape=_fr_shape, params=_fr_params, macs=_fr_macs, module=_fr_module)
+   shape=_fr_shape, params=_fr_params, macs=_fr_macs, module=_fr_module,
+   channels=Channels("producer", whole=("out",)), slicer=ch.slice_fact_reduce, adapter=ch.adapt_fact_reduce,
+   keeps_output=False)
 _p("bn", Arg("affine", "bool", True), Arg("eps", "float", 1e-5), Arg("momentum", "float", 0.1),
-   doc="batch norm over channels", params=_norm_params, module=_bn_module)
+   doc="batch norm over channels", params=_norm_params, module=_bn_module,
+   channels=PASS, slicer=ch.slice_per_channel, keeps_output=False)
 _p("instancenorm", Arg("affine", "bool", True), doc="instance norm over channels",
    shape=lambda a, s: feature_map(s, "instancenorm"), params=_norm_params,
-   module=lambda a, s: __import__("torch").nn.InstanceNorm2d(s[0][0], affine=a["affine"]))
+   module=lambda a, s: __import__("torch").nn.InstanceNorm2d(s[0][0], affine=a["affine"]),
+   channels=PASS, slicer=ch.slice_per_channel, keeps_output=False)
 _p("layernorm", Arg("affine", "bool", True), doc="layer norm over (C, H, W) with a per-channel affine (GroupNorm(1, C))",
    shape=lambda a, s: feature_map(s, "layernorm"), params=_norm_params,
-   module=lambda a, s: __import__("torch").nn.GroupNorm(1, s[0][0], affine=a["affine"]))
+   module=lambda a, s: __import__("torch").nn.GroupNorm(1, s[0][0], affine=a["affine"]),
+   channels=PASS, slicer=ch.slice_per_channel, keeps_output=False)
 for _act in _ACTIVATIONS:
-    _p(_act, doc=f"{_act} activation", module=lambda a, s, k=_act: activation_module(k))
+    _p(_act, doc=f"{_act} activation", module=lambda a, s, k=_act: activation_module(k), channels=PASS)
 _p("act", Arg("kind", "str", allowed=_ACTS), doc="an activation named by a value: act(kind={relu, hswish})",
-   module=lambda a, s: activation_module(a["kind"]))
+   module=lambda a, s: activation_module(a["kind"]), channels=PASS)
 _p("se", Arg("ratio", "float", 0.25), Arg("divisor", "int", 8), Arg("squeeze", "int", 0),
    Arg("act", "str", "relu", allowed=_ACTS), Arg("gate", "str", "hsigmoid", allowed=_ACTS),
    doc="squeeze-and-excitation (torchvision's): squeeze channels = squeeze if > 0 else "
        "make_divisible(ratio * channels, divisor)",
    shape=lambda a, s: feature_map(s, "se"), params=_se_params,
-   macs=lambda a, s, o: 2 * s[0][0] * se_squeeze(a, s[0][0]), module=_se_module)
+   macs=lambda a, s, o: 2 * s[0][0] * se_squeeze(a, s[0][0]), module=_se_module,
+   channels=PASS, slicer=ch.slice_se, strongest_first=ch.se_strongest_first)
 _p("maxpool", Arg("kernel", "int", 3), Arg("stride", "int", 1), Arg("padding", "int", -1),
-   shape=_pool_shape("maxpool"), module=_maxpool_module)
+   shape=_pool_shape("maxpool"), module=_maxpool_module, channels=PASS)
 _p("avgpool", Arg("kernel", "int", 3), Arg("stride", "int", 1), Arg("padding", "int", -1),
-   Arg("count_include_pad", "bool", False), shape=_pool_shape("avgpool"), module=_avgpool_module)
+   Arg("count_include_pad", "bool", False), shape=_pool_shape("avgpool"), module=_avgpool_module,
+   channels=PASS, keeps_output=False)
 _p("gap", doc="global average pooling to 1x1", shape=lambda a, s: (feature_map(s, "gap")[0], 1, 1),
-   module=lambda a, s: __import__("torch").nn.AdaptiveAvgPool2d(1))
-_p("flatten", shape=lambda a, s: (math.prod(s[0]),), module=lambda a, s: __import__("torch").nn.Flatten(1))
+   module=lambda a, s: __import__("torch").nn.AdaptiveAvgPool2d(1), channels=PASS, keeps_output=False)
+_p("flatten", shape=lambda a, s: (math.prod(s[0]),), module=lambda a, s: __import__("torch").nn.Flatten(1),
+   channels=Channels("pass", order=_flatten_order))
 _p("linear", Arg("out", "int"), Arg("bias", "bool", True), shape=_linear_shape,
    params=lambda a, s: s[0][0] * a["out"] + (a["out"] if a["bias"] else 0),
-   macs=lambda a, s, o: s[0][0] * a["out"], module=_linear_module)
-_p("dropout", Arg("p", "float", 0.0), module=lambda a, s: __import__("torch").nn.Dropout(a["p"]))
-_p("identity", doc="passes its input through")
+   macs=lambda a, s, o: s[0][0] * a["out"], module=_linear_module,
+   channels=PRODUCER, slicer=ch.slice_linear, keeps_output=False)
+_p("dropout", Arg("p", "float", 0.0), module=lambda a, s: __import__("torch").nn.Dropout(a["p"]), channels=PASS)
+_p("identity", doc="passes its input through", channels=PASS)
 _p("zero", Arg("stride", "int", 1), Arg("out", "int", 0),
    doc="zeros (an absent edge); out 0 keeps the channel count, stride subsamples",
-   shape=_zero_shape, module=_module("Zero", stride=lambda a, s: a["stride"], out=lambda a, s: a["out"]))
+   shape=_zero_shape, module=_module("Zero", stride=lambda a, s: a["stride"], out=lambda a, s: a["out"]),
+   channels=lambda a, s, o: PRODUCER if a.get("out") else PASS, slicer=ch.slice_zero)
 _p("shuffle", Arg("groups", "int"), doc="channel shuffle", shape=_shuffle_shape,
-   module=_module("ChannelShuffle", groups=lambda a, s: a["groups"]))
+   module=_module("ChannelShuffle", groups=lambda a, s: a["groups"]), channels=Channels("pass", order=_shuffle_order))

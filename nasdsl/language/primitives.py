@@ -8,13 +8,27 @@ primitive registered here from Python. A primitive declares
     params   its parameter count        macs  its multiply-accumulates (per sample)
     module   a factory for the torch.nn.Module (None: the op passes its input on)
 
-The language checks calls against the arguments alone; the rest is the compiler's,
-which registers the standard set (`nasdsl.compiler.primitives`). Users register
-their own the same way, before loading a space:
+and what the analyses of a built network need to know about the op, so that none
+of them keeps a list of op names:
 
-    from nasdsl import Arg, Primitive, register
+    channels     how its output channels follow from its input's (`Channels`):
+                 channel groups and pruning read it; undeclared, a barrier
+    slicer       cuts its module to kept input and output channels (pruning)
+    adapter      seeds one of its tensors from a parent's of another shape
+                 (weight inheritance); None: the standard one
+    keeps_output whether autograd keeps its output for the backward pass: if not,
+                 the activation after it may work in place
+    strongest_first  orders its inner channels (those no group covers, an SE's
+                 squeeze) strongest first, so a ticket's narrower copy keeps the best
+
+The language checks calls against the arguments alone; the rest is the compiler's,
+which registers the standard set (`nasdsl.compiler.primitives`, with the slicers
+and adapters of `nasdsl.compiler.channels`). Users register their own the same
+way, before loading a space:
+
+    from nasdsl import Arg, Channels, Primitive, register
     register(Primitive("double", (Arg("scale", "float", 2.0),), shape=lambda a, s: s[0],
-                       module=lambda a, s: MyDouble(a["scale"])))
+                       module=lambda a, s: MyDouble(a["scale"]), channels=Channels("pass")))
 """
 
 from __future__ import annotations
@@ -52,6 +66,36 @@ def _zero(args, shapes, out=None):
 
 
 @attrs.frozen
+class Channels:
+    """How an op's output channels follow from its first input's.
+
+    flow   "producer"   new channels, each computed from all input channels (conv, linear)
+           "pass"       the input's channels, in order (bn, relu, pooling), or rearranged by `order`
+           "depthwise"  the input's channels, each through its own filter (dwconv): as
+                        "pass", but the op names their group where no layer before it made them
+           "barrier"    unknown: the channels on both sides stay whole
+    whole  the sides ("in", "out") whose channels must stay whole, e.g. fact_reduce's
+           output, whose two halves come from two convs
+    order  for "pass": (args, in shapes) -> the input position of each output position
+           (a channel shuffle permutes, a flatten repeats each channel per pixel)
+    """
+
+    flow: str
+    whole: tuple = ()
+    order: Callable | None = None
+
+    def __attrs_post_init__(self):
+        if self.flow not in FLOWS:
+            raise ValueError(f"channel flow `{self.flow}` is not one of {', '.join(FLOWS)}")
+        if not set(self.whole) <= {"in", "out"}:
+            raise ValueError(f"the sides kept whole are \"in\" and \"out\", got {self.whole}")
+
+
+FLOWS = ("producer", "pass", "depthwise", "barrier")
+PRODUCER, PASS, DEPTHWISE, BARRIER = (Channels(f) for f in FLOWS)
+
+
+@attrs.frozen
 class Primitive:
     name: str
     args: tuple = ()
@@ -60,9 +104,19 @@ class Primitive:
     params: Callable = _zero
     macs: Callable = _zero  # (args, in shapes, out shape) -> int
     module: Callable | None = None  # (args, in shapes) -> nn.Module; None: passes its input on
+    channels: Channels | Callable = BARRIER  # or (args, in shapes, out shape) -> Channels
+    slicer: Callable | None = None  # (module, input channels kept, output channels kept): cuts it in place
+    # (tensor name, parent's, child's, parent args, child args) -> (tensor, count) | None
+    adapter: Callable | None = None
+    keeps_output: bool = True  # False lets a following activation overwrite the output
+    strongest_first: Callable | None = None  # (its tensors by name) -> the same, inner channels strongest first
 
     def arg(self, name: str) -> Arg | None:
         return next((a for a in self.args if a.name == name), None)
+
+    def channels_of(self, args: dict, in_shapes, shape) -> Channels:
+        """The op's channel flow for these arguments and shapes."""
+        return self.channels if isinstance(self.channels, Channels) else self.channels(args, in_shapes, shape)
 
 
 _REGISTRY: dict[str, Primitive] = {}

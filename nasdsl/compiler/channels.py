@@ -1,0 +1,188 @@
+"""How the standard primitives' modules change width: the slicers pruning calls
+(cut a module to kept input and output channels) and the adapters inheritance
+calls (seed a tensor from a parent's of another shape). Each primitive names its
+own in `nasdsl.compiler.primitives`, so neither analysis lists op names or module
+classes. Torch is imported only when one runs.
+
+A slicer is `(module, input channels kept, output channels kept)` and cuts the
+module in place; it raises NasError (without a path: the caller adds it) for a
+cut the module cannot take. An adapter is `(tensor name, parent's tensor,
+child's tensor, parent args, child args)` and gives `(tensor, how many of its
+elements came from the parent)`, or None where the parent's tensor cannot seed
+the child's.
+"""
+
+from __future__ import annotations
+
+from ..language.errors import NasError
+
+
+def _idx(positions):
+    import torch
+
+    return torch.as_tensor(positions, dtype=torch.long)
+
+
+# ---- slicers ---------------------------------------------------------------------------
+def slice_conv(m, in_keep, out_keep):
+    """An `nn.Conv2d`; a grouped one keeps the same input and output channels."""
+    import torch
+    from torch import nn
+
+    g = m.groups
+    if g == 1:
+        w = m.weight[_idx(out_keep)][:, _idx(in_keep)]
+        m.in_channels, m.out_channels = len(in_keep), len(out_keep)
+    else:  # grouped or depthwise: input and output channels coincide (a "depthwise" flow)
+        if list(in_keep) != list(out_keep):
+            raise NasError("a grouped conv keeps the same input and output channels")
+        per = m.out_channels // g
+        counts = [sum(1 for c in out_keep if c // per == j) for j in range(g)]
+        live = [j for j in range(g) if counts[j]]
+        if len(set(counts[j] for j in live)) != 1:
+            raise NasError(f"a grouped conv must keep as many channels in each of its {g} groups (kept {counts})")
+        blocks = []
+        for j in live:  # each group keeps its own rows and, of its inputs, the same channels
+            mine = [c for c in out_keep if c // per == j]
+            blocks.append(m.weight[_idx(mine)][:, _idx([c - j * per for c in mine])])
+        w = torch.cat(blocks)
+        m.groups = len(live)
+        m.in_channels = m.out_channels = len(out_keep)
+    m.weight = nn.Parameter(w.clone())
+    if m.bias is not None:
+        m.bias = nn.Parameter(m.bias[_idx(out_keep)].clone())
+
+
+def slice_linear(m, in_keep, out_keep):
+    from torch import nn
+
+    m.weight = nn.Parameter(m.weight[_idx(out_keep)][:, _idx(in_keep)].clone())
+    m.in_features, m.out_features = len(in_keep), len(out_keep)
+    if m.bias is not None:
+        m.bias = nn.Parameter(m.bias[_idx(out_keep)].clone())
+
+
+def slice_per_channel(m, in_keep, out_keep):
+    """A module whose own tensors are all per channel along their first dimension
+    (a norm's scale, shift and running statistics; scalars such as a batch count
+    stay); its `num_features` or `num_channels`, if it has one, follows."""
+    from torch import nn
+
+    keep = _idx(out_keep)
+    for name, p in list(m.named_parameters(recurse=False)):
+        setattr(m, name, nn.Parameter(p[keep].clone()))
+    for name, b in list(m.named_buffers(recurse=False)):
+        if b.dim() >= 1:
+            setattr(m, name, b[keep].clone())
+    for count in ("num_features", "num_channels"):
+        if hasattr(m, count):
+            setattr(m, count, len(out_keep))
+
+
+def slice_sepconv(m, in_keep, out_keep):
+    """A sepconv's `Sequential(depthwise, pointwise)`."""
+    slice_conv(m[0], in_keep, in_keep)
+    slice_conv(m[1], in_keep, out_keep)
+
+
+def slice_fact_reduce(m, in_keep, out_keep):
+    """A FactorizedReduce: its inputs only (its output stays whole, see its Channels)."""
+    for conv in (m.conv_1, m.conv_2):
+        slice_conv(conv, in_keep, list(range(conv.out_channels)))
+
+
+def slice_se(m, in_keep, out_keep):
+    """A SqueezeExcitation: the channels it scales (its squeeze width stays)."""
+    from torch import nn
+
+    keep = _idx(in_keep)
+    m.fc1.weight = nn.Parameter(m.fc1.weight[:, keep].clone())
+    m.fc1.in_channels = len(in_keep)
+    m.fc2.weight = nn.Parameter(m.fc2.weight[keep].clone())
+    m.fc2.bias = nn.Parameter(m.fc2.bias[keep].clone())
+    m.fc2.out_channels = len(in_keep)
+
+
+def slice_zero(m, in_keep, out_keep):
+    if m.out:
+        m.out = len(out_keep)
+
+
+# ---- adapters --------------------------------------------------------------------------
+def resize(theirs, mine, blocks: int = 1) -> tuple:
+    """(the child's tensor seeded from the parent's, how many of its elements came
+    from the parent). Channel dims (0 and 1) take the parent's first k; spatial dims
+    are aligned at the centre, with zeros where a larger kernel has no parent value.
+    `blocks`: dim 0 is that many concatenated parts, each mapped to its own
+    (FactorizedReduce's batch norm covers two convs' outputs)."""
+    import torch
+
+    if theirs.shape == mine.shape:
+        return theirs.clone(), theirs.numel()
+    out = mine.detach().clone()
+    child_index, parent_index = [], []
+    for d, (p, c) in enumerate(zip(theirs.shape, mine.shape)):
+        if d >= 2:  # spatial: centre-aligned
+            n = min(p, c)
+            child_index.append(torch.arange(n) + (c - n) // 2)
+            parent_index.append(torch.arange(n) + (p - n) // 2)
+        elif d == 0 and blocks > 1 and p % blocks == 0 and c % blocks == 0:
+            n = min(p, c) // blocks
+            child_index.append(torch.cat([b * (c // blocks) + torch.arange(n) for b in range(blocks)]))
+            parent_index.append(torch.cat([b * (p // blocks) + torch.arange(n) for b in range(blocks)]))
+        else:  # channels: the first k
+            n = min(p, c)
+            child_index.append(torch.arange(n))
+            parent_index.append(torch.arange(n))
+    count = 1
+    for index in child_index:
+        count *= len(index)
+    if count == 0:
+        return out, 0
+    device = mine.device
+    child_index = [i.to(device) for i in child_index]
+    parent_index = [i.to(device) for i in parent_index]
+    if mine.dim() > 2 and tuple(theirs.shape[2:]) != tuple(mine.shape[2:]):
+        # the shared channels' kernels become the parent's, zero-padded: clear them first
+        channels = _grid(child_index[:2] + [torch.arange(n, device=device) for n in mine.shape[2:]])
+        out[channels] = 0
+    out[_grid(child_index)] = theirs[_grid(parent_index)]
+    return out, count
+
+
+def _grid(indices: list) -> tuple:
+    """Index tensors that broadcast to the outer product of `indices` (numpy's ix_)."""
+    n = len(indices)
+    return tuple(index.view(*([1] * d), -1, *([1] * (n - d - 1))) for d, index in enumerate(indices))
+
+
+def adapt(name, theirs, mine, parent_args, child_args):
+    """The standard adapter: `resize`."""
+    return resize(theirs, mine)
+
+
+def adapt_conv(name, theirs, mine, parent_args, child_args):
+    """A conv's weight is fresh where its grouping changed: from or to grouped, or to
+    another group width, its input channels do not line up."""
+    if name == "weight":
+        grouped_p, grouped_c = parent_args.get("groups", 1) > 1, child_args.get("groups", 1) > 1
+        if grouped_p != grouped_c or (grouped_c and theirs.shape[1] != mine.shape[1]):
+            return None
+    return resize(theirs, mine)
+
+
+def adapt_fact_reduce(name, theirs, mine, parent_args, child_args):
+    """Its batch norm's two halves follow its two convs."""
+    return resize(theirs, mine, blocks=2 if name.startswith("bn.") else 1)
+
+
+# ---- inner channels ----------------------------------------------------------------------
+def se_strongest_first(tensors: dict) -> dict:
+    """A SqueezeExcitation's tensors with its squeeze channels strongest first
+    (|fc1 row| x |fc2 column|); the order does not change what it computes."""
+    import torch
+
+    fc1, fc2 = tensors["fc1.weight"], tensors["fc2.weight"]
+    strength = fc1.abs().flatten(1).sum(1) * fc2.abs().flatten(1).sum(0)
+    order = torch.argsort(strength, descending=True, stable=True)
+    return {**tensors, "fc1.weight": fc1[order], "fc1.bias": tensors["fc1.bias"][order], "fc2.weight": fc2[:, order]}
