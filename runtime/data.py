@@ -270,23 +270,33 @@ def _idx_file(root: Path, stem: str) -> Path:
     raise DataError(f"{root / stem}.gz: no such file", f"{root} should hold the four idx files (gzip or plain)")
 
 
+MAX_IDX_BYTES = 2**31  # what an idx header may declare (Fashion-MNIST's largest file holds 47 MB)
+
+
 def _read_idx(path: Path, ndim: int) -> np.ndarray:
-    """An idx file of unsigned bytes: magic 00 00 08 ndim, ndim big-endian sizes, then the data."""
-    try:
-        data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    except (OSError, EOFError, zlib.error) as e:
-        raise DataError(f"{path}: cannot read: {e}", "the file is damaged; reinstall or copy it again") from None
+    """An idx file of unsigned bytes: magic 00 00 08 ndim, ndim big-endian sizes, then
+    the data. The header is read first and the data only up to the size it declares
+    (itself bounded), so a small file that decompresses to gigabytes cannot fill memory."""
     header = 4 + 4 * ndim
-    if len(data) < header or data[:4] != bytes([0, 0, _IDX_UBYTE, ndim]):
-        raise DataError(f"{path}: not an idx file of bytes with {ndim} dimension(s) "
-                        f"(starts with {data[:4].hex() or 'nothing'}, expected 000008{ndim:02x})")
-    dims = struct.unpack(f">{ndim}I", data[4:header])
-    expected = header + math.prod(dims)
-    if len(data) != expected:
-        what = "truncated" if len(data) < expected else "longer than its header says"
-        raise DataError(f"{path}: {what}: {len(data)} bytes, its header {dims} needs {expected}",
+    try:
+        with (gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")) as f:
+            head = f.read(header)
+            if len(head) < header or head[:4] != bytes([0, 0, _IDX_UBYTE, ndim]):
+                raise DataError(f"{path}: not an idx file of bytes with {ndim} dimension(s) "
+                                f"(starts with {head[:4].hex() or 'nothing'}, expected 000008{ndim:02x})")
+            dims = struct.unpack(f">{ndim}I", head[4:header])
+            size = math.prod(dims)
+            if size > MAX_IDX_BYTES:
+                raise DataError(f"{path}: its header {dims} declares {size:,} bytes; at most {MAX_IDX_BYTES:,} "
+                                "are read", "the file is damaged; reinstall or copy it again")
+            data = f.read(size + 1)
+    except (OSError, EOFError, zlib.error, gzip.BadGzipFile) as e:
+        raise DataError(f"{path}: cannot read: {e}", "the file is damaged; reinstall or copy it again") from None
+    if len(data) != size:
+        what = f"truncated: {header + len(data)} bytes" if len(data) < size else "longer than its header says"
+        raise DataError(f"{path}: {what}, its header {dims} needs {header + size}",
                         "the file is damaged; reinstall or copy it again")
-    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
+    return np.frombuffer(data, dtype=np.uint8).reshape(dims)
 
 
 # --- CIFAR ------------------------------------------------------------------------------
@@ -314,7 +324,13 @@ def _cifar_file(path: Path, key: str, classes: int) -> tuple[np.ndarray, np.ndar
         with path.open("rb") as f:
             batch = _ArrayUnpickler(f, encoding="bytes").load()
         batch = {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
-        x, y = np.asarray(batch["data"]), np.asarray(batch[key], dtype=np.int64)
+        x, y = batch["data"], batch[key]
+        # check the types before converting: a small pickle of shared references (one list
+        # referenced a million times) would otherwise expand to gigabytes in np.asarray
+        if not isinstance(x, np.ndarray) or not isinstance(y, (list, np.ndarray)) or len(y) != len(x) or \
+                (isinstance(y, list) and not all(type(v) is int for v in y)):
+            raise ValueError("`data` must be an array and the labels one int per image")
+        y = np.asarray(y, dtype=np.int64)
     except Exception as e:  # a damaged pickle can fail in many ways; all mean the same to the user
         raise DataError(f"{path}: not a CIFAR batch: {type(e).__name__}: {e}",
                         "expected a pickled dict with `data` and labels") from None

@@ -3,6 +3,7 @@ to tmp_path for the idx, CIFAR and image-folder formats and their failures."""
 
 import gzip
 import pickle
+import time
 import struct
 from pathlib import Path
 
@@ -206,6 +207,37 @@ def test_cifar_refuses_pickles_that_run_code(tmp_path):
     with pytest.raises(DataError, match="data_batch_3: not a CIFAR batch.*refusing"):
         load(f"cifar10:{tmp_path}")
     assert not marker.exists()
+
+
+def test_a_pickle_of_shared_references_is_refused_before_it_expands(tmp_path):
+    """531 KB of pickle can hold one list referenced a million times; np.asarray would
+    make it gigabytes. The batch's types are checked first."""
+    write_cifar(tmp_path)
+    row = list(range(3072))
+    (tmp_path / "data_batch_2").write_bytes(pickle.dumps({b"data": [row] * 100_000, b"labels": [0] * 100_000}))
+    start = time.process_time()
+    with pytest.raises(DataError, match="data_batch_2: not a CIFAR batch.*must be an array"):
+        load(f"cifar10:{tmp_path}")
+    assert time.process_time() - start < 10
+
+
+def test_an_idx_file_is_read_only_as_far_as_its_header_declares(tmp_path):
+    """A small gzip of a huge stream (a zip bomb): reading stops one byte past what the
+    header declares, and a header that declares too much is refused unread."""
+    write_idx_set(tmp_path)
+    labels = tmp_path / "train-labels-idx1-ubyte.gz"
+    header = b"\x00\x00\x08\x01" + (200).to_bytes(4, "big")
+    with gzip.open(labels, "wb") as f:
+        f.write(header + bytes(200))
+        for _ in range(64):  # 1 GiB of zeros after the data, a 1 MB file
+            f.write(bytes(2**24))
+    start = time.process_time()
+    with pytest.raises(DataError, match="train-labels-idx1-ubyte.gz: longer than its header says"):
+        load(f"mnist:{tmp_path}")
+    assert time.process_time() - start < 10
+    labels.write_bytes(gzip.compress(b"\x00\x00\x08\x01" + (2**32 - 1).to_bytes(4, "big")))
+    with pytest.raises(DataError, match="declares 4,294,967,295 bytes; at most"):
+        load(f"mnist:{tmp_path}")
 
 
 def test_cifar_missing_batch(tmp_path):
