@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from .algorithms import living_population
@@ -41,19 +42,35 @@ def write_report(store: Store, out) -> dict:
 def plot_pareto(done: list[Trial], path: Path) -> None:
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.4), sharey=True, layout="constrained")
     for ax, cost, label in ((axes[0], "macs", "MACs"), (axes[1], "params", "parameters")):
         ax.scatter([getattr(t, cost) for t in done], [t.val_acc for t in done], s=14, color="0.6", label="trials")
         front = pareto_front(done, cost)
         ax.step([getattr(t, cost) for t in front], [t.val_acc for t in front], where="post", color="C3",
                 marker="o", markersize=4, label="Pareto front")
-        ax.set_xscale("log")
+        _cost_axis(ax, [getattr(t, cost) for t in done])
         ax.set_xlabel(label)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("validation accuracy")
-    axes[0].legend(loc="lower right")
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=2)  # off the points
     fig.suptitle(f"{len(done)} trained architectures: accuracy against cost")
     save(fig, path)
+
+
+def _cost_axis(ax, values) -> None:
+    """A cost axis that reads at a glance: log scale only over a factor of 10 or more,
+    a few ticks written as 120k or 3.4M, and no labelled minor ticks to overlap."""
+    from matplotlib import ticker
+
+    positive = [v for v in values if v > 0]
+    if positive and max(positive) >= 10 * min(positive):
+        ax.set_xscale("log")
+        decades = math.log10(max(positive) / min(positive))
+        ax.xaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0) if decades < 2 else (1.0,)))
+        ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+    else:
+        ax.xaxis.set_major_locator(ticker.MaxNLocator(5))
+    ax.xaxis.set_major_formatter(ticker.EngFormatter(sep=""))
 
 
 def plot_progress(trials: list[Trial], path: Path) -> None:
@@ -133,7 +150,13 @@ def plot_lineage(done: list[Trial], path: Path) -> None:
         points = ax.scatter([place[t.id][0] for t in done], [place[t.id][1] for t in done],
                             c=[t.val_acc for t in done], s=[20 + 180 * t.params / largest for t in done],
                             cmap="viridis", zorder=3)
+        for t in done:  # the trial id, as `nasdsl trials` lists it
+            ax.annotate(str(t.id), place[t.id], xytext=(7, 4), textcoords="offset points", fontsize=8)
         fig.colorbar(points, ax=ax, label="validation accuracy")
+    from matplotlib import ticker
+
+    ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))  # whole generations; tickets sit between
+    ax.margins(x=0.06, y=0.12)  # room for the ids at the edges
     ax.set_xlabel("generations from a random ancestor (a ticket: +0.5)")
     ax.set_yticks([])
     save(fig, path)
@@ -143,7 +166,8 @@ def save(fig, path: Path) -> None:
     """Every figure of the report: laid out, written at one resolution, and closed."""
     import matplotlib.pyplot as plt
 
-    fig.tight_layout()
+    if fig.get_layout_engine() is None:
+        fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 

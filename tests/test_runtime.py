@@ -462,3 +462,26 @@ def test_the_ray_executor_runs_a_search_on_a_local_cluster(tmp_path, capsys):
                "--executor", "ray", "--algorithm", "random", "--json")
     assert code == 0, capsys.readouterr().err
     assert [t["status"] for t in trials_of(store)] == ["done"] * 3
+
+
+@pytest.mark.parametrize("low, high", [(1.1e5, 2.4e5), (3e3, 4e7), (5e5, 5.2e5)])
+def test_report_cost_axes_have_labels_that_do_not_overlap(low, high):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from nasdsl.runtime.report import _cost_axis
+
+    fig, ax = plt.subplots(figsize=(5, 4))
+    values = [low + (high - low) * k / 9 for k in range(10)]
+    ax.scatter(values, range(10))
+    _cost_axis(ax, values)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    left, right = ax.get_xlim()
+    labels = [t for t in ax.get_xticklabels(which="both") if t.get_text() and left <= t.get_position()[0] <= right]
+    boxes = sorted((t.get_window_extent(renderer) for t in labels), key=lambda b: b.x0)
+    plt.close(fig)
+    assert len(boxes) >= 2
+    assert all(a.x1 < b.x0 for a, b in zip(boxes, boxes[1:])), [t.get_text() for t in labels]
