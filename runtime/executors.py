@@ -19,6 +19,7 @@ import threading
 import time
 
 from nasdsl.language.errors import NasError
+from nasdsl.language.primitives import load_plugins, plugins_of_this_run
 
 EXECUTORS = ("local", "ray")
 
@@ -68,6 +69,7 @@ def _init_worker(slots, threads: int) -> None:
     """Runs once in each new worker: die with the search, claim a GPU (if any) and a
     share of the cores."""
     _die_with_parent()
+    load_plugins(plugins_of_this_run())  # the primitives `--plugin` registered in the search process
     gpu = slots.get()
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)

@@ -220,9 +220,9 @@ def test_debug_shows_the_traceback(capsys):
     assert "Traceback" in capsys.readouterr().err
 
 
-def _nasdsl(*argv, **kwargs):
+def _nasdsl(*argv, timeout=60, **kwargs):
     return subprocess.run([sys.executable, "-m", "nasdsl", *argv], capture_output=True, text=True,
-                          timeout=60, **kwargs)
+                          timeout=timeout, **kwargs)
 
 
 def test_entry_point_json():
@@ -298,3 +298,46 @@ def test_sample_streams_its_lines_and_bounds_what_one_json_object_holds(capsys):
     assert [line.strip() for line in first] == [d.text for d in nasdsl.load(NB201).samples(3, seed=0)]
     assert main(["sample", NB201, "-n", str(10**12), "--json"]) == 2
     assert "at most 100000 derivations" in json.loads(capsys.readouterr().out)["error"]["message"]
+
+
+def test_the_primitive_list_in_docs_is_the_registry():
+    """docs/primitives.md is written by `nasdsl show --primitives --markdown`; it cannot drift."""
+    result = _nasdsl("show", "--primitives", "--markdown")
+    assert result.returncode == 0
+    assert (Path(__file__).resolve().parent.parent / "docs" / "primitives.md").read_text() == result.stdout
+
+
+PLUGIN = """
+import nasdsl
+from torch import nn
+nasdsl.register(nasdsl.Primitive("plugin_double", doc="twice the input", shape=lambda a, s: s[0],
+                                 module=lambda a, s: nn.Identity(), channels=nasdsl.Channels("pass")))
+"""
+
+
+def test_a_plugin_registers_primitives_for_one_command(tmp_path):
+    plugin = tmp_path / "myprims.py"
+    plugin.write_text(PLUGIN)
+    space = tmp_path / "p.nas"
+    space.write_text("space p\nnetwork = conv(out=8) plugin_double gap flatten linear(10)\n")
+    assert "unknown rule or primitive `plugin_double`" in _nasdsl("count", str(space)).stderr
+    for argv in (["count", str(space), "--plugin", str(plugin)], ["--plugin", str(plugin), "count", str(space)]):
+        result = _nasdsl(*argv, "--json")
+        assert result.returncode == 0 and json.loads(result.stdout)["count"] == 1, result.stderr
+    (tmp_path / "labprims.py").write_text(PLUGIN)  # by module name, from the working folder
+    assert _nasdsl("compile", str(space), "--seed", "0", "--plugin", "labprims", cwd=tmp_path).returncode == 0
+    bad = _nasdsl("count", str(space), "--plugin", "no_such_module_here")
+    assert bad.returncode == 1 and "--plugin no_such_module_here: cannot import it" in bad.stderr
+
+
+def test_a_searchs_workers_import_its_plugins(tmp_path):
+    plugin = tmp_path / "myprims.py"
+    plugin.write_text(PLUGIN)
+    space = tmp_path / "p.nas"
+    space.write_text("space p(in_channels: int = 1, num_classes: int = 10)\n"
+                     "network = conv(out=8) plugin_double gap flatten linear(num_classes)\n")
+    result = _nasdsl("search", str(space), "--plugin", str(plugin), "--dataset", "digits", "--epochs", "1",
+                     "--limit", "200", "--trials", "1", "--algorithm", "random", "--store", str(tmp_path / "s.db"),
+                     "--json", timeout=240)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["finished"] == 1

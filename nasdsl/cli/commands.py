@@ -26,6 +26,7 @@ from ..compiler import primitives
 from ..compiler.space import load
 from ..language.errors import NasError
 from ..language.expr import show
+from ..language.primitives import load_plugins
 from ..space.derivation import distance
 from .common import (
     EXIT_BAD_INPUT,
@@ -103,9 +104,14 @@ def cmd_sample(args) -> int:
 def cmd_show(args) -> int:
     if args.primitives == (args.file is not None):
         raise UsageError("give a space FILE or --primitives (not both)")
+    if args.markdown and not args.primitives:
+        raise UsageError("--markdown goes with --primitives")
     if args.primitives:
-        emit(args, {"primitives": [primitive_info(p) for p in map(primitives.get, primitives.names())]},
-             render_primitives)
+        data = {"primitives": [primitive_info(p) for p in map(primitives.get, primitives.names())]}
+        if args.markdown:
+            print(primitives_markdown(data), end="")
+        else:
+            emit(args, data, render_primitives)
         return EXIT_OK
     space = load_space(args)
     counts = {} if space.is_library else space.rule_counts()
@@ -161,12 +167,27 @@ def primitive_info(p) -> dict:
 def render_primitives(console, data):
     table = Table("primitive", "arguments", "about")
     for p in data["primitives"]:
-        args = []
-        for a in p["args"]:
-            text = f"{a['name']}: {a['type']}" + ("" if a["required"] else f" = {show(a['default'])}")
-            args.append(text + (f" in {{{', '.join(a['allowed'])}}}" if a["allowed"] else ""))
-        table.add_row(p["name"], "\n".join(args), p["doc"])
+        table.add_row(p["name"], "\n".join(map(_argument_text, p["args"])), p["doc"])
     console.print(table)
+
+
+def _argument_text(a: dict) -> str:
+    text = f"{a['name']}: {a['type']}" + ("" if a["required"] else f" = {show(a['default'])}")
+    return text + (f" in {{{', '.join(a['allowed'])}}}" if a["allowed"] else "")
+
+
+def primitives_markdown(data: dict) -> str:
+    """docs/primitives.md: the registry as a table (`nasdsl show --primitives --markdown`;
+    a test keeps the file equal to it, so the list cannot drift from the code)."""
+    lines = ["# Primitives", "",
+             "The terminals a space file may call, as registered (`nasdsl show --primitives`).",
+             "Written by `nasdsl show --primitives --markdown > docs/primitives.md`; add your own",
+             "as [docs/language.md](language.md#your-own-primitives) shows.", "",
+             "| primitive | arguments | about |", "|---|---|---|"]
+    for p in data["primitives"]:
+        args = "<br>".join(f"`{_argument_text(a)}`" for a in p["args"]) or "-"
+        lines.append(f"| `{p['name']}` | {args} | {p['doc'].replace('|', '&#124;')} |")
+    return "\n".join(lines) + "\n"
 
 
 # ---- mutate -----------------------------------------------------------------------
@@ -335,6 +356,9 @@ def build_parser() -> argparse.ArgumentParser:
     debug = argparse.ArgumentParser(add_help=False)
     debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                        help="show Python tracebacks")
+    debug.add_argument("--plugin", action="append", default=argparse.SUPPRESS, metavar="MODULE",
+                       help="import MODULE (a module name or a .py file) first, e.g. to register primitives "
+                            "(repeatable)")
     output = argparse.ArgumentParser(add_help=False)
     output.add_argument("--json", action="store_true", help="print one JSON object to stdout")
     space = argparse.ArgumentParser(add_help=False)
@@ -343,6 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="nasdsl", description="Check, count, sample and explore NAS search spaces.")
     parser.add_argument("--debug", action="store_true", help="show Python tracebacks")
+    parser.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                        help="import MODULE (a module name or a .py file) first, e.g. to register primitives")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name, run, help, parents):
@@ -366,6 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
     show_ = command("show", cmd_show, "a space's parameters, rules, counts and presets", [space])
     show_.add_argument("file", nargs="?", metavar="FILE")
     show_.add_argument("--primitives", action="store_true", help="list the registered primitives instead")
+    show_.add_argument("--markdown", action="store_true", help="with --primitives: as docs/primitives.md has it")
 
     mutate = command("mutate", cmd_mutate, "mutate a derivation and report each child's distance", [space])
     mutate.add_argument("file", metavar="FILE")
@@ -421,6 +448,7 @@ def main(argv: list[str] | None = None) -> int:
     on_main_thread = threading.current_thread() is threading.main_thread()  # where signals can be set
     previous = signal.signal(signal.SIGTERM, _terminate) if on_main_thread else None
     try:
+        load_plugins(args.plugin)
         code = args.run(args)
         sys.stdout.flush()  # a closed pipe must show up here, not at interpreter exit
         return code

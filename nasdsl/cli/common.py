@@ -44,3 +44,4 @@ def json_value(value):
     """A parameter or argument value as JSON: native scalars; a shared rule's
     unbound (symbolic) parameter is null."""
     return None if value is SYMBOLIC else value
+

@@ -31,6 +31,7 @@ from ..language.errors import NasError
 from ..language.primitives import BARRIER
 from . import primitives
 
+
 @attrs.frozen
 class Group:
     """Channels that are removed together.

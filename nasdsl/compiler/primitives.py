@@ -13,8 +13,21 @@ from __future__ import annotations
 import math
 
 from ..language.expr import make_divisible
-from ..language.primitives import (BARRIER, DEPTHWISE, PASS, PRODUCER, REQUIRED, TYPES, Arg, Channels, Primitive,
-                                   ShapeError, get, names, register)
+from ..language.primitives import (
+    BARRIER,
+    DEPTHWISE,
+    PASS,
+    PRODUCER,
+    REQUIRED,
+    TYPES,
+    Arg,
+    Channels,
+    Primitive,
+    ShapeError,
+    get,
+    names,
+    register,
+)
 from . import channels as ch
 
 __all__ = ["BARRIER", "DEPTHWISE", "PASS", "PRODUCER", "REQUIRED", "TYPES", "Arg", "Channels", "Primitive",

@@ -37,6 +37,8 @@ from typing import Callable
 
 import attrs
 
+from .errors import NasError
+
 REQUIRED = object()
 TYPES = ("int", "float", "bool", "str")
 
@@ -139,3 +141,43 @@ def get(name: str) -> Primitive | None:
 
 def names() -> list[str]:
     return sorted(_REGISTRY)
+
+
+PLUGINS_VARIABLE = "NASDSL_PLUGINS"  # carries --plugin to the search's worker processes
+
+
+def load_plugins(names) -> None:
+    """Import what `--plugin` names: a module name (`mylab.primitives`) or a `.py`
+    file. Code runs only because the user asked for it on the command line; a space
+    file can never ask for it. The names are kept in the environment, so that the
+    worker processes of a search import them too (`nasdsl.runtime.executors`), and `plugins_of_this_run` gives them back."""
+    import importlib
+    import importlib.util
+    import os
+    from pathlib import Path
+
+    for name in names:
+        try:
+            if name.endswith(".py"):
+                path = Path(name).resolve()
+                spec = importlib.util.spec_from_file_location(f"nasdsl_plugin_{path.stem}", path)
+                if spec is None or not path.is_file():
+                    raise ImportError(f"no file {path}")
+                module = importlib.util.module_from_spec(spec)
+                spec.loader.exec_module(module)
+            else:
+                importlib.import_module(name)
+        except Exception as err:  # a plugin is the user's code: any failure is theirs to see
+            raise NasError(f"--plugin {name}: cannot import it: {type(err).__name__}: {err}",
+                           hint="give an importable module name or the path of a .py file") from None
+    if names:
+        known = plugins_of_this_run()
+        resolved = [str(Path(n).resolve()) if n.endswith(".py") else n for n in names]
+        os.environ[PLUGINS_VARIABLE] = os.pathsep.join(dict.fromkeys(known + resolved))
+
+
+def plugins_of_this_run() -> list[str]:
+    """The plugins `load_plugins` imported in this process or its parent search."""
+    import os
+
+    return [n for n in os.environ.get(PLUGINS_VARIABLE, "").split(os.pathsep) if n]
