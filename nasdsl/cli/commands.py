@@ -159,7 +159,8 @@ def primitive_info(p) -> dict:
         "name": p.name,
         "args": [{"name": a.name, "type": a.type, "required": a.required,
                   "default": None if a.required else a.default,
-                  "allowed": list(a.allowed) if a.allowed else None} for a in p.args],
+                  "allowed": list(a.allowed) if a.allowed else None, "low": a.low, "high": a.high}
+                 for a in p.args],
         "doc": p.doc,
     }
 
@@ -173,6 +174,10 @@ def render_primitives(console, data):
 
 def _argument_text(a: dict) -> str:
     text = f"{a['name']}: {a['type']}" + ("" if a["required"] else f" = {show(a['default'])}")
+    if a["low"] is not None and a["high"] is not None:
+        text += f" in [{show(a['low'])}, {show(a['high'])}]"
+    elif a["low"] is not None or a["high"] is not None:
+        text += f" >= {show(a['low'])}" if a["low"] is not None else f" <= {show(a['high'])}"
     return text + (f" in {{{', '.join(a['allowed'])}}}" if a["allowed"] else "")
 
 

@@ -299,7 +299,7 @@ _p("fact_reduce", Arg("out", "int"),
    shape=_fr_shape, params=_fr_params, macs=_fr_macs, module=_fr_module,
    channels=Channels("producer", whole=("out",)), slicer=ch.slice_fact_reduce, adapter=ch.adapt_fact_reduce,
    keeps_output=False)
-_p("bn", Arg("affine", "bool", True), Arg("eps", "float", 1e-5), Arg("momentum", "float", 0.1),
+_p("bn", Arg("affine", "bool", True), Arg("eps", "float", 1e-5, low=0), Arg("momentum", "float", 0.1, low=0, high=1),
    doc="batch norm over channels", params=_norm_params, module=_bn_module,
    channels=PASS, slicer=ch.slice_per_channel, keeps_output=False)
 _p("instancenorm", Arg("affine", "bool", True), doc="instance norm over channels",
@@ -314,7 +314,7 @@ for _act in _ACTIVATIONS:
     _p(_act, doc=f"{_act} activation", module=lambda a, s, k=_act: activation_module(k), channels=PASS)
 _p("act", Arg("kind", "str", allowed=_ACTS), doc="an activation named by a value: act(kind={relu, hswish})",
    module=lambda a, s: activation_module(a["kind"]), channels=PASS)
-_p("se", Arg("ratio", "float", 0.25), Arg("divisor", "int", 8), Arg("squeeze", "int", 0),
+_p("se", Arg("ratio", "float", 0.25, low=0), Arg("divisor", "int", 8, low=1), Arg("squeeze", "int", 0, low=0),
    Arg("act", "str", "relu", allowed=_ACTS), Arg("gate", "str", "hsigmoid", allowed=_ACTS),
    doc="squeeze-and-excitation (torchvision's): squeeze channels = squeeze if > 0 else "
        "make_divisible(ratio * channels, divisor)",
@@ -334,9 +334,9 @@ _p("linear", Arg("out", "int"), Arg("bias", "bool", True), shape=_linear_shape,
    params=lambda a, s: s[0][0] * a["out"] + (a["out"] if a["bias"] else 0),
    macs=lambda a, s, o: s[0][0] * a["out"], module=_linear_module,
    channels=PRODUCER, slicer=ch.slice_linear, keeps_output=False)
-_p("dropout", Arg("p", "float", 0.0), module=lambda a, s: __import__("torch").nn.Dropout(a["p"]), channels=PASS)
+_p("dropout", Arg("p", "float", 0.0, low=0, high=1), module=lambda a, s: __import__("torch").nn.Dropout(a["p"]), channels=PASS)
 _p("identity", doc="passes its input through", channels=PASS)
-_p("zero", Arg("stride", "int", 1), Arg("out", "int", 0),
+_p("zero", Arg("stride", "int", 1, low=1), Arg("out", "int", 0, low=0),
    doc="zeros (an absent edge); out 0 keeps the channel count, stride subsamples",
    shape=_zero_shape, module=_module("Zero", stride=lambda a, s: a["stride"], out=lambda a, s: a["out"]),
    channels=lambda a, s, o: PRODUCER if a.get("out") else PASS, slicer=ch.slice_zero)

@@ -53,10 +53,22 @@ class Arg:
     type: str  # one of TYPES
     default: object = REQUIRED
     allowed: tuple | None = None  # for "str": the symbols accepted
+    low: float | None = None  # for numbers: the least value accepted (inclusive)
+    high: float | None = None  # ... and the greatest
 
     @property
     def required(self) -> bool:
         return self.default is REQUIRED
+
+    def problem(self, value) -> str | None:
+        """Why `value` (already of the declared type) is not accepted, or None."""
+        if self.allowed and value not in self.allowed:
+            return f"takes one of {', '.join(self.allowed)}"
+        if self.low is not None and value < self.low or self.high is not None and value > self.high:
+            low = "" if self.low is None else f"at least {self.low:g}"
+            high = "" if self.high is None else f"at most {self.high:g}"
+            return f"must be {' and '.join(filter(None, (low, high)))}"
+        return None
 
 
 def _same(args, shapes):

@@ -32,8 +32,13 @@ def argument_value(value, decl, prim: str, path: str):
     accepted for an int (`8 * 0.5`), anything else is an error naming the path."""
     actual = type_name(value)
     if actual == decl.type or (decl.type == "float" and actual == "int"):
-        return float(value) if decl.type == "float" else value
-    if decl.type == "int" and actual == "float" and value == int(value):
-        return int(value)
-    raise NasError(f"`{path}`: argument `{decl.name}` of `{prim}` is {decl.type}, got `{show(value)}` ({actual})",
-                   None, "round it: int(...), round(...) or make_divisible(...)" if decl.type == "int" else None)
+        value = float(value) if decl.type == "float" else value
+    elif decl.type == "int" and actual == "float" and value == int(value):
+        value = int(value)
+    else:
+        raise NasError(f"`{path}`: argument `{decl.name}` of `{prim}` is {decl.type}, got `{show(value)}` ({actual})",
+                       None, "round it: int(...), round(...) or make_divisible(...)" if decl.type == "int" else None)
+    problem = decl.problem(value)
+    if problem:
+        raise NasError(f"`{path}`: argument `{decl.name}` of `{prim}` {problem}, got `{show(value)}`")
+    return value
