@@ -157,8 +157,11 @@ def test_show_human(capsys):
 def test_show_primitives(capsys):
     code, data = run_json(capsys, "show", "--primitives")
     conv = next(p for p in data["primitives"] if p["name"] == "conv")
-    assert conv["args"][0] == {"name": "out", "type": "int", "required": True, "default": None, "allowed": None}
-    assert {"name": "kernel", "type": "int", "required": False, "default": 3, "allowed": None} in conv["args"]
+    none = {"allowed": None, "low": None, "high": None}
+    assert conv["args"][0] == {"name": "out", "type": "int", "required": True, "default": None, **none}
+    assert {"name": "kernel", "type": "int", "required": False, "default": 3, **none} in conv["args"]
+    dropout = next(p for p in data["primitives"] if p["name"] == "dropout")
+    assert (dropout["args"][0]["low"], dropout["args"][0]["high"]) == (0, 1)
     assert main(["show", "--primitives"]) == 0
     assert "sepconv" in capsys.readouterr().out
 

@@ -378,3 +378,13 @@ def test_control_and_bidi_characters_from_a_file_are_escaped_in_errors():
     shown = str(info.value)
     assert "\x1b" not in shown and "\u202e" not in shown
     assert "    network = conv(out=\\x1b[31m\\u202e)\n" + " " * 23 + "^" in shown
+
+
+@pytest.mark.parametrize("call, message", [
+    ("dropout(p=2.0)", "argument `p` of `dropout` must be at least 0 and at most 1, got `2.0`"),
+    ("se(divisor=0)", "argument `divisor` of `se` must be at least 1, got `0`"),
+])
+def test_a_primitive_argument_outside_its_range_is_a_clear_error(call, message):
+    space = nasdsl.loads(H + f"network = conv(out=8) {call}\n")
+    with pytest.raises(NasError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        space.compile(space.sample(seed=0))
