@@ -31,6 +31,7 @@ from .common import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_USAGE,
+    CommandParser,
     UsageError,
     emit,
     json_value,
@@ -330,7 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="nasdsl", description="Check, count, sample and explore NAS search spaces.")
     parser.add_argument("--debug", action="store_true", help="show Python tracebacks")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                     parser_class=CommandParser)
 
     def command(name, run, help, parents):
         sub = commands.add_parser(name, help=help, description=help, parents=[debug, output, *parents])
