@@ -83,7 +83,7 @@ def flag_argument(taken: list, positive_int) -> dict:
     """add_argument's keywords for a setting, by the type of its default: a bool's flag
     stores the opposite of its default, a tuple is a comma-separated list."""
     field = taken[0][1]
-    help = field.metadata["help"]
+    help = field.metadata.get("help", "")
     if isinstance(field.default, bool):
         return {"action": "store_const", "const": not field.default, "help": help}
     shown = {name: ",".join(map(str, f.default)) if isinstance(f.default, tuple) else str(f.default)
@@ -91,7 +91,7 @@ def flag_argument(taken: list, positive_int) -> dict:
     default = next(iter(shown.values())) if len(set(shown.values())) == 1 else \
         ", ".join(f"{name} {value}" for name, value in shown.items())
     parse = {int: positive_int, float: float, tuple: number_list, str: str}[type(field.default)]
-    return {"type": parse, "metavar": field.metadata["metavar"], "choices": field.metadata["choices"],
+    return {"type": parse, "metavar": field.metadata.get("metavar"), "choices": field.metadata.get("choices"),
             "help": f"{help} ({default})"}
 
 
