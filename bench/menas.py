@@ -8,7 +8,7 @@
               and (b) against (d). The same run cuts lottery tickets (below) from the
               trained parents.
     tickets   the lottery-ticket step exactly as MENAS runs it
-              (`runtime/menas.py:lottery_ticket`): per ratio, params and MACs removed
+              (`runtime/algorithms/menas.py:lottery_ticket`): per ratio, params and MACs removed
               and the accuracy change after the brief fine-tune (and before it).
     search    MENAS against aging evolution and random search at an equal budget of
               trained epochs, plus MENAS with rho = 0 (the size-regulariser ablation).
@@ -62,10 +62,10 @@ import attrs
 import record  # bench/record.py, beside this script
 import torch
 from nasdsl.runtime import data as datasets
-from nasdsl.runtime.algorithms import Proposer, living_population
+from nasdsl.runtime.algorithms.menas import lottery_ticket
 from nasdsl.runtime.data import FASHION_MNIST_ROOT
 from nasdsl.runtime.inherit import inherit
-from nasdsl.runtime.menas import lottery_ticket
+from nasdsl.runtime.propose import Proposer, living_population
 from nasdsl.runtime.search import Search, SearchConfig, bind_to_data, pareto_front
 from nasdsl.runtime.tickets import ticket_candidates
 from nasdsl.runtime.train import TrainConfig, accuracy, train
@@ -352,15 +352,16 @@ def one_search(arm: str, seed: int, args, space_path: Path, executor: Reusing, f
     menas_budget = args.menas_trials * (E + args.finetune_epochs)
     algorithm = "menas" if arm.startswith("menas") else arm
     trials = args.menas_trials if algorithm == "menas" else max(1, round(menas_budget / E))
-    options = {}
+    settings = {}
+    if algorithm == "evolution":
+        settings = {"population": args.population, "sample_size": args.sample_size}
     if algorithm == "menas":
-        options = {"parents": args.parents, "rho": 0.0 if arm == "menas_rho0" else args.rho,
-                   "ratios": tuple(args.ratios), "tolerance": args.tolerance,
-                   "finetune_epochs": args.finetune_epochs}
+        settings = {"population": args.population, "parents": args.parents,
+                    "rho": 0.0 if arm == "menas_rho0" else args.rho, "ratios": tuple(args.ratios),
+                    "tolerance": args.tolerance, "finetune_epochs": args.finetune_epochs}
     config = SearchConfig(space=str(space_path), dataset="fashion-mnist", algorithm=algorithm, trials=trials,
                           params=space_params(args), train=train_config(args, E), seed=seed,
-                          population=args.population, sample_size=args.sample_size, options=options,
-                          limit=args.limit, val_fraction=args.val_fraction, test_top=1)
+                          settings=settings, limit=args.limit, val_fraction=args.val_fraction, test_top=1)
     reused_before, ran_before = executor.reused, executor.ran
     start = time.perf_counter()
     search = Search.open(config, folder / f"{arm}-{seed}.db")

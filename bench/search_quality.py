@@ -88,7 +88,8 @@ def one_search(algorithm: str, seed: int, args, make_executor, folder: Path) -> 
     config = SearchConfig(space=str(SPACE), dataset="fashion-mnist", algorithm=algorithm, trials=args.trials,
                           train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size), seed=seed,
                           data_seed=seed,  # as recorded: each seed also draws its own split
-                          population=args.population, sample_size=args.sample_size, limit=args.limit,
+                          settings={"population": args.population, "sample_size": args.sample_size}
+                          if algorithm == "evolution" else {}, limit=args.limit,
                           val_fraction=args.val_fraction, test_top=1,
                           workers=args.workers if args.executor == "local" else 1)
     start = time.perf_counter()

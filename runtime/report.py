@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from .algorithms import living_population
+from .propose import living_population
 from .search import pareto_front
 from .store import Store, Trial
 
@@ -103,7 +103,7 @@ def plot_progress(trials: list[Trial], path: Path) -> None:
 def plot_population(store: Store, path: Path) -> None:
     import matplotlib.pyplot as plt
 
-    size = store.config.get("population") or 16
+    size = store.config.get("settings", {}).get("population") or 16
     finished = store.finished_in_order()
     xs, mean, low, high = [], [], [], []
     for k, trial in enumerate(finished):
@@ -178,7 +178,7 @@ def summary_markdown(store: Store, trials: list[Trial]) -> str:
     failed = [t for t in trials if t.status == "failed"]
     train = config.get("train", {})
     lines = [f"# Search report: {config['space']['file']} on {config['dataset']}", "",
-             f"- algorithm: {config['algorithm']} {config.get('algorithm_settings') or ''}".rstrip(),
+             f"- algorithm: {config['algorithm']} {config.get('settings') or ''}".rstrip(),
              f"- trials: {len(done)} done, {len(failed)} failed, {len(trials) - len(done) - len(failed)} unfinished "
              f"(budget {config['trials']})",
              f"- training per trial: {train.get('epochs')} epochs, {train.get('optimizer')}, lr {train.get('lr')}, "

@@ -26,8 +26,8 @@ from nasdsl.language.errors import NasError
 from nasdsl.space.space import convert_param
 
 from . import data as datasets
-from .algorithms import Proposer, trial_rng
-from .menas import make_algorithm
+from .algorithms import create
+from .propose import Proposer, trial_rng
 from .store import Store, Trial
 from .train import TrainConfig, accuracy
 from .trial import TrialJob, TrialOutcome, _dataset
@@ -50,9 +50,7 @@ class SearchConfig:
     data_seed: int = 0  # the train/validation split and --limit's subset: fixed while seeds vary
     max_params: int | None = None
     max_macs: int | None = None
-    population: int = 16
-    sample_size: int = 4
-    options: dict = attrs.Factory(dict)  # the algorithm's own settings (MENAS: rho, parents, ratios, ...)
+    settings: dict = attrs.Factory(dict)  # the algorithm's settings given (its config class has the rest)
     limit: int | None = None  # training images used per trial (None: all)
     val_fraction: float = 0.1
     test_top: int = 5  # how many of the best trials the final evaluation tests
@@ -60,10 +58,12 @@ class SearchConfig:
     executor: str = "local"
     address: str | None = None
 
-    def identity(self, space_text: str) -> dict:
-        """The config as the store records it (JSON), with the space file's digest."""
+    def identity(self, space_text: str, algorithm) -> dict:
+        """The config as the store records it (JSON), with the space file's digest and
+        every setting of the algorithm, defaults included (so they are compared too)."""
         record = attrs.asdict(self, recurse=True)
         record["space"] = {"file": Path(self.space).name, "sha256": hashlib.sha256(space_text.encode()).hexdigest()}
+        record["settings"] = algorithm.settings()
         return record
 
 
@@ -116,11 +116,10 @@ class Search:
             text = path.read_text()
         except OSError as err:
             raise NasError(f"{path}: cannot read the space file ({err.strerror})") from None
-        algorithm = make_algorithm(config.algorithm, config.population, config.sample_size, **config.options)
+        algorithm = create(config.algorithm, config.settings)
         data = _dataset(config.dataset, config.val_fraction, config.data_seed, config.limit)
         space = bind_to_data(load(path, config.params), data, config.params)
-        identity = config.identity(text)
-        identity["algorithm_settings"] = algorithm.settings()
+        identity = config.identity(text, algorithm)
         store = (Store.resume(store_path, identity, ignore=RESUMABLE) if resume
                  else Store.create(store_path, identity))
         return cls(config, store, space, data, algorithm)

@@ -146,12 +146,11 @@ class Store:
             lock.close()
             raise
         config = json.loads(json.dumps(config))  # as the store has it: tuples are lists
-        differ = sorted(k for k in set(config) | set(store.config)
-                        if k not in ignore and config.get(k) != store.config.get(k))
+        differ = _differences(store.config, config, ignore)
         if differ:
             store.close()
-            shown = "; ".join(f"{k}: store has {json.dumps(store.config.get(k))}, "
-                              f"now {json.dumps(config.get(k))}" for k in differ)
+            shown = "; ".join(f"{k}: store has {json.dumps(was)}, now {json.dumps(now)}"
+                              for k, (was, now) in differ.items())
             raise StoreError(f"{path}: this store belongs to a different search ({shown})",
                              hint="resume with the same space, data set and settings, or start a new --store")
         return store
@@ -279,6 +278,20 @@ class Store:
     def checkpoint_dir(self) -> Path:
         """Where trials' weights go: a folder beside the store, named after it."""
         return self.path.with_name(self.path.name + ".ckpt")
+
+
+def _differences(stored: dict, given: dict, ignore: tuple, prefix: str = "") -> dict:
+    """{key: (stored value, given value)} for each key that differs; a key of a dict
+    that is in both is named inside it (`settings.population`), so every difference
+    is named by itself."""
+    found = {}
+    for key in sorted((set(stored) | set(given)) - set(ignore)):
+        was, now = stored.get(key), given.get(key)
+        if isinstance(was, dict) and isinstance(now, dict):
+            found.update(_differences(was, now, (), f"{prefix}{key}."))
+        elif was != now:
+            found[prefix + key] = (was, now)
+    return found
 
 
 def _exists(path: Path) -> None:

@@ -7,6 +7,7 @@ import random
 import pytest
 import torch
 import torch.nn.functional as F
+from nasdsl.runtime.inherit import inherit
 from torch import nn
 
 import nasdsl
@@ -14,7 +15,6 @@ from nasdsl.compiler.channels import slice_per_channel
 from nasdsl.compiler.groups import channel_groups, prune, zero_removed
 from nasdsl.compiler.module import build_module
 from nasdsl.language import primitives as registry
-from nasdsl.runtime.inherit import inherit
 
 
 class ScaledConv(nn.Module):

@@ -3,8 +3,8 @@ to tmp_path for the idx, CIFAR and image-folder formats and their failures."""
 
 import gzip
 import pickle
-import time
 import struct
+import time
 from pathlib import Path
 
 import numpy as np

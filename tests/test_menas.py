@@ -7,7 +7,7 @@ from pathlib import Path
 
 import attrs
 import pytest
-from nasdsl.runtime.menas import Menas
+from nasdsl.runtime.algorithms.menas import Menas
 from nasdsl.runtime.search import Search, SearchConfig
 from nasdsl.runtime.train import TrainConfig
 from test_runtime import Inline
@@ -49,10 +49,10 @@ def test_bad_settings_are_clear_errors(options, message):
 @pytest.fixture(scope="module")
 def search(tmp_path_factory):
     """A finished MENAS search on digits: 4 random ancestors, then 4 children."""
-    config = SearchConfig(space=MT, dataset="digits", algorithm="menas", trials=8, population=4, params=SMALL,
+    config = SearchConfig(space=MT, dataset="digits", algorithm="menas", trials=8, params=SMALL,
                           train=TrainConfig(epochs=2), limit=600, test_top=1,
-                          options={"parents": 2, "rho": 0.25, "ratios": (0.3, 0.5), "finetune_epochs": 1,
-                                   "tolerance": 1.0})  # every model gets a ticket
+                          settings={"population": 4, "parents": 2, "rho": 0.25, "ratios": (0.3, 0.5),
+                                    "finetune_epochs": 1, "tolerance": 1.0})  # every model gets a ticket
     search = Search.open(config, tmp_path_factory.mktemp("menas") / "s.db")
     search.run(Inline)
     return search

@@ -1,6 +1,7 @@
 """A plain (non-editable) install carries every module, the grammars and the shipped
 spaces, and the runtime is `nasdsl.runtime`, never a bare top-level `runtime`."""
 
+import shutil
 import site
 import subprocess
 import sys
@@ -25,7 +26,7 @@ print(nasdsl.load(main).count)
 def test_a_wheel_carries_grammars_and_spaces(tmp_path):
     wheels = tmp_path / "wheels"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-                    "-w", str(wheels), str(ROOT)], check=True, capture_output=True)
+                    "-w", str(wheels), str(_source_copy(tmp_path / "source"))], check=True, capture_output=True)
     (wheel,) = wheels.glob("nasdsl-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     for needed in ("nasdsl/grammars/nas.lark", "nasdsl/grammars/derivation.lark", "nasdsl/grammars/tokens.lark",
@@ -47,6 +48,18 @@ def test_a_wheel_carries_grammars_and_spaces(tmp_path):
     out = subprocess.run([python, "-c", "import importlib, sys\nfor m in sys.argv[1:]: importlib.import_module(m)",
                           *modules], cwd=work, env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
+
+
+def _source_copy(where: Path) -> Path:
+    """The files git would check out, copied: the wheel is built as a fresh clone would
+    build it (no stale build/ folder, no file that is not in the repository)."""
+    listed = subprocess.run(["git", "-C", str(ROOT), "ls-files", "--cached", "--others", "--exclude-standard"],
+                            check=True, capture_output=True, text=True).stdout.split()
+    for name in listed:
+        if (ROOT / name).is_file():
+            (where / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, where / name)
+    return where
 
 
 def _source_modules() -> list[str]:

@@ -13,11 +13,13 @@ from pathlib import Path
 import pytest
 import torch
 from nasdsl.runtime import data as datasets
-from nasdsl.runtime.algorithms import Proposer, RandomSearch, RegularizedEvolution
+from nasdsl.runtime.algorithms.evolution import RegularizedEvolution
+from nasdsl.runtime.algorithms.random import RandomSearch
+from nasdsl.runtime.propose import Proposer
 from nasdsl.runtime.search import Search, SearchConfig, bind_to_data, pareto_front
-from nasdsl.runtime.trial import run_trial
 from nasdsl.runtime.store import Store, StoreError
 from nasdsl.runtime.train import TrainConfig, TrialFailed, train
+from nasdsl.runtime.trial import run_trial
 
 import nasdsl
 from nasdsl.cli.commands import main
@@ -225,7 +227,8 @@ def test_aging_evolution_mutates_a_tournament_winner_of_the_youngest_population(
 
 # ---- the search loop ---------------------------------------------------------------------
 def quick_config(**changes):
-    base = dict(space=TUTORIAL, dataset="digits", algorithm="evolution", trials=4, population=2, sample_size=2,
+    base = dict(space=TUTORIAL, dataset="digits", algorithm="evolution", trials=4,
+                settings={"population": 2, "sample_size": 2},
                 train=TrainConfig(epochs=1), test_top=2, limit=400)
     return SearchConfig(**{**base, **changes})
 
@@ -374,13 +377,13 @@ MENAS_SMALL = [str(ROOT / "spaces" / "mobilenet3_mt.nas"), "--algorithm", "menas
 
 
 @pytest.mark.parametrize("space", [
-    pytest.param([TUTORIAL], id="evolution"),
-    pytest.param(MENAS_SMALL, id="menas", marks=pytest.mark.slow),
+    pytest.param([TUTORIAL, "--sample-size", "2"], id="evolution"),
+    pytest.param(MENAS_SMALL, id="menas", marks=pytest.mark.slow),  # MENAS has no --sample-size
 ])
 def test_a_search_killed_with_sigkill_resumes_without_losing_or_repeating_a_trial(tmp_path, space):
     store = tmp_path / "s.db"
     argv = [sys.executable, "-m", "nasdsl", "search", *space, *QUICK, "--trials", "6", "--store", str(store),
-            "--population", "2", "--sample-size", "2", "--test-top", "1"]
+            "--population", "2", "--test-top", "1"]
     process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     done_before = []
@@ -470,7 +473,6 @@ def test_report_cost_axes_have_labels_that_do_not_overlap(low, high):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
     from nasdsl.runtime.report import _cost_axis
 
     fig, ax = plt.subplots(figsize=(5, 4))

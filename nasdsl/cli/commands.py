@@ -36,6 +36,7 @@ from .common import (
     EXIT_OK,
     EXIT_TERMINATED,
     EXIT_USAGE,
+    CommandParser,
     UsageError,
     emit,
     json_value,
@@ -374,7 +375,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show Python tracebacks")
     parser.add_argument("--plugin", action="append", default=[], metavar="MODULE",
                         help="import MODULE (a module name or a .py file) first, e.g. to register primitives")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                     parser_class=CommandParser)
 
     def command(name, run, help, parents):
         sub = commands.add_parser(name, help=help, description=help, parents=[debug, output, *parents])

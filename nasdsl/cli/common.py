@@ -3,6 +3,7 @@ names, and printing one JSON-ready dict as JSON or as rich text."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import sys
@@ -18,6 +19,24 @@ EXIT_INTERRUPTED, EXIT_BROKEN_PIPE, EXIT_TERMINATED = 130, 141, 143  # 128 + SIG
 
 class UsageError(Exception):
     """Options that parse but do not make sense together (exit 2)."""
+
+
+class CommandParser(argparse.ArgumentParser):
+    """A command's parser that may add arguments only once the command is chosen
+    (`add_later`), so that building every command's parser imports nothing heavy:
+    `nasdsl search`'s algorithm flags come from the algorithms, which import torch."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._later = []
+
+    def add_later(self, add_arguments) -> None:
+        self._later.append(add_arguments)
+
+    def parse_known_args(self, args=None, namespace=None):
+        while self._later:
+            self._later.pop(0)(self)
+        return super().parse_known_args(args, namespace)
 
 
 def load_space(args):

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import argparse
 
+import attrs
 from rich.console import Console
 from rich.table import Table
 
-from .common import EXIT_OK, emit
+from .common import EXIT_OK, UsageError, emit
 
 
 def add_commands(command, space_parent, positive_int) -> None:
@@ -19,8 +20,6 @@ def add_commands(command, space_parent, positive_int) -> None:
     search = command("search", cmd_search, "search a space: train proposed architectures, keep them in a store",
                      [space_parent])
     search.add_argument("file", metavar="SPACE")
-    search.add_argument("--algorithm", default="evolution", metavar="NAME",
-                        help="random, evolution (regularized/aging evolution; default) or menas")
     search.add_argument("--dataset", default="fashion-mnist", metavar="NAME[:PATH]",
                         help="fashion-mnist (default), mnist:PATH, digits, cifar10:PATH or imagefolder:PATH")
     search.add_argument("--trials", type=int, default=20, help="architectures to train in all (default 20)")
@@ -36,19 +35,6 @@ def add_commands(command, space_parent, positive_int) -> None:
     search.add_argument("--seed", type=int, default=0, help="random seed of proposals and training (default 0)")
     search.add_argument("--data-seed", type=int, default=0,
                         help="seed of the train/validation split and of --limit's subset (default 0)")
-    search.add_argument("--population", type=positive_int, default=16, help="evolution: population size (16)")
-    search.add_argument("--sample-size", type=positive_int, default=4, help="evolution: tournament size (4)")
-    menas = search.add_argument_group("MENAS (--algorithm menas)")
-    menas.add_argument("--parents", type=positive_int, default=4, help="the most accurate members that may be parents (4)")
-    menas.add_argument("--rho", type=float, default=0.1,
-                       help="share of the population's largest members also kept as parents (0.1; 0 = ablation)")
-    menas.add_argument("--ticket-ratios", type=ratio_list, default=(0.1, 0.2, 0.3, 0.5), metavar="R1,R2,...",
-                       help="lottery-ticket pruning ratios tried, each in (0, 1) (0.1,0.2,0.3,0.5)")
-    menas.add_argument("--ticket-tolerance", type=float, default=0.005,
-                       help="validation accuracy a ticket may lose (0.005 = half a point)")
-    menas.add_argument("--finetune-epochs", type=positive_int, default=1, help="fine-tuning of the tickets (1)")
-    menas.add_argument("--crossover", type=float, default=0.0, help="probability of crossing two parents (0)")
-    menas.add_argument("--no-inherit", action="store_true", help="children train from scratch (ablation)")
     search.add_argument("--limit", type=positive_int, metavar="N", help="train each trial on N training images")
     search.add_argument("--batch-size", type=positive_int, default=64, help="training batch size (64)")
     search.add_argument("--lr", type=float, default=0.1, help="peak learning rate (0.1)")
@@ -59,6 +45,7 @@ def add_commands(command, space_parent, positive_int) -> None:
                         help="stop a trial after E epochs without a better validation accuracy")
     search.add_argument("--test-top", type=int, default=5, metavar="K",
                         help="evaluate the K best trials and the Pareto front on the test set at the end (5)")
+    search.add_later(lambda parser: add_algorithm_flags(parser, positive_int))
 
     trials = command("trials", cmd_trials, "the trials in a store", [])
     trials.add_argument("--store", required=True, metavar="PATH", help="the SQLite trial store")
@@ -68,12 +55,68 @@ def add_commands(command, space_parent, positive_int) -> None:
     report.add_argument("--out", required=True, metavar="DIR", help="folder for pareto.png, progress.png, summary.md")
 
 
-def ratio_list(text: str) -> tuple:
+def add_algorithm_flags(search, positive_int) -> None:
+    """`--algorithm` and one flag per setting of the registered algorithms, made from
+    their config classes and grouped by the algorithms that take them: a setting
+    several share (`--population`) is one flag. Each is absent from `args` unless given."""
+    from nasdsl.runtime.algorithms import algorithms, flag
+
+    known = algorithms()
+    search.add_argument("--algorithm", default="evolution", metavar="NAME",
+                        help=f"{', '.join(known)} (default evolution); their settings follow")
+    takers: dict[str, list] = {}  # flag -> [(algorithm, field)]
+    for name, cls in known.items():
+        for field in attrs.fields(cls):
+            takers.setdefault(flag(field), []).append((name, field))
+    groups, dests = {}, {}
+    for option, taken in takers.items():
+        names = tuple(name for name, _ in taken)
+        if names not in groups:
+            groups[names] = search.add_argument_group(f"--algorithm {' or '.join(names)}")
+        dests[option] = option.removeprefix("--").replace("-", "_")
+        groups[names].add_argument(option, dest=dests[option], default=argparse.SUPPRESS,
+                                   **flag_argument(taken, positive_int))
+    search.set_defaults(setting_flags=dests)
+
+
+def flag_argument(taken: list, positive_int) -> dict:
+    """add_argument's keywords for a setting, by the type of its default: a bool's flag
+    stores the opposite of its default, a tuple is a comma-separated list."""
+    field = taken[0][1]
+    help = field.metadata.get("help", "")
+    if isinstance(field.default, bool):
+        return {"action": "store_const", "const": not field.default, "help": help}
+    shown = {name: ",".join(map(str, f.default)) if isinstance(f.default, tuple) else str(f.default)
+             for name, f in taken}
+    default = next(iter(shown.values())) if len(set(shown.values())) == 1 else \
+        ", ".join(f"{name} {value}" for name, value in shown.items())
+    parse = {int: positive_int, float: float, tuple: number_list, str: str}[type(field.default)]
+    return {"type": parse, "metavar": field.metadata.get("metavar"), "choices": field.metadata.get("choices"),
+            "help": f"{help} ({default})"}
+
+
+def number_list(text: str) -> tuple:
     """`0.1,0.2` -> (0.1, 0.2); range checks are the algorithm's (a clear error, exit 1)."""
     try:
         return tuple(float(part) for part in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a comma-separated list of numbers: {text!r}") from None
+
+
+def algorithm_settings(args) -> dict:
+    """The settings given for `--algorithm`, by field name; a flag of another algorithm
+    is a usage error rather than silently ignored."""
+    from nasdsl.runtime.algorithms import flag, lookup
+
+    fields = {flag(f): f.name for f in attrs.fields(lookup(args.algorithm))}
+    settings = {}
+    for option, dest in args.setting_flags.items():
+        if hasattr(args, dest):
+            if option not in fields:
+                raise UsageError(f"{option} is not a setting of --algorithm {args.algorithm} "
+                                 f"({'its settings: ' + ', '.join(fields) if fields else 'it has none'})")
+            settings[fields[option]] = getattr(args, dest)
+    return settings
 
 
 def cmd_search(args) -> int:
@@ -86,11 +129,8 @@ def cmd_search(args) -> int:
         space=args.file, dataset=args.dataset, algorithm=args.algorithm, trials=args.trials,
         params=dict(args.param or ()), seed=args.seed, data_seed=args.data_seed,
         max_params=args.max_params, max_macs=args.max_macs,
-        population=args.population, sample_size=args.sample_size, limit=args.limit, test_top=args.test_top,
+        settings=algorithm_settings(args), limit=args.limit, test_top=args.test_top,
         workers=args.workers, executor=args.executor, address=args.address,
-        options={"parents": args.parents, "rho": args.rho, "ratios": args.ticket_ratios,
-                 "tolerance": args.ticket_tolerance, "finetune_epochs": args.finetune_epochs,
-                 "crossover": args.crossover, "inherit": not args.no_inherit} if args.algorithm == "menas" else {},
         train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
                           patience=args.patience, bn_momentum=args.bn_momentum))
     console = Console(stderr=True, highlight=False, markup=False, soft_wrap=True)

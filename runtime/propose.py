@@ -1,9 +1,8 @@
-"""Search algorithms: each proposes the next derivation to train, from what the
-store already knows.
+"""What every search algorithm proposes with: the space seen through the constraints
+(`Proposer`), a proposal, the random stream of the `index`-th proposal, and the
+living population of aging evolution. Independent of the search loop, so the
+algorithms (`runtime/algorithms/`) and the report can share it.
 
-An algorithm keeps no state of its own between proposals: the population,
-the history and the random stream are all read back from the store and the
-trial's index, so a resumed search continues exactly where it stopped.
 Constraints (`--max-macs`, `--max-params`) are respected when proposing --
 `Proposer.sample` and `Proposer.mutate` only return derivations within them -- so
 no training is spent on a network that would be thrown away.
@@ -17,8 +16,6 @@ import attrs
 
 from nasdsl.language.errors import NasError
 from nasdsl.space.derivation import Derivation
-
-from .trial import run_trial
 
 MAX_TRIES = 2000  # proposals drawn before a constraint is declared unsatisfiable
 
@@ -96,55 +93,3 @@ def living_population(finished: list, size: int) -> list:
 def trial_rng(seed: int, index: int, salt: str = "") -> random.Random:
     """The random stream of the `index`-th proposal: fixed by the search seed alone."""
     return random.Random(f"{seed}:{index}:{salt}")
-
-
-class Algorithm:
-    """What every algorithm shares: trials are trained by `run_trial` and need no
-    settings beyond the derivation. MENAS overrides both (it inherits and prunes)."""
-
-    @property
-    def trial_function(self):
-        return run_trial
-
-    def job_settings(self, search, trial) -> dict:
-        return {}
-
-
-class RandomSearch(Algorithm):
-    """Uniform samples of the space, within the constraints: the baseline every NAS
-    method must beat."""
-
-    name = "random"
-
-    def settings(self) -> dict:
-        return {}
-
-    def propose(self, proposer: Proposer, store, index: int, seed: int) -> Proposal:
-        return Proposal(proposer.sample(trial_rng(seed, index)))
-
-
-@attrs.frozen
-class RegularizedEvolution(Algorithm):
-    """Aging evolution (Real et al. 2019). The first `population` trials are uniform
-    samples; after that each proposal takes `sample_size` members of the living
-    population at random, mutates the most accurate, and the child joins while the
-    oldest member dies. The living population is simply the `population` most
-    recently finished trials, so it is read from the store, never kept."""
-
-    population: int = 16
-    sample_size: int = 4
-    name = "evolution"
-
-    def settings(self) -> dict:
-        return {"population": self.population, "sample_size": self.sample_size}
-
-    def propose(self, proposer: Proposer, store, index: int, seed: int) -> Proposal:
-        rng = trial_rng(seed, index)
-        alive = living_population(store.finished_in_order(), self.population)
-        if index < self.population or not alive:
-            return Proposal(proposer.sample(rng), extra={"generation": 0})
-        generation = (index - self.population) // self.population + 1  # a population's worth of children each
-        contenders = rng.sample(alive, min(self.sample_size, len(alive)))
-        parent = max(contenders, key=lambda t: (t.val_acc, -t.id))
-        child = proposer.mutate(proposer.space.parse(parent.derivation), rng)
-        return Proposal(child, (parent.id,), {"generation": generation})

@@ -27,27 +27,32 @@ import attrs
 import torch
 
 from nasdsl.compiler.module import build_module
-from nasdsl.language.errors import NasError, did_you_mean
+from nasdsl.language.errors import NasError
 
-from .algorithms import Algorithm, Proposal, RandomSearch, RegularizedEvolution, living_population, trial_rng
-from .data import Dataset, Split
-from .inherit import inherit, load_state
-from .train import train
-from .trial import never_raises, prepare, save_checkpoint, trained
+from ..data import Dataset, Split
+from ..inherit import inherit, load_state
+from ..propose import Proposal, living_population, trial_rng
+from ..train import train
+from ..trial import never_raises, prepare, save_checkpoint, trained
+from . import Algorithm, register, setting
 
 
+@register("menas")
 @attrs.frozen
 class Menas(Algorithm):
-    population: int = 16
-    parents: int = 4  # the most accurate members that may be parents
-    rho: float = 0.1  # and this share of the population's largest members (by `size`)
-    size: str = "params"
-    ratios: tuple = (0.1, 0.2, 0.3, 0.5)  # lottery-ticket pruning ratios tried
-    tolerance: float = 0.005  # accuracy a ticket may lose (0.5 points)
-    finetune_epochs: int = 1  # split across the candidates: each sees 1/len(ratios) of the data per epoch
-    crossover: float = 0.0  # probability that a child is a crossover of two parents (then mutated)
-    inherit: bool = True  # False: children train from scratch (the ablation of weight sharing)
-    name = "menas"
+    population: int = setting(16, "population size")
+    parents: int = setting(4, "the most accurate members that may be parents")
+    rho: float = setting(0.1, "share of the population's largest members also kept as parents; 0 is the ablation")
+    size: str = setting("params", "what `largest` measures for --rho", choices=("params", "macs"))
+    ratios: tuple = setting((0.1, 0.2, 0.3, 0.5), "lottery-ticket pruning ratios tried, each in (0, 1)",
+                            flag="--ticket-ratios", metavar="R1,R2,...", converter=tuple)
+    tolerance: float = setting(0.005, "validation accuracy a ticket may lose, as a fraction: 0.005 is half a point",
+                               flag="--ticket-tolerance")
+    # split across the candidates: each sees 1/len(ratios) of the data per epoch
+    finetune_epochs: int = setting(1, "fine-tuning epochs of the tickets, all candidates together")
+    crossover: float = setting(0.0, "probability that a child is a crossover of two parents (then mutated)")
+    inherit: bool = setting(True, "children train from scratch (the ablation of weight sharing)",
+                            flag="--no-inherit")
 
     def __attrs_post_init__(self):
         if not 0 <= self.rho <= 1:
@@ -59,9 +64,6 @@ class Menas(Algorithm):
                            hint="e.g. --ticket-ratios 0.1,0.2,0.3,0.5")
         if self.size not in ("params", "macs"):
             raise NasError(f"size is measured in params or macs, not {self.size}")
-
-    def settings(self) -> dict:
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in attrs.asdict(self).items()}
 
     # ---- the population
     def members(self, store) -> list:
@@ -138,7 +140,7 @@ def lottery_ticket(space, d, module, data: Dataset, job, baseline: float):
     """(the chosen ticket as a dict, or None when pruning changes nothing; fields for
     the trained trial's record). Each candidate is fine-tuned on its own slice of the
     training set, so all of them together cost `finetune_epochs` epochs."""
-    from .tickets import best_ticket, ticket_candidates
+    from ..tickets import best_ticket, ticket_candidates
 
     settings = job.settings
     module = module.cpu()
@@ -166,20 +168,3 @@ def lottery_ticket(space, d, module, data: Dataset, job, baseline: float):
              "val_acc": result.val_acc, "params": ticket.params, "macs": ticket.macs,
              "train_time": sum(r.train_time for r in tuned), "epochs": settings["finetune_epochs"]}, tried)
 
-
-ALGORITHMS = ("random", "evolution", "menas")
-
-
-def make_algorithm(name: str, population: int = 16, sample_size: int = 4, **options):
-    """The algorithm called `name`; `options` are MENAS's settings (see runtime/menas.py)."""
-    if name == "random":
-        return RandomSearch()
-    if name == "evolution":
-        if not 1 <= sample_size <= population:
-            raise NasError(f"--sample-size must be between 1 and --population ({population}), got {sample_size}")
-        return RegularizedEvolution(population, sample_size)
-    if name == "menas":
-        return Menas(population=population, **options)
-    suggestion = did_you_mean(name, ALGORITHMS)
-    raise NasError(f"unknown algorithm `{name}`" + (f"; {suggestion}" if suggestion else ""),
-                   hint=f"choose one of: {', '.join(ALGORITHMS)}")
