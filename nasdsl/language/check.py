@@ -604,37 +604,6 @@ def build_rules(loaded: Loaded) -> dict[str, ir.Rule]:
 
 
 # ---- static checks ----------------------------------------------------------------
-def _calls(node):
-    """Rule names called anywhere inside an ir expression."""
-    if isinstance(node, ir.RuleCall):
-        yield node.rule
-    elif isinstance(node, ir.Seq):
-        for i in node.items:
-            yield from _calls(i)
-    elif isinstance(node, ir.Alt):
-        for o in node.options:
-            yield from _calls(o.body)
-    elif isinstance(node, (ir.Repeat,)):
-        yield from _calls(node.body)
-    elif isinstance(node, ir.If):
-        yield from _calls(node.then)
-        yield from _calls(node.orelse)
-    elif isinstance(node, ir.Merge):
-        for b in node.branches:
-            yield from _calls(b)
-    elif isinstance(node, ir.Pick):
-        for _, c in node.candidates:
-            yield from _calls(c)
-    elif isinstance(node, ir.Branch):
-        if node.body is not None:
-            yield from _calls(node.body)
-    elif isinstance(node, ir.Dag):
-        for _, b in node.nodes:
-            yield from _calls(b)
-        for b in node.outputs:
-            yield from _calls(b)
-
-
 def reachable(rules: dict, start: str) -> list[str]:
     seen, todo = [], [start]
     while todo:
@@ -642,7 +611,7 @@ def reachable(rules: dict, start: str) -> list[str]:
         if name in seen or name not in rules:
             continue
         seen.append(name)
-        todo.extend(_calls(rules[name].body))
+        todo.extend(ir.calls(rules[name].body))
     return seen
 
 
@@ -689,7 +658,7 @@ def _check_productive(rules: dict):
     # ends in a cycle: report the cycle's first rule, the one to fix.
     path = [next(name for name in rules if name not in ok)]
     while True:
-        stuck = next(r for r in _calls(rules[path[-1]].body) if r not in ok)
+        stuck = next(r for r in ir.calls(rules[path[-1]].body) if r not in ok)
         if stuck in path:
             cycle = path[path.index(stuck):] + [stuck]
             break

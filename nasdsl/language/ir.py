@@ -8,6 +8,10 @@ call, repetition, inline alternative, pick and `where` binding has a name: its
 label (`as rest`, `where w = ...`), else the callee's name; names that repeat in
 a scope are numbered in order (`conv1`, `conv2`, and `conv3x3_1` for names
 ending in a digit), the way torchvision names `conv1`/`bn1`.
+
+`children` / `walk` go through any ir node or value expression by its attrs
+fields, so code that only looks for something (`calls`, `sites_in`) names no
+node kinds and no fields.
 """
 
 from __future__ import annotations
@@ -168,3 +172,49 @@ class Rule:
     @property
     def pos(self):
         return self.syntax.pos if self.syntax is not None else None
+
+
+# ---- walking ---------------------------------------------------------------------
+_NOT_CHILDREN = ("syntax", "pos")  # back to the text, not part of the tree
+
+
+def children(node):
+    """The nodes directly inside an ir node or a value expression, in field order
+    (tuples looked through: `(label, Branch)` pairs, `(name, value)` arguments).
+
+    One generic iterator, read off the attrs fields the way the syntax tree's walk
+    in `nasdsl.language.check` is, so a new node kind needs no walker edited."""
+    for field in attrs.fields(type(node)):
+        if field.name not in _NOT_CHILDREN:
+            yield from _nodes(getattr(node, field.name))
+
+
+def _nodes(value):
+    if isinstance(value, tuple):
+        for v in value:
+            yield from _nodes(v)
+    elif attrs.has(type(value)):
+        yield value
+
+
+def walk(node, into=None):
+    """`node` and everything inside it, depth first, in field order; where
+    `into(n)` is false, n is visited but not entered."""
+    yield node
+    if into is None or into(node):
+        for child in children(node):
+            yield from walk(child, into)
+
+
+def calls(node):
+    """The rule names called anywhere inside an ir expression, in the order written."""
+    return (n.rule for n in walk(node) if type(n) is RuleCall)
+
+
+def sites_in(expr) -> dict:
+    """{site: VChoice / VRange} for the choice sites inside a value expression."""
+    return {e.site: e for e in walk(expr, _not_a_choice) if type(e) is VChoice or type(e) is VRange}
+
+
+def _not_a_choice(e) -> bool:
+    return not (type(e) is VChoice or type(e) is VRange)

@@ -23,7 +23,6 @@ import itertools
 import math
 
 from ..language import ast, ir, primitives
-from ..language.check import _calls
 from ..language.errors import DerivationError, NasError, did_you_mean
 from ..language.expr import SYMBOLIC, Scope, evaluate, show, type_name
 from .derivation import Alt, Node, Picked, Rep, scalar_text
@@ -676,8 +675,7 @@ class Planner:
 
     def enumerate_sites(self, expr, scope: Scope, names: tuple):
         """Every assignment of the choice sites inside `expr`: ({site: value}, weight)."""
-        sites = {}
-        _collect_sites(expr, sites)
+        sites = ir.sites_in(expr)
         return self._combinations([sites[n] for n in names], scope, "choices here", None)
 
     def _combinations(self, sites, scope: Scope, what: str, pos):
@@ -725,9 +723,9 @@ class Planner:
             prim = primitives.get(node.prim)
             found, direct = {}, {}
             for arg_name, value in node.args:
-                known = len(found)
-                _collect_sites(value, found)
-                if len(found) == known:  # no choice inside: its value is known now
+                inside = ir.sites_in(value)
+                found.update(inside)
+                if not inside:  # no choice inside: its value is known now
                     _check_arg(prim.arg(arg_name), node.prim, evaluate(value, scope), value)
                 elif isinstance(value, (ir.VChoice, ir.VRange)):
                     direct[value.site] = prim.arg(arg_name)
@@ -797,9 +795,7 @@ class Planner:
         return PScope(tuple(variants))
 
     def _arg_assignments(self, node, scope):
-        found: dict = {}
-        for a in node.args:
-            _collect_sites(a, found)
+        found = {site: e for a in node.args for site, e in ir.sites_in(a).items()}
         return self._combinations([found[name] for name in node.arg_sites], scope, "argument choices", node.pos)
 
     def repeat(self, node: ir.Repeat, scope: Scope):
@@ -853,7 +849,7 @@ class Planner:
         callers: dict = {name: set() for name in self.rules}
         found = set()
         for name, rule in self.rules.items():
-            for callee in _calls(rule.body):
+            for callee in ir.calls(rule.body):
                 callers[callee].add(name)
             if any(w.sites for w in rule.wheres) or has_choices(rule.body, set()):
                 found.add(name)
@@ -877,21 +873,6 @@ def _collapse(scope: PScope):
     return scope
 
 
-def _collect_sites(expr, found: dict):
-    if isinstance(expr, (ir.VChoice, ir.VRange)):
-        found[expr.site] = expr
-        return
-    for field in ("left", "right", "operand", "test", "then", "orelse"):
-        sub = getattr(expr, field, None)
-        if sub is not None:
-            _collect_sites(sub, found)
-    for sub in getattr(expr, "operands", ()) or ():
-        _collect_sites(sub, found)
-    if isinstance(expr, ast.Func):
-        for sub in expr.args:
-            _collect_sites(sub, found)
-
-
 def _check_arg(arg: primitives.Arg, prim: str, value, expr):
     """A primitive's argument must have its declared type (and be an allowed symbol)."""
     if value is SYMBOLIC:
@@ -913,24 +894,20 @@ def _coerce(value, type_: str, what: str, pos):
 
 def has_choices(node, rules_with_choices: set) -> bool:
     """Whether an ir expression can hold choice sites (shared calls hold none here)."""
+    return any(_is_choice(n, rules_with_choices) for n in ir.walk(node, _not_a_call))
+
+
+def _not_a_call(node) -> bool:
+    """A call's arguments are its own business: `_is_choice` answers for them."""
+    return type(node) is not ir.RuleCall and type(node) is not ir.PrimCall
+
+
+def _is_choice(node, rules_with_choices: set) -> bool:
     kind = type(node)
-    if kind is ir.Seq:
-        return any(has_choices(i, rules_with_choices) for i in node.items)
-    if kind is ir.Alt or kind is ir.Pick:
+    if kind is ir.Alt or kind is ir.Pick or kind is ir.VChoice or kind is ir.VRange:
         return True
     if kind is ir.PrimCall:
         return bool(node.arg_sites)
     if kind is ir.RuleCall:
         return not node.shared and (bool(node.arg_sites) or node.rule in rules_with_choices)
-    if kind is ir.Repeat:
-        return isinstance(node.count, (ir.VChoice, ir.VRange)) or has_choices(node.body, rules_with_choices)
-    if kind is ir.If:
-        return has_choices(node.then, rules_with_choices) or has_choices(node.orelse, rules_with_choices)
-    if kind is ir.Merge:
-        return any(has_choices(b, rules_with_choices) for b in node.branches)
-    if kind is ir.Branch:
-        return node.body is not None and has_choices(node.body, rules_with_choices)
-    if kind is ir.Dag:
-        return any(has_choices(b, rules_with_choices) for _, b in node.nodes) or any(
-            has_choices(b, rules_with_choices) for b in node.outputs)
     return False

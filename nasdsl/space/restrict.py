@@ -274,19 +274,7 @@ def _domain(plan, parts, path):
 
 
 def _find_site(expr, name):
-    if isinstance(expr, (ir.VChoice, ir.VRange)):
-        return expr if expr.site == name else None
-    for field in ("left", "right", "operand", "test", "then", "orelse"):
-        sub = getattr(expr, field, None)
-        if sub is not None:
-            found = _find_site(sub, name)
-            if found is not None:
-                return found
-    for sub in list(getattr(expr, "operands", ()) or ()) + list(getattr(expr, "args", ()) or ()):
-        found = _find_site(sub, name)
-        if found is not None:
-            return found
-    return None
+    return ir.sites_in(expr).get(name)
 
 
 def _find_arg_site(node, name):
@@ -325,24 +313,10 @@ def _pinned_names(rule: ir.Rule) -> dict:
     An edited rule labels them explicitly, so the edit (a call renamed to a
     clone, an option dropped) cannot renumber its siblings and change paths."""
     pinned = {}
-
-    def walk(node):
-        if isinstance(node, tuple):
-            for n in node:
-                walk(n)
-            return
-        if not attrs.has(type(node)):
-            return
-        site, syntax = getattr(node, "site", None), getattr(node, "syntax", None)
-        if isinstance(node, (ir.RuleCall, ir.PrimCall, ir.Repeat, ir.Alt, ir.Pick)) and site and syntax is not None:
-            base = getattr(node, "rule", None) or getattr(node, "prim", None)
-            if site != base:
-                pinned[id(syntax)] = ast.Labelled(syntax, site)
-        for field in attrs.fields(type(node)):
-            if field.name != "syntax":
-                walk(getattr(node, field.name))
-
-    walk(rule.body)
+    for node in ir.walk(rule.body):
+        if isinstance(node, (ir.RuleCall, ir.PrimCall, ir.Repeat, ir.Alt, ir.Pick)) and node.site \
+                and node.syntax is not None and node.site != (getattr(node, "rule", None) or getattr(node, "prim", None)):
+            pinned[id(node.syntax)] = ast.Labelled(node.syntax, node.site)
     return pinned
 
 

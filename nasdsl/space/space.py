@@ -78,14 +78,7 @@ def _override(header: ast.Header, name: str, value):
 
 def _parts(expr):
     """A value expression and every expression inside it (a choice's values are not entered)."""
-    yield expr
-    if isinstance(expr, (ir.VChoice, ir.VRange)):
-        return
-    for field in ("left", "right", "operand", "test", "then", "orelse"):
-        if hasattr(expr, field):
-            yield from _parts(getattr(expr, field))
-    for sub in getattr(expr, "operands", ()) + getattr(expr, "args", ()):
-        yield from _parts(sub)
+    return ir.walk(expr, lambda e: not isinstance(e, (ir.VChoice, ir.VRange)))
 
 
 def _start(expr):
