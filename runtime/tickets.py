@@ -228,13 +228,13 @@ def nearest(plan, want):
         return _nearest_value(plan.values, want)
     if kind is PScope:
         node = want if isinstance(want, Node) else Node()
-        assignment, sites, _ = plan.variants[_nearest_variant(plan, node)]
-        return Node(tuple(assignment) + tuple((n, nearest(s, node.get(n))) for n, s in sites))
+        variant = plan.variants[_nearest_variant(plan, node)]
+        return Node(variant.assignment + tuple((s.name, nearest(s.plan, node.get(s.name))) for s in variant.sites))
     if kind is PAlt:
         live = [i for i, c in enumerate(plan.counts) if c]
-        i = next((i for i in live if isinstance(want, Alt) and plan.options[i][0] == want.label), live[0])
-        label, _, scope = plan.options[i]
-        return Alt(label, nearest(scope, want.node if isinstance(want, Alt) else None))
+        i = next((i for i in live if isinstance(want, Alt) and plan.options[i].label == want.label), live[0])
+        o = plan.options[i]
+        return Alt(o.label, nearest(o.scope, want.node if isinstance(want, Alt) else None))
     if kind is PRepeat:
         items = want.items if isinstance(want, Rep) else ()
         live = [n for n, c in zip(plan.lengths, plan.counts) if c]
@@ -291,7 +291,7 @@ def _nearest_variant(plan: PScope, node: Node) -> int:
 
     def cost(i):
         mismatched, crossed, distance, size = 0, 0, 0.0, 0.0
-        for name, value in plan.variants[i][0]:
+        for name, value in plan.variants[i].assignment:
             w = node.get(name, missing)
             if w is missing or _same(value, w):
                 continue

@@ -124,7 +124,7 @@ def test_restriction_through_rules_and_repetitions(tutorial):
     checks = {"stage1": lambda v: len(v["rest"]) in (0, 1) and all(x["mbconv"]["expand"] == 3 for x in v["rest"].items),
               "stage2": lambda v: v["block"]["mbconv"]["dwconv"]["kernel"] == 5,
               "stage3": lambda v: True}
-    stages = dict(tutorial.root.variants[0][1])
+    stages = {s.name: s.plan for s in tutorial.root.variants[0].sites}
     expected = math.prod(sum(1 for v in stages[name].iterate() if check(v)) for name, check in checks.items())
     assert restricted.space.count == expected
     for d in restricted.space.samples(100, seed=2):

@@ -20,22 +20,20 @@ def positions(plan, value, parts=()):
     yield parts, plan, value
     kind = type(plan)
     if kind is PScope:
-        v = plan._variant_of(value)
-        for name, site in plan.variants[v][1]:
-            yield from positions(site, value[name], (*parts, name))
+        for site in plan.variants[plan._variant_of(value)].sites:
+            yield from positions(site.plan, value[site.name], (*parts, site.name))
     elif kind is PAlt:
-        scope = plan.options[plan._index(value.label)][2]
-        for name, site in scope.variants[0][1]:
-            yield from positions(site, value.node[name], (*parts, name))
+        scope = plan.options[plan._index(value.label)].scope
+        for site in scope.variants[0].sites:
+            yield from positions(site.plan, value.node[site.name], (*parts, site.name))
     elif kind is PRepeat:
         for i, item in enumerate(value.items):
             yield from positions(plan.elem, item, (*parts, i))
     elif kind is PPick:
-        labels = [lab for lab, _ in plan.candidates]
         for alt in value.items:
-            scope = plan.candidates[labels.index(alt.label)][1]
-            for name, site in scope.variants[0][1]:
-                yield from positions(site, alt.node[name], (*parts, alt.label, name))
+            scope = plan.candidates[plan.labels.index(alt.label)].scope
+            for site in scope.variants[0].sites:
+                yield from positions(site.plan, alt.node[site.name], (*parts, alt.label, site.name))
 
 
 # ---- mutation -------------------------------------------------------------------
@@ -86,20 +84,19 @@ def _change_one(plan, value, rng):
         j = rng.randrange(plan.count - 1)
         return plan.values[j + 1 if j >= i else j]
     if kind is PScope:  # another combination of the scope's `where` / argument values
-        v = _other_index(plan.counts, plan._variant_of(value), rng)
-        assignment, sites, _ = plan.variants[v]
-        return Node(tuple(assignment) + tuple((n, conform(s, value.get(n), rng)) for n, s in sites))
+        variant = plan.variants[_other_index(plan.counts, plan._variant_of(value), rng)]
+        return Node(variant.assignment + tuple((s.name, conform(s.plan, value.get(s.name), rng))
+                                               for s in variant.sites))
     if kind is PAlt:
-        i = _other_index(plan.counts, plan._index(value.label), rng)
-        label, _, scope = plan.options[i]
-        return Alt(label, conform(scope, value.node, rng))
+        o = plan.options[_other_index(plan.counts, plan._index(value.label), rng)]
+        return Alt(o.label, conform(o.scope, value.node, rng))
     if kind is PRepeat:
         i = _other_index(plan.counts, plan.lengths.index(len(value.items)), rng)
         n = plan.lengths[i]
         kept = [conform(plan.elem, item, rng) for item in value.items[:n]]
         return Rep(tuple(kept + [plan.elem.sample(rng) for _ in range(n - len(kept))]))
     if kind is PPick:  # swap one picked candidate for another (or pick anew if none fits)
-        labels = [lab for lab, _ in plan.candidates]
+        labels = plan.labels
         chosen = [labels.index(a.label) for a in value.items]
         swaps = [(out, inn) for out in chosen for inn in range(len(labels))
                  if inn not in chosen and plan.counts[plan.subsets.index(
@@ -110,9 +107,9 @@ def _change_one(plan, value, rng):
         old = {labels.index(a.label): a for a in value.items}
         items = []
         for j in sorted(set(chosen) - {out} | {inn}):
-            label, scope = plan.candidates[j]
-            items.append(Alt(label, conform(scope, old[j].node, rng)) if j in old
-                         else Alt(label, scope.sample(rng)))
+            c = plan.candidates[j]
+            items.append(Alt(c.label, conform(c.scope, old[j].node, rng)) if j in old
+                         else Alt(c.label, c.scope.sample(rng)))
         return Picked(tuple(items))
     raise TypeError(kind)
 
@@ -135,13 +132,14 @@ def conform(plan, old, rng):
             v = None
         if v is None or not plan.counts[v]:
             return plan.sample(rng)
-        assignment, sites, _ = plan.variants[v]
-        return Node(tuple(assignment) + tuple((n, conform(s, old.get(n), rng)) for n, s in sites))
+        variant = plan.variants[v]
+        return Node(variant.assignment + tuple((s.name, conform(s.plan, old.get(s.name), rng))
+                                               for s in variant.sites))
     if kind is PAlt:
         if isinstance(old, Alt):
-            for i, (label, _, scope) in enumerate(plan.options):
-                if label == old.label and plan.counts[i]:
-                    return Alt(label, conform(scope, old.node, rng))
+            for i, o in enumerate(plan.options):
+                if o.label == old.label and plan.counts[i]:
+                    return Alt(o.label, conform(o.scope, old.node, rng))
         return plan.sample(rng)
     if kind is PRepeat:
         if isinstance(old, Rep) and len(old.items) in plan.lengths \
@@ -149,11 +147,11 @@ def conform(plan, old, rng):
             return Rep(tuple(conform(plan.elem, item, rng) for item in old.items))
         return plan.sample(rng)
     if kind is PPick:
-        labels = [lab for lab, _ in plan.candidates]
+        labels = plan.labels
         if isinstance(old, Picked) and all(lab in labels for lab in old.labels()):
             subset = tuple(sorted(labels.index(lab) for lab in old.labels()))
             if subset in plan.subsets and plan.counts[plan.subsets.index(subset)]:
-                return Picked(tuple(Alt(a.label, conform(plan.candidates[labels.index(a.label)][1], a.node, rng))
+                return Picked(tuple(Alt(a.label, conform(plan.candidates[labels.index(a.label)].scope, a.node, rng))
                                     for a in sorted(old.items, key=lambda a: labels.index(a.label))))
         return plan.sample(rng)
     raise TypeError(kind)

@@ -242,32 +242,32 @@ def _domain(plan, parts, path):
         if isinstance(plan, PRepeat):
             return list(plan.lengths)
         if isinstance(plan, PAlt):
-            return [lab for lab, _, _ in plan.options]
+            return [o.label for o in plan.options]
         if isinstance(plan, PPick):
-            return [lab for lab, _ in plan.candidates]
+            return list(plan.labels)
         raise NasError(f"`{path}` is a scope; name a choice inside it")
     head, rest = parts[0], parts[1:]
     if isinstance(plan, PScope):
         values = []
-        for assignment, sites, _ in plan.variants:
-            for n, v in assignment:
+        for variant in plan.variants:
+            for n, v in variant.assignment:
                 if n == head and not rest and v not in values:
                     values.append(v)
-            for n, s in sites:
-                if n == head:
-                    return _domain(s, rest, path)
+            for s in variant.sites:
+                if s.name == head:
+                    return _domain(s.plan, rest, path)
         if values:
             return values
     elif isinstance(plan, PAlt):
-        for _, _, scope in plan.options:
-            if head in scope.names:
-                return _domain(scope, parts, path)
+        for o in plan.options:
+            if head in o.scope.names:
+                return _domain(o.scope, parts, path)
     elif isinstance(plan, PRepeat) and head == "*":
         return _domain(plan.elem, rest, path)
     elif isinstance(plan, PPick):
-        for lab, scope in plan.candidates:
-            if lab == head:
-                return _domain(scope, rest, path)
+        for c in plan.candidates:
+            if c.label == head:
+                return _domain(c.scope, rest, path)
     names = getattr(plan, "names", ())
     raise NasError(f"`{path}`: no choice `{head}` here", None,
                    did_you_mean(str(head), names) or (f"names here: {', '.join(names)}" if names else None))

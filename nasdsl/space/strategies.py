@@ -79,17 +79,16 @@ def _draw_value(draw, plan):
         return plan.values[draw(st.integers(0, plan.count - 1)) if plan.count > 1 else 0]
     if kind is PScope:
         v = _draw_live(draw, plan.counts)
-        return plan._node(v, [_draw_value(draw, site) for _, site in plan.variants[v][1]])
+        return plan._node(v, [_draw_value(draw, site.plan) for site in plan.variants[v].sites])
     if kind is PAlt:
-        label, _, scope = plan.options[_draw_live(draw, plan.counts)]
-        return Alt(label, _draw_value(draw, scope))
+        o = plan.options[_draw_live(draw, plan.counts)]
+        return Alt(o.label, _draw_value(draw, o.scope))
     if kind is PRepeat:
         n = plan.lengths[_draw_live(draw, plan.counts, key=plan.lengths.__getitem__)]
         return Rep(tuple(_draw_value(draw, plan.elem) for _ in range(n)))
     if kind is PPick:
         subset = plan.subsets[_draw_live(draw, plan.counts)]
-        return Picked(tuple(Alt(label, _draw_value(draw, scope))
-                            for label, scope in (plan.candidates[i] for i in subset)))
+        return Picked(tuple(Alt(c.label, _draw_value(draw, c.scope)) for c in (plan.candidates[i] for i in subset)))
     raise TypeError(kind)
 
 
