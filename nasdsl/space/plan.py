@@ -24,6 +24,7 @@ import bisect
 import functools
 import itertools
 import math
+import random
 
 import attrs
 
@@ -135,7 +136,21 @@ EMPTY_NODE = Node()
 TABLE_MAX = 2048  # a site with at most this many derivations samples from a table of them
 
 
-class _Tabled:
+class _Plan:
+    """What every plan kind shares. Each kind answers for itself (sampling, ranking,
+    reading, and the operations beside a derivation: `positions`, `conform`,
+    `change_one`, `nearest`, `draw`, `domain`), so a new kind is one class here."""
+
+    __slots__ = ()
+
+    def resample_other(self, value, rng):
+        """Uniform over the plan's derivations other than `value`."""
+        old = self.rank(value)
+        r = rng.randrange(self.count - 1)
+        return self.unrank(r + 1 if r >= old else r)
+
+
+class _Tabled(_Plan):
     """Uniform sampling of a small site: one draw from the list of all its
     derivations (built on first use), instead of a walk down its tree."""
 
@@ -150,7 +165,7 @@ class _Tabled:
         return table[rng.randrange(self.count)]
 
 
-class PValue:
+class PValue(_Plan):
     __slots__ = ("values", "weights", "count", "weight_cum")
 
     def __init__(self, values, weights):
@@ -178,6 +193,33 @@ class PValue:
 
     def iterate(self):
         return iter(self.values)
+
+    # -- operations beside a derivation (mutation, crossover, hypothesis, tickets, restriction)
+    def positions(self, value, parts):
+        yield parts, self, value
+
+    def conform(self, old, rng):
+        try:
+            self.rank(old)
+            return old
+        except (ValueError, TypeError):
+            return self.sample(rng)
+
+    def change_one(self, value, rng):
+        i = self.rank(value)
+        j = rng.randrange(self.count - 1)
+        return self.values[j + 1 if j >= i else j]
+
+    def nearest(self, want):
+        return _nearest_value(self.values, want)
+
+    def draw(self, index):
+        return self.values[index(self.count) if self.count > 1 else 0]
+
+    def domain(self, parts, path):
+        if not parts:
+            return list(self.values)
+        raise _no_choice(self, parts, path)
 
     @_located
     def read(self, raw, path):
@@ -285,6 +327,84 @@ class PScope(_Tabled):
             if self.counts[v]:
                 for values in _product(plans):
                     yield self._node(v, values)
+
+    # -- operations beside a derivation
+    def positions(self, value, parts):
+        yield parts, self, value
+        for site in self.variants[self._variant_of(value)].sites:
+            yield from site.plan.positions(value[site.name], (*parts, site.name))
+
+    def inner_positions(self, node, parts):
+        """The positions inside a one-variant scope (an option's, a candidate's), not its own."""
+        for site in self.variants[0].sites:
+            yield from site.plan.positions(node[site.name], (*parts, site.name))
+
+    def _conformed(self, variant, old, rng):
+        return Node(variant.assignment + tuple((s.name, s.plan.conform(old.get(s.name), rng)) for s in variant.sites))
+
+    def conform(self, old, rng):
+        if not isinstance(old, Node):
+            return self.sample(rng)
+        try:
+            v = self._variant_of(old)
+        except KeyError:
+            v = None
+        if v is None or not self.counts[v]:
+            return self.sample(rng)
+        return self._conformed(self.variants[v], old, rng)
+
+    def change_one(self, value, rng):
+        """Another combination of the scope's `where` / argument values."""
+        return self._conformed(self.variants[_other_index(self.counts, self._variant_of(value), rng)], value, rng)
+
+    def nearest(self, want):
+        node = want if isinstance(want, Node) else Node()
+        variant = self.variants[self._nearest_variant(node)]
+        return Node(variant.assignment + tuple((s.name, s.plan.nearest(node.get(s.name))) for s in variant.sites))
+
+    def _nearest_variant(self, node: Node) -> int:
+        try:
+            v = self._variant_of(node)
+            if self.counts[v]:
+                return v
+        except KeyError:
+            pass
+        missing = object()
+
+        def cost(i):
+            mismatched, crossed, distance, size = 0, 0, 0.0, 0.0
+            for name, value in self.variants[i].assignment:
+                w = node.get(name, missing)
+                if w is missing or _same(value, w):
+                    continue
+                if _number(value) and _number(w):
+                    c, d = _off(value, w)
+                    crossed, distance, size = crossed + c, distance + d, size + value
+                else:
+                    mismatched += 1
+            return mismatched, crossed, distance, size, i
+
+        return min((i for i, c in enumerate(self.counts) if c), key=cost)
+
+    def draw(self, index):
+        v = _draw_live(index, self.counts)
+        return self._node(v, [s.draw(index) for s in self._site_plans[v]])
+
+    def domain(self, parts, path):
+        if not parts:
+            raise NasError(f"`{path}` is a scope; name a choice inside it")
+        head, rest = parts[0], parts[1:]
+        values = []
+        for variant in self.variants:
+            for n, v in variant.assignment:
+                if n == head and not rest and v not in values:
+                    values.append(v)
+            for s in variant.sites:
+                if s.name == head:
+                    return s.plan.domain(rest, path)
+        if values:
+            return values
+        raise _no_choice(self, parts, path)
 
     @_located
     def read(self, raw, path):
@@ -415,6 +535,40 @@ class PAlt(_Tabled):
             for node in o.scope.iterate():
                 yield Alt(o.label, node)
 
+    # -- operations beside a derivation
+    def positions(self, value, parts):
+        yield parts, self, value
+        yield from self.options[self._index(value.label)].scope.inner_positions(value.node, parts)
+
+    def conform(self, old, rng):
+        if isinstance(old, Alt):
+            for i, o in enumerate(self.options):
+                if o.label == old.label and self.counts[i]:
+                    return Alt(o.label, o.scope.conform(old.node, rng))
+        return self.sample(rng)
+
+    def change_one(self, value, rng):
+        o = self.options[_other_index(self.counts, self._index(value.label), rng)]
+        return Alt(o.label, o.scope.conform(value.node, rng))
+
+    def nearest(self, want):
+        live = [i for i, c in enumerate(self.counts) if c]
+        i = next((i for i in live if isinstance(want, Alt) and self.options[i].label == want.label), live[0])
+        o = self.options[i]
+        return Alt(o.label, o.scope.nearest(want.node if isinstance(want, Alt) else None))
+
+    def draw(self, index):
+        o = self.options[_draw_live(index, self.counts)]
+        return Alt(o.label, o.scope.draw(index))
+
+    def domain(self, parts, path):
+        if not parts:
+            return [o.label for o in self.options]
+        for o in self.options:
+            if parts[0] in o.scope.names:
+                return o.scope.domain(parts, path)
+        raise _no_choice(self, parts, path)
+
     @_located
     def read(self, raw, path):
         labels = [o.label for o in self.options]
@@ -475,6 +629,41 @@ class PRepeat(_Tabled):
             if c:
                 for values in _product([self.elem] * n):
                     yield Rep(tuple(values))
+
+    # -- operations beside a derivation
+    def positions(self, value, parts):
+        yield parts, self, value
+        for i, item in enumerate(value.items):
+            yield from self.elem.positions(item, (*parts, i))
+
+    def conform(self, old, rng):
+        if isinstance(old, Rep) and len(old.items) in self.lengths \
+                and self.counts[self.lengths.index(len(old.items))]:
+            return Rep(tuple(self.elem.conform(item, rng) for item in old.items))
+        return self.sample(rng)
+
+    def change_one(self, value, rng):
+        """Another number of copies: the first ones kept, new ones drawn."""
+        n = self.lengths[_other_index(self.counts, self.lengths.index(len(value.items)), rng)]
+        kept = [self.elem.conform(item, rng) for item in value.items[:n]]
+        return Rep(tuple(kept + [self.elem.sample(rng) for _ in range(n - len(kept))]))
+
+    def nearest(self, want):
+        items = want.items if isinstance(want, Rep) else ()
+        live = [n for n, c in zip(self.lengths, self.counts) if c]
+        n = min(live, key=lambda n: (abs(n - len(items)), n))
+        return Rep(tuple(self.elem.nearest(items[i] if i < len(items) else None) for i in range(n)))
+
+    def draw(self, index):
+        n = self.lengths[_draw_live(index, self.counts, key=self.lengths.__getitem__)]
+        return Rep(tuple(self.elem.draw(index) for _ in range(n)))
+
+    def domain(self, parts, path):
+        if not parts:
+            return list(self.lengths)
+        if parts[0] == "*":
+            return self.elem.domain(parts[1:], path)
+        raise _no_choice(self, parts, path)
 
     @_located
     def read(self, raw, path):
@@ -543,6 +732,55 @@ class PPick(_Tabled):
                 for values in _product([self.candidates[j].scope for j in subset]):
                     yield Picked(tuple(Alt(self.candidates[j].label, v) for j, v in zip(subset, values)))
 
+    # -- operations beside a derivation
+    def positions(self, value, parts):
+        yield parts, self, value
+        for alt in value.items:
+            scope = self.candidates[self.labels.index(alt.label)].scope
+            yield from scope.inner_positions(alt.node, (*parts, alt.label))
+
+    def conform(self, old, rng):
+        labels = self.labels
+        if isinstance(old, Picked) and all(lab in labels for lab in old.labels()):
+            subset = tuple(sorted(labels.index(lab) for lab in old.labels()))
+            if subset in self.subsets and self.counts[self.subsets.index(subset)]:
+                return Picked(tuple(Alt(a.label, self.candidates[labels.index(a.label)].scope.conform(a.node, rng))
+                                    for a in sorted(old.items, key=lambda a: labels.index(a.label))))
+        return self.sample(rng)
+
+    def change_one(self, value, rng):
+        """One picked candidate swapped for another (or a new pick if no swap fits)."""
+        labels = self.labels
+        chosen = [labels.index(a.label) for a in value.items]
+        swaps = [(out, inn) for out in chosen for inn in range(len(labels))
+                 if inn not in chosen and self.counts[self.subsets.index(
+                     tuple(sorted(set(chosen) - {out} | {inn})))]]
+        if not swaps:
+            return self.resample_other(value, rng)
+        out, inn = swaps[rng.randrange(len(swaps))]
+        old = {labels.index(a.label): a for a in value.items}
+        items = []
+        for j in sorted(set(chosen) - {out} | {inn}):
+            c = self.candidates[j]
+            items.append(Alt(c.label, c.scope.conform(old[j].node, rng)) if j in old
+                         else Alt(c.label, c.scope.sample(rng)))
+        return Picked(tuple(items))
+
+    def nearest(self, want):
+        return self.conform(want, random.Random(0))
+
+    def draw(self, index):
+        subset = self.subsets[_draw_live(index, self.counts)]
+        return Picked(tuple(Alt(c.label, c.scope.draw(index)) for c in (self.candidates[i] for i in subset)))
+
+    def domain(self, parts, path):
+        if not parts:
+            return list(self.labels)
+        for c in self.candidates:
+            if c.label == parts[0]:
+                return c.scope.domain(parts[1:], path)
+        raise _no_choice(self, parts, path)
+
     @_located
     def read(self, raw, path):
         labels = self.labels
@@ -561,6 +799,62 @@ class PPick(_Tabled):
         chosen.sort(key=lambda t: t[0])
         return Picked(tuple(Alt(labels[i], self.candidates[i].scope.read(item.node, _join(path, labels[i])))
                             for i, item in chosen))
+
+
+def _other_index(counts, current, rng):
+    """A live index other than `current`, drawn uniformly."""
+    live = [i for i, c in enumerate(counts) if c and i != current]
+    return live[rng.randrange(len(live))]
+
+
+def _draw_live(index, counts, key=None) -> int:
+    """The index of an option that has derivations, in the order of `key` (else as
+    written), from `index(n)` (0 <= it < n; asked only when there is a choice)."""
+    live = sorted((i for i, c in enumerate(counts) if c), key=key)
+    return live[index(len(live))] if len(live) > 1 else live[0]
+
+
+def _no_choice(plan, parts, path):
+    head = parts[0]
+    names = getattr(plan, "names", ())
+    return NasError(f"`{path}`: no choice `{head}` here", None,
+                    did_you_mean(str(head), names) or (f"names here: {', '.join(names)}" if names else None))
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _same(a, b) -> bool:
+    return a == b and isinstance(a, bool) == isinstance(b, bool) and isinstance(a, str) == isinstance(b, str)
+
+
+def _off(value, want) -> tuple:
+    """How far a number is from the wished one: crossing to 0 or below from a
+    positive wish first (a width of 0 means "no layer"), then relative distance."""
+    return int(want > 0 and value <= 0), abs(value - want) / max(abs(want), 1)
+
+
+def _nearest_value(values, want):
+    """The allowed value nearest `want` (see `nasdsl.runtime.tickets.nearest`)."""
+    if want is None:
+        return values[0]
+    if isinstance(values, range) and type(want) is int and want in values:
+        return want
+    if not isinstance(values, range):
+        for v in values:
+            if _same(v, want):
+                return v
+    if not _number(want):
+        return values[0]
+    if isinstance(values, range):  # the grid points either side of `want`, clamped
+        k = math.floor((want - values.start) / values.step)
+        candidates = {values[min(max(i, 0), len(values) - 1)] for i in (k, k + 1)}
+    else:
+        candidates = [v for v in values if _number(v)]
+    if not candidates:
+        return values[0]
+    return min(candidates, key=lambda v: (*_off(v, want), v))
 
 
 def _product(sites):

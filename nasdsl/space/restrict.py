@@ -82,7 +82,7 @@ def _restrict_once(space, path: str, allowed) -> str:
     if not parts:
         raise NasError("a restriction needs a path, e.g. `cell.x2.op1`")
     edit = _Edit(space)
-    edit.domain = _domain(space.root, parts, path)
+    edit.domain = space.root.domain(parts, path)
     unknown = [a for a in allowed if not any(a == v for v in edit.domain)]
     if unknown:
         shown = ", ".join(scalar_text(v) for v in edit.domain[:12])
@@ -228,49 +228,6 @@ def _restrict_value(edit, target, site, allowed, path):
     weights = dict(zip(values, site.weights)) if isinstance(site, ir.VChoice) else {}
     edit.replace.setdefault(target, {})[id(site.syntax)] = ast.Choice(tuple(_literal(v) for v in keep),
                                                tuple(weights.get(v, 1.0) for v in keep), pos=site.syntax.pos)
-
-
-def _domain(plan, parts, path):
-    """What can be chosen at `parts`: values, repetition counts, labels or candidates.
-
-    Read from the plan, where every domain is evaluated in its own context."""
-    from .plan import PAlt, PPick, PRepeat, PScope, PValue
-
-    if not parts:
-        if isinstance(plan, PValue):
-            return list(plan.values)
-        if isinstance(plan, PRepeat):
-            return list(plan.lengths)
-        if isinstance(plan, PAlt):
-            return [o.label for o in plan.options]
-        if isinstance(plan, PPick):
-            return list(plan.labels)
-        raise NasError(f"`{path}` is a scope; name a choice inside it")
-    head, rest = parts[0], parts[1:]
-    if isinstance(plan, PScope):
-        values = []
-        for variant in plan.variants:
-            for n, v in variant.assignment:
-                if n == head and not rest and v not in values:
-                    values.append(v)
-            for s in variant.sites:
-                if s.name == head:
-                    return _domain(s.plan, rest, path)
-        if values:
-            return values
-    elif isinstance(plan, PAlt):
-        for o in plan.options:
-            if head in o.scope.names:
-                return _domain(o.scope, parts, path)
-    elif isinstance(plan, PRepeat) and head == "*":
-        return _domain(plan.elem, rest, path)
-    elif isinstance(plan, PPick):
-        for c in plan.candidates:
-            if c.label == head:
-                return _domain(c.scope, rest, path)
-    names = getattr(plan, "names", ())
-    raise NasError(f"`{path}`: no choice `{head}` here", None,
-                   did_you_mean(str(head), names) or (f"names here: {', '.join(names)}" if names else None))
 
 
 def _find_site(expr, name):
