@@ -176,6 +176,7 @@ class Rule:
 
 # ---- walking ---------------------------------------------------------------------
 _NOT_CHILDREN = ("syntax", "pos")  # back to the text, not part of the tree
+_FIELDS: dict = {}  # node class -> the names of its fields that hold children
 
 
 def children(node):
@@ -184,9 +185,12 @@ def children(node):
 
     One generic iterator, read off the attrs fields the way the syntax tree's walk
     in `nasdsl.language.check` is, so a new node kind needs no walker edited."""
-    for field in attrs.fields(type(node)):
-        if field.name not in _NOT_CHILDREN:
-            yield from _nodes(getattr(node, field.name))
+    kind = type(node)
+    names = _FIELDS.get(kind)
+    if names is None:
+        names = _FIELDS[kind] = tuple(f.name for f in attrs.fields(kind) if f.name not in _NOT_CHILDREN)
+    for name in names:
+        yield from _nodes(getattr(node, name))
 
 
 def _nodes(value):

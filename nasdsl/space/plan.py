@@ -895,6 +895,7 @@ class Planner:
         self.active: list = []  # (rule, args) being planned, outermost first
         self.depth = 0  # nesting of `sites` calls
         self.rejected_by = None  # the last `require` that excluded something
+        self._sites_in: dict = {}  # id(value expression) -> its choice sites (the rules hold the expressions)
 
     # -- rules
     def rule_scope(self, name: str, args: tuple, pos) -> PScope:
@@ -1009,9 +1010,16 @@ class Planner:
                            f"can feed rule arguments or `where` bindings", site.pos)
         return values, None
 
+    def sites_in(self, expr) -> dict:
+        """`ir.sites_in`, once per expression: it is asked again for every argument tuple."""
+        found = self._sites_in.get(id(expr))
+        if found is None:
+            found = self._sites_in[id(expr)] = ir.sites_in(expr)
+        return found
+
     def enumerate_sites(self, expr, scope: Scope, names: tuple):
         """Every assignment of the choice sites inside `expr`: ({site: value}, weight)."""
-        sites = ir.sites_in(expr)
+        sites = self.sites_in(expr)
         return self._combinations([sites[n] for n in names], scope, "choices here", None)
 
     def _combinations(self, sites, scope: Scope, what: str, pos):
@@ -1059,7 +1067,7 @@ class Planner:
             prim = primitives.get(node.prim)
             found, direct = {}, {}
             for arg_name, value in node.args:
-                inside = ir.sites_in(value)
+                inside = self.sites_in(value)
                 found.update(inside)
                 if not inside:  # no choice inside: its value is known now
                     _check_arg(prim.arg(arg_name), node.prim, evaluate(value, scope), value)
@@ -1130,7 +1138,7 @@ class Planner:
         return PScope(tuple(variants))
 
     def _arg_assignments(self, node, scope):
-        found = {site: e for a in node.args for site, e in ir.sites_in(a).items()}
+        found = {site: e for a in node.args for site, e in self.sites_in(a).items()}
         return self._combinations([found[name] for name in node.arg_sites], scope, "argument choices", node.pos)
 
     def repeat(self, node: ir.Repeat, scope: Scope):
