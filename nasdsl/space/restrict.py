@@ -12,6 +12,11 @@ A path names a choice site of the derivation. Rules along the path are cloned
 unchanged), so the restriction applies at that path only; `*` stands for every
 copy of a repetition. Each entry is applied to the space the previous one left,
 and the result is re-read and re-checked like any space file.
+
+What can be kept at a path is read from the plan (`domain`), where every domain
+is evaluated in its own context. Each entry's text is read once, and its space
+borrows the previous space's plans for every rule the edit left alone, so only
+the cloned rules are planned again.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from __future__ import annotations
 import attrs
 
 from ..language import ast, ir, printer
-from ..language.check import load_file, syntax_reachable
+from ..language.check import load_file, reachable, syntax_reachable
 from ..language.errors import NasError, did_you_mean
 from .derivation import scalar_text
 
@@ -32,21 +37,77 @@ class Restriction:
 
 def restrict(space, keep: dict) -> Restriction:
     """`space` with only the `keep` values allowed at each path; the result is of
-    `space`'s own class (the compiler's Space compiles, the space layer's does not)."""
+    `space`'s own class (the compiler's Space compiles, the space layer's does not).
 
-    def loads(text, name):
-        return type(original).from_loaded(load_file(None, text, name=name))
+    Each entry's text is read once: the next entry edits the space it gives
+    (planned once, for its domains). The presets are the original's that set no
+    parameters, kept where the restricted space reads them."""
+
+    def loads(text, planned):
+        return _reusing_plans(type(original).from_loaded(load_file(None, text, name=name)), planned)
 
     original = space
-    text = None
-    for path, allowed in keep.items():
-        text = _restrict_once(space, path, allowed)
-        space = loads(text, name=f"<{original.name} restricted>")
-        space.check()
-    if text is None:
-        text = _write(space, {}, [])
-        space = loads(text, name=f"<{original.name}>")
-    return Restriction(space, text)
+    name = f"<{original.name} restricted>" if keep else f"<{original.name}>"
+    entries = list(keep.items())
+    edited = _edited(space, {}, []) if not entries else None
+    for i, (path, allowed) in enumerate(entries):
+        edited = _restrict_once(space, path, allowed)
+        if i < len(entries) - 1:
+            space = loads(_text(edited, ()), space)
+    presets = _presets(original)
+    text = _text(edited, presets)
+    space = loads(text, space)
+    kept = [p for p in presets if _reads(space, p[0])]
+    if len(kept) < len(presets):  # a preset outside the restricted space is dropped
+        text = _text(edited, kept)
+        space = loads(text, space)
+    return Restriction(space.check(), text)
+
+
+def _reusing_plans(space, planned):
+    """`space` with the plans of `planned` for every rule that is the same in both,
+    along with all it calls (rules off the restricted paths are not planned again).
+
+    The plans are only lent when they build a non-empty space: the error for an
+    empty one names the `require` met last, which a fresh planner finds."""
+    if space.params != planned.params or space.is_library:
+        return space
+    same = {n for n, r in space.rules.items() if n in planned.rules and _same_rule(
+        r, space._file, planned.rules[n], planned._file)}
+    lent = {n for n in same if all(c in same for c in reachable(space.rules, n))}
+    fresh = space.bind()
+    space.planner.memo.update({key: plan for key, plan in planned.planner.memo.items() if key[0] in lent})
+    try:
+        space.root  # noqa: B018 -- plan it now, to fall back to a fresh planner on an error
+    except NasError:
+        return fresh
+    return space
+
+
+def _same_rule(a: ir.Rule, a_file: str, b: ir.Rule, b_file: str) -> bool:
+    """Equal checked rules (positions aside) that see the space parameters alike."""
+    return (a.params, a.body, a.shared, a.wheres, a.requires) == (b.params, b.body, b.shared, b.wheres, b.requires) \
+        and (a.file == a_file) == (b.file == b_file)
+
+
+def _presets(space) -> list:
+    """(name, (), derivation text) for the presets that set no parameters."""
+    out = []
+    for name in space.presets:
+        try:
+            if not space.preset_params(name):
+                out.append((name, (), space.preset(name).text))
+        except NasError:
+            continue
+    return out
+
+
+def _reads(space, preset: str) -> bool:
+    try:
+        space.preset(preset)
+        return True
+    except NasError:
+        return False
 
 
 def _literal(v):
@@ -96,7 +157,7 @@ def _restrict_once(space, path: str, allowed) -> str:
         _in_rule(edit, space.rules[head], parts[1:], allowed, path, in_place=True)
     else:
         _in_scope(edit, "network", root_rule, root_rule.body, root_rule.wheres, parts, allowed, path)
-    return _write(space, edit.replace, edit.clones)
+    return _edited(space, edit.replace, edit.clones)
 
 
 def _sites(node):
@@ -281,26 +342,19 @@ def _edits(rule: ir.Rule, replace: dict) -> dict:
     return {**_pinned_names(rule), **replace} if replace else {}
 
 
-def _write(space, replace: dict, clones: list) -> str:
-    """The space's rules with the edits of each (cloned) rule applied, as a file."""
+def _edited(space, replace: dict, clones: list):
+    """(header, rules): the space's rules with the edits of each (cloned) rule
+    applied, its parameters' bound values as the defaults."""
     out = {name: _rewrite(r.syntax, _edits(r, replace.get(name, {}))) for name, r in space.rules.items()}
     for name, original in clones:
         out[name] = attrs.evolve(_rewrite(original.syntax, _edits(original, replace.get(name, {}))), name=name)
     # keep only what the network still reaches (clones replace their originals on the path)
-    keep = syntax_reachable(out, ["network"])
-    ordered = [out[n] for n in keep]
-    presets = []
+    ordered = [out[n] for n in syntax_reachable(out, ["network"])]
     header = attrs.evolve(space.header, params=tuple(
         attrs.evolve(p, default=_literal(space.params[p.name])) for p in space.header.params))
-    comment = f"{space.name}, restricted (written by nasdsl)"
-    text = printer.module(header, ordered, (), comment)
-    restricted = type(space).from_loaded(load_file(None, text, name="<restricted>"))
-    for name in space.presets:
-        try:
-            d = space.preset(name)
-            if not space.preset_params(name):
-                d = restricted.parse(d.text)
-                presets.append((name, (), d.text))
-        except NasError:
-            continue  # a preset outside the restricted space is dropped
-    return printer.module(header, ordered, presets, comment)
+    return header, ordered
+
+
+def _text(edited, presets) -> str:
+    header, rules = edited
+    return printer.module(header, rules, presets, f"{header.name}, restricted (written by nasdsl)")
