@@ -185,12 +185,15 @@ def children(node):
 
     One generic iterator, read off the attrs fields the way the syntax tree's walk
     in `nasdsl.language.check` is, so a new node kind needs no walker edited."""
-    kind = type(node)
+    for name in _child_fields(type(node)):
+        yield from _nodes(getattr(node, name))
+
+
+def _child_fields(kind) -> tuple:
     names = _FIELDS.get(kind)
     if names is None:
         names = _FIELDS[kind] = tuple(f.name for f in attrs.fields(kind) if f.name not in _NOT_CHILDREN)
-    for name in names:
-        yield from _nodes(getattr(node, name))
+    return names
 
 
 def _nodes(value):
@@ -208,6 +211,25 @@ def walk(node, into=None):
     if into is None or into(node):
         for child in children(node):
             yield from walk(child, into)
+
+
+def renamed(node, names: dict):
+    """A copy of `node` with every string that is a key of `names` replaced by its
+    value (check's site placeholders by the final names); syntax is kept as is."""
+    if isinstance(node, str):
+        return names.get(node, node)
+    if isinstance(node, tuple):
+        new = tuple(renamed(n, names) for n in node)
+        return new if any(a is not b for a, b in zip(new, node)) else node
+    if not attrs.has(type(node)):
+        return node
+    changes = {}
+    for name in _child_fields(type(node)):
+        old = getattr(node, name)
+        new = renamed(old, names)
+        if new is not old:
+            changes[name] = new
+    return attrs.evolve(node, **changes) if changes else node
 
 
 def calls(node):
