@@ -815,6 +815,7 @@ def _draw_live(index, counts, key=None) -> int:
 
 
 def _no_choice(plan, parts, path):
+    """The error for a restriction path that names nothing here."""
     head = parts[0]
     names = getattr(plan, "names", ())
     return NasError(f"`{path}`: no choice `{head}` here", None,

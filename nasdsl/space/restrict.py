@@ -135,7 +135,7 @@ class _Edit:
         return f"{name}_r{n}"
 
 
-def _restrict_once(space, path: str, allowed) -> str:
+def _restrict_once(space, path: str, allowed) -> tuple:
     if isinstance(allowed, (str, int, float)):
         allowed = {allowed}
     allowed = set(allowed)
