@@ -41,8 +41,6 @@ agree), or a group no choice controls had to change.
 
 from __future__ import annotations
 
-import math
-import random
 
 import attrs
 import torch
@@ -51,9 +49,7 @@ from nasdsl.compiler import primitives
 from nasdsl.compiler.groups import channel_groups, prune
 from nasdsl.compiler.module import build_module
 from nasdsl.language.errors import NasError
-from nasdsl.space.derivation import Alt, Derivation, Node, Rep, get_path, replace_path, split_path
-from nasdsl.space.operations import conform
-from nasdsl.space.plan import PAlt, PPick, PRepeat, PScope, PValue
+from nasdsl.space.derivation import Derivation, Rep, get_path, replace_path, split_path
 
 from .inherit import inherit
 
@@ -226,86 +222,7 @@ def nearest(plan, want):
     is allowed), other values are kept where allowed, missing parts take the first
     allowed value. Outer choices are settled first, so inner ones see the outer
     values they depend on."""
-    kind = type(plan)
-    if kind is PValue:
-        return _nearest_value(plan.values, want)
-    if kind is PScope:
-        node = want if isinstance(want, Node) else Node()
-        assignment, sites, _ = plan.variants[_nearest_variant(plan, node)]
-        return Node(tuple(assignment) + tuple((n, nearest(s, node.get(n))) for n, s in sites))
-    if kind is PAlt:
-        live = [i for i, c in enumerate(plan.counts) if c]
-        i = next((i for i in live if isinstance(want, Alt) and plan.options[i][0] == want.label), live[0])
-        label, _, scope = plan.options[i]
-        return Alt(label, nearest(scope, want.node if isinstance(want, Alt) else None))
-    if kind is PRepeat:
-        items = want.items if isinstance(want, Rep) else ()
-        live = [n for n, c in zip(plan.lengths, plan.counts) if c]
-        n = min(live, key=lambda n: (abs(n - len(items)), n))
-        return Rep(tuple(nearest(plan.elem, items[i] if i < len(items) else None) for i in range(n)))
-    if kind is PPick:
-        return conform(plan, want, random.Random(0))
-    raise TypeError(kind)
-
-
-def _number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def _same(a, b) -> bool:
-    return a == b and isinstance(a, bool) == isinstance(b, bool) and isinstance(a, str) == isinstance(b, str)
-
-
-def _off(value, want) -> tuple:
-    """How far a number is from the wished one: crossing to 0 or below from a
-    positive wish first (a width of 0 means "no layer"), then relative distance."""
-    return int(want > 0 and value <= 0), abs(value - want) / max(abs(want), 1)
-
-
-def _nearest_value(values, want):
-    if want is None:
-        return values[0]
-    if isinstance(values, range) and type(want) is int and want in values:
-        return want
-    if not isinstance(values, range):
-        for v in values:
-            if _same(v, want):
-                return v
-    if not _number(want):
-        return values[0]
-    if isinstance(values, range):  # the grid points either side of `want`, clamped
-        k = math.floor((want - values.start) / values.step)
-        candidates = {values[min(max(i, 0), len(values) - 1)] for i in (k, k + 1)}
-    else:
-        candidates = [v for v in values if _number(v)]
-    if not candidates:
-        return values[0]
-    return min(candidates, key=lambda v: (*_off(v, want), v))
-
-
-def _nearest_variant(plan: PScope, node: Node) -> int:
-    try:
-        v = plan._variant_of(node)
-        if plan.counts[v]:
-            return v
-    except KeyError:
-        pass
-    missing = object()
-
-    def cost(i):
-        mismatched, crossed, distance, size = 0, 0, 0.0, 0.0
-        for name, value in plan.variants[i][0]:
-            w = node.get(name, missing)
-            if w is missing or _same(value, w):
-                continue
-            if _number(value) and _number(w):
-                c, d = _off(value, w)
-                crossed, distance, size = crossed + c, distance + d, size + value
-            else:
-                mismatched += 1
-        return mismatched, crossed, distance, size, i
-
-    return min((i for i, c in enumerate(plan.counts) if c), key=cost)
+    return plan.nearest(want)
 
 
 # ---- importance and weights -----------------------------------------------------------

@@ -124,7 +124,7 @@ def test_restriction_through_rules_and_repetitions(tutorial):
     checks = {"stage1": lambda v: len(v["rest"]) in (0, 1) and all(x["mbconv"]["expand"] == 3 for x in v["rest"].items),
               "stage2": lambda v: v["block"]["mbconv"]["dwconv"]["kernel"] == 5,
               "stage3": lambda v: True}
-    stages = dict(tutorial.root.variants[0][1])
+    stages = {s.name: s.plan for s in tutorial.root.variants[0].sites}
     expected = math.prod(sum(1 for v in stages[name].iterate() if check(v)) for name, check in checks.items())
     assert restricted.space.count == expected
     for d in restricted.space.samples(100, seed=2):
@@ -150,6 +150,22 @@ def test_restriction_of_a_small_space_matches_brute_force():
                 and d["head.alt"].label == "identity")
 
     assert restricted.space.count == sum(1 for d in space.enumerate() if ok(d))
+
+
+def test_restriction_plans_again_only_the_rules_it_edits():
+    text = ("space s(n: int = 2)\n"
+            "network = block(8) head\n"
+            "block(c) = conv(out=c, kernel={1, 3, 5}) (relu | hswish)\n"
+            "head = gap (identity | dropout(0.5))\n"
+            "preset small = (block=(conv=(kernel=3), alt=relu), head=(alt=identity))\n"
+            "preset other = (block=(conv=(kernel=5), alt=relu), head=(alt=identity))\n")
+    space = nasdsl.loads(text)
+    space.check()
+    restricted = space.restrict({"block.conv.kernel": {1, 3}})
+    assert restricted.space.count == 2 * 2 * 2
+    assert restricted.space.planner.memo[("head", ())] is space.planner.memo[("head", ())]
+    assert ("block_r1", (8,)) in restricted.space.planner.memo
+    assert restricted.space.presets == ["small"]  # `other` is outside it
 
 
 def test_bad_restrictions_are_clear_errors(nb201):

@@ -1,6 +1,10 @@
 """Syntax tree → checked rules (`nasdsl.language.ir`): imports resolved, names resolved,
 arities and literal types checked, every choice site named, and rules that can
-never finish deriving found before anything is counted."""
+never finish deriving found before anything is counted.
+
+The rules are built once, with a placeholder for each site; a separate pass
+(`_Namer.assign`, then `ir.renamed`) gives the final names, which depend only on
+each scope's own sites (see `_Namer`)."""
 
 from __future__ import annotations
 
@@ -124,16 +128,21 @@ def syntax_reachable(rules: dict, start) -> list:
 
 # ---- site naming -----------------------------------------------------------------
 class _Namer:
-    """Names sites in two passes over the same traversal: collect, then assign.
+    """Names sites: placeholders while the rules are built, final names after.
 
-    The builder calls `name(base, explicit, pos)` for each site in a deterministic
-    order; the first pass records the bases per scope, the second hands out the
-    final (numbered where needed) names in the same order. Sites in the two
-    branches of one `if` never coexist, so they may share a name.
+    A site's final name depends on every other site of its scope (`conv` is
+    numbered `conv1` only if a second `conv` follows), so it is known only once
+    the scope is built. The builder calls `name(base, explicit, pos)` for each
+    site and gets a placeholder unique to that site; `assign` then gives each
+    placeholder its final name, and `ir.renamed` writes them in. The invariant
+    derivation paths rest on: a site's name depends only on the sites of its own
+    scope, in the order they are written, never on the order the builder happens
+    to visit scopes in (the rules are built once; nothing is visited twice and
+    matched up by position). Sites in the two branches of one `if` never
+    coexist, so they may share a name.
     """
 
-    def __init__(self, finals=None):
-        self.finals = finals
+    def __init__(self):
         self.collected: list[list] = []
         self.stack: list[list] = []
         self.scopes = 0
@@ -154,19 +163,20 @@ class _Namer:
         return self.ifs
 
     def name(self, base: str, explicit: bool, pos) -> str:
+        """The placeholder of a new site of the current scope (no file can write it)."""
         sid, i = self.stack[-1]
         self.stack[-1][1] += 1
-        if self.finals is None:
-            self.collected[sid].append((base, explicit, pos, dict(self.branches)))
-            return base
-        return self.finals[sid][i]
+        self.collected[sid].append((base, explicit, pos, dict(self.branches)))
+        return f"\0{sid}.{i}"
 
     @staticmethod
     def _coexist(a: dict, b: dict) -> bool:
         return all(b.get(k, side) == side for k, side in a.items())
 
-    def assign(self) -> list[list[str]]:
-        return [self._assign_scope(entries) for entries in self.collected]
+    def assign(self) -> dict:
+        """{placeholder: final name} for every site named so far."""
+        return {f"\0{sid}.{i}": name for sid, entries in enumerate(self.collected)
+                for i, name in enumerate(self._assign_scope(entries))}
 
     def _assign_scope(self, entries) -> list[str]:
         """Explicit names stay (two coexisting ones clash); an automatic name is its
@@ -583,55 +593,17 @@ def build_rules(loaded: Loaded) -> dict[str, ir.Rule]:
         if primitives.get(rule_name) is not None:
             raise NasError(f"rule `{rule_name}` has the name of a primitive", rule.pos,
                            "rename the rule; primitives are listed by `nasdsl show --primitives`")
-    result = {}
-    first = _Namer()
-    builder = _RuleBuilder(loaded.rules, space_params, first)
+    namer = _Namer()
+    builder = _RuleBuilder(loaded.rules, space_params, namer)
     builder.main_module = loaded.module
-    order = list(loaded.rules.items())
-    for _, (rule, module) in order:
-        builder.build_rule(rule, module)
-    finals = first.assign()
-    second = _Namer(finals)
-    builder = _RuleBuilder(loaded.rules, space_params, second)
-    builder.main_module = loaded.module
-    for name, (rule, module) in order:
-        result[name] = builder.build_rule(rule, module)
+    built = {name: builder.build_rule(rule, module) for name, (rule, module) in loaded.rules.items()}
+    names = namer.assign()
+    result = {name: ir.renamed(rule, names) for name, rule in built.items()}
     _check_productive(result)
     return result
 
 
 # ---- static checks ----------------------------------------------------------------
-def _calls(node):
-    """Rule names called anywhere inside an ir expression."""
-    if isinstance(node, ir.RuleCall):
-        yield node.rule
-    elif isinstance(node, ir.Seq):
-        for i in node.items:
-            yield from _calls(i)
-    elif isinstance(node, ir.Alt):
-        for o in node.options:
-            yield from _calls(o.body)
-    elif isinstance(node, (ir.Repeat,)):
-        yield from _calls(node.body)
-    elif isinstance(node, ir.If):
-        yield from _calls(node.then)
-        yield from _calls(node.orelse)
-    elif isinstance(node, ir.Merge):
-        for b in node.branches:
-            yield from _calls(b)
-    elif isinstance(node, ir.Pick):
-        for _, c in node.candidates:
-            yield from _calls(c)
-    elif isinstance(node, ir.Branch):
-        if node.body is not None:
-            yield from _calls(node.body)
-    elif isinstance(node, ir.Dag):
-        for _, b in node.nodes:
-            yield from _calls(b)
-        for b in node.outputs:
-            yield from _calls(b)
-
-
 def reachable(rules: dict, start: str) -> list[str]:
     seen, todo = [], [start]
     while todo:
@@ -639,7 +611,7 @@ def reachable(rules: dict, start: str) -> list[str]:
         if name in seen or name not in rules:
             continue
         seen.append(name)
-        todo.extend(_calls(rules[name].body))
+        todo.extend(ir.calls(rules[name].body))
     return seen
 
 
@@ -686,7 +658,7 @@ def _check_productive(rules: dict):
     # ends in a cycle: report the cycle's first rule, the one to fix.
     path = [next(name for name in rules if name not in ok)]
     while True:
-        stuck = next(r for r in _calls(rules[path[-1]].body) if r not in ok)
+        stuck = next(r for r in ir.calls(rules[path[-1]].body) if r not in ok)
         if stuck in path:
             cycle = path[path.index(stuck):] + [stuck]
             break

@@ -8,6 +8,10 @@ call, repetition, inline alternative, pick and `where` binding has a name: its
 label (`as rest`, `where w = ...`), else the callee's name; names that repeat in
 a scope are numbered in order (`conv1`, `conv2`, and `conv3x3_1` for names
 ending in a digit), the way torchvision names `conv1`/`bn1`.
+
+`children` / `walk` go through any ir node or value expression by its attrs
+fields, so code that only looks for something (`calls`, `sites_in`) names no
+node kinds and no fields.
 """
 
 from __future__ import annotations
@@ -168,3 +172,75 @@ class Rule:
     @property
     def pos(self):
         return self.syntax.pos if self.syntax is not None else None
+
+
+# ---- walking ---------------------------------------------------------------------
+_NOT_CHILDREN = ("syntax", "pos")  # back to the text, not part of the tree
+_FIELDS: dict = {}  # node class -> the names of its fields that hold children
+
+
+def children(node):
+    """The nodes directly inside an ir node or a value expression, in field order
+    (tuples looked through: `(label, Branch)` pairs, `(name, value)` arguments).
+
+    One generic iterator, read off the attrs fields the way the syntax tree's walk
+    in `nasdsl.language.check` is, so a new node kind needs no walker edited."""
+    for name in _child_fields(type(node)):
+        yield from _nodes(getattr(node, name))
+
+
+def _child_fields(kind) -> tuple:
+    names = _FIELDS.get(kind)
+    if names is None:
+        names = _FIELDS[kind] = tuple(f.name for f in attrs.fields(kind) if f.name not in _NOT_CHILDREN)
+    return names
+
+
+def _nodes(value):
+    if isinstance(value, tuple):
+        for v in value:
+            yield from _nodes(v)
+    elif attrs.has(type(value)):
+        yield value
+
+
+def walk(node, into=None):
+    """`node` and everything inside it, depth first, in field order; where
+    `into(n)` is false, n is visited but not entered."""
+    yield node
+    if into is None or into(node):
+        for child in children(node):
+            yield from walk(child, into)
+
+
+def renamed(node, names: dict):
+    """A copy of `node` with every string that is a key of `names` replaced by its
+    value (check's site placeholders by the final names); syntax is kept as is."""
+    if isinstance(node, str):
+        return names.get(node, node)
+    if isinstance(node, tuple):
+        new = tuple(renamed(n, names) for n in node)
+        return new if any(a is not b for a, b in zip(new, node)) else node
+    if not attrs.has(type(node)):
+        return node
+    changes = {}
+    for name in _child_fields(type(node)):
+        old = getattr(node, name)
+        new = renamed(old, names)
+        if new is not old:
+            changes[name] = new
+    return attrs.evolve(node, **changes) if changes else node
+
+
+def calls(node):
+    """The rule names called anywhere inside an ir expression, in the order written."""
+    return (n.rule for n in walk(node) if type(n) is RuleCall)
+
+
+def sites_in(expr) -> dict:
+    """{site: VChoice / VRange} for the choice sites inside a value expression."""
+    return {e.site: e for e in walk(expr, _not_a_choice) if type(e) is VChoice or type(e) is VRange}
+
+
+def _not_a_choice(e) -> bool:
+    return not (type(e) is VChoice or type(e) is VRange)

@@ -5,37 +5,22 @@ the plan that governs them. A mutation changes one position and keeps the rest
 of the derivation wherever it is still valid; a crossover copies a subtree from
 one parent into the other where both were derived from the same rule with the
 same arguments (so the subtree is valid there by construction).
+
+What a position is, and how a value is changed or kept valid, each plan kind
+says for itself (`positions`, `change_one`, `conform` in `nasdsl.space.plan`).
 """
 
 from __future__ import annotations
 
 import random
 
-from .derivation import Alt, Derivation, Node, Picked, Rep, replace_path
-from .plan import PAlt, PPick, PRepeat, PScope, PValue
+from .derivation import Derivation, replace_path
+from .plan import PValue
 
 
 def positions(plan, value, parts=()):
     """(parts, plan, value) for every choice site of a derivation, outermost first."""
-    yield parts, plan, value
-    kind = type(plan)
-    if kind is PScope:
-        v = plan._variant_of(value)
-        for name, site in plan.variants[v][1]:
-            yield from positions(site, value[name], (*parts, name))
-    elif kind is PAlt:
-        scope = plan.options[plan._index(value.label)][2]
-        for name, site in scope.variants[0][1]:
-            yield from positions(site, value.node[name], (*parts, name))
-    elif kind is PRepeat:
-        for i, item in enumerate(value.items):
-            yield from positions(plan.elem, item, (*parts, i))
-    elif kind is PPick:
-        labels = [lab for lab, _ in plan.candidates]
-        for alt in value.items:
-            scope = plan.candidates[labels.index(alt.label)][1]
-            for name, site in scope.variants[0][1]:
-                yield from positions(site, alt.node[name], (*parts, alt.label, name))
+    return plan.positions(value, parts)
 
 
 # ---- mutation -------------------------------------------------------------------
@@ -56,7 +41,7 @@ def mutate(space, d: Derivation, rng: random.Random, kind: str = "choice") -> De
     if not candidates:
         return d
     parts, plan, value = candidates[rng.randrange(len(candidates))]
-    new = _resample_other(plan, value, rng) if kind == "subtree" else _change_one(plan, value, rng)
+    new = plan.resample_other(value, rng) if kind == "subtree" else plan.change_one(value, rng)
     return Derivation(replace_path(d.root, list(parts), new))
 
 
@@ -67,96 +52,9 @@ def _mutable(plan, kind) -> bool:
     return sum(1 for c in plan.counts if c) > 1  # variants, options, lengths or subsets
 
 
-def _resample_other(plan, value, rng):
-    """Uniform over the site's derivations other than `value`."""
-    old = plan.rank(value)
-    r = rng.randrange(plan.count - 1)
-    return plan.unrank(r + 1 if r >= old else r)
-
-
-def _other_index(counts, current, rng):
-    live = [i for i, c in enumerate(counts) if c and i != current]
-    return live[rng.randrange(len(live))]
-
-
-def _change_one(plan, value, rng):
-    kind = type(plan)
-    if kind is PValue:
-        i = plan.rank(value)
-        j = rng.randrange(plan.count - 1)
-        return plan.values[j + 1 if j >= i else j]
-    if kind is PScope:  # another combination of the scope's `where` / argument values
-        v = _other_index(plan.counts, plan._variant_of(value), rng)
-        assignment, sites, _ = plan.variants[v]
-        return Node(tuple(assignment) + tuple((n, conform(s, value.get(n), rng)) for n, s in sites))
-    if kind is PAlt:
-        i = _other_index(plan.counts, plan._index(value.label), rng)
-        label, _, scope = plan.options[i]
-        return Alt(label, conform(scope, value.node, rng))
-    if kind is PRepeat:
-        i = _other_index(plan.counts, plan.lengths.index(len(value.items)), rng)
-        n = plan.lengths[i]
-        kept = [conform(plan.elem, item, rng) for item in value.items[:n]]
-        return Rep(tuple(kept + [plan.elem.sample(rng) for _ in range(n - len(kept))]))
-    if kind is PPick:  # swap one picked candidate for another (or pick anew if none fits)
-        labels = [lab for lab, _ in plan.candidates]
-        chosen = [labels.index(a.label) for a in value.items]
-        swaps = [(out, inn) for out in chosen for inn in range(len(labels))
-                 if inn not in chosen and plan.counts[plan.subsets.index(
-                     tuple(sorted(set(chosen) - {out} | {inn})))]]
-        if not swaps:
-            return _resample_other(plan, value, rng)
-        out, inn = swaps[rng.randrange(len(swaps))]
-        old = {labels.index(a.label): a for a in value.items}
-        items = []
-        for j in sorted(set(chosen) - {out} | {inn}):
-            label, scope = plan.candidates[j]
-            items.append(Alt(label, conform(scope, old[j].node, rng)) if j in old
-                         else Alt(label, scope.sample(rng)))
-        return Picked(tuple(items))
-    raise TypeError(kind)
-
-
 def conform(plan, old, rng):
     """A value of `plan` that keeps as much of `old` as is still valid."""
-    kind = type(plan)
-    if kind is PValue:
-        try:
-            plan.rank(old)
-            return old
-        except (ValueError, TypeError):
-            return plan.sample(rng)
-    if kind is PScope:
-        if not isinstance(old, Node):
-            return plan.sample(rng)
-        try:
-            v = plan._variant_of(old)
-        except KeyError:
-            v = None
-        if v is None or not plan.counts[v]:
-            return plan.sample(rng)
-        assignment, sites, _ = plan.variants[v]
-        return Node(tuple(assignment) + tuple((n, conform(s, old.get(n), rng)) for n, s in sites))
-    if kind is PAlt:
-        if isinstance(old, Alt):
-            for i, (label, _, scope) in enumerate(plan.options):
-                if label == old.label and plan.counts[i]:
-                    return Alt(label, conform(scope, old.node, rng))
-        return plan.sample(rng)
-    if kind is PRepeat:
-        if isinstance(old, Rep) and len(old.items) in plan.lengths \
-                and plan.counts[plan.lengths.index(len(old.items))]:
-            return Rep(tuple(conform(plan.elem, item, rng) for item in old.items))
-        return plan.sample(rng)
-    if kind is PPick:
-        labels = [lab for lab, _ in plan.candidates]
-        if isinstance(old, Picked) and all(lab in labels for lab in old.labels()):
-            subset = tuple(sorted(labels.index(lab) for lab in old.labels()))
-            if subset in plan.subsets and plan.counts[plan.subsets.index(subset)]:
-                return Picked(tuple(Alt(a.label, conform(plan.candidates[labels.index(a.label)][1], a.node, rng))
-                                    for a in sorted(old.items, key=lambda a: labels.index(a.label))))
-        return plan.sample(rng)
-    raise TypeError(kind)
+    return plan.conform(old, rng)
 
 
 # ---- crossover -------------------------------------------------------------------------

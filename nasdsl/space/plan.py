@@ -10,6 +10,9 @@ choice sites with exact counts. One mechanism then serves every operation:
     PRepeat  a repetition of one element plan         count = sum over n of c**n
     PPick    k distinct of n candidates               count = sum over subsets of products
 
+Their parts are frozen values, named rather than indexed: a scope's `Variant`s
+hold `Site`s, an alternative's `Option`s and a pick's `Candidate`s hold scopes.
+
 Each plan counts, samples uniformly (top-down by counts), samples per choice,
 ranks, unranks, enumerates lazily and reads a raw derivation back (validation).
 Counting is dynamic programming over (rule, arguments); counts are Python ints.
@@ -21,9 +24,11 @@ import bisect
 import functools
 import itertools
 import math
+import random
+
+import attrs
 
 from ..language import ast, ir, primitives
-from ..language.check import _calls
 from ..language.errors import DerivationError, NasError, did_you_mean
 from ..language.expr import SYMBOLIC, Scope, evaluate, show, type_name
 from .derivation import Alt, Node, Picked, Rep, scalar_text
@@ -92,11 +97,60 @@ def _join(path, name):
     return f"{path}.{name}" if path else str(name)
 
 
+@attrs.frozen
+class Site:
+    """A named choice site of a scope and its plan (name None: a rule's whole-body alternative)."""
+
+    name: str | None
+    plan: object
+
+
+@attrs.frozen
+class Variant:
+    """One way a scope's `where` and argument choices can be set: their values,
+    and the sites that remain to choose."""
+
+    assignment: tuple  # of (name, value), as in the derivation's Node
+    sites: tuple  # of Site
+    weight: float
+
+
+@attrs.frozen
+class Option:
+    """An alternative of a PAlt: its label, its written weight and its scope."""
+
+    label: str
+    weight: float
+    scope: object  # PScope
+
+
+@attrs.frozen
+class Candidate:
+    """A candidate of a PPick: its label and its scope."""
+
+    label: str
+    scope: object  # PScope
+
+
 EMPTY_NODE = Node()
 TABLE_MAX = 2048  # a site with at most this many derivations samples from a table of them
 
 
-class _Tabled:
+class _Plan:
+    """What every plan kind shares. Each kind answers for itself (sampling, ranking,
+    reading, and the operations beside a derivation: `positions`, `conform`,
+    `change_one`, `nearest`, `draw`, `domain`), so a new kind is one class here."""
+
+    __slots__ = ()
+
+    def resample_other(self, value, rng):
+        """Uniform over the plan's derivations other than `value`."""
+        old = self.rank(value)
+        r = rng.randrange(self.count - 1)
+        return self.unrank(r + 1 if r >= old else r)
+
+
+class _Tabled(_Plan):
     """Uniform sampling of a small site: one draw from the list of all its
     derivations (built on first use), instead of a walk down its tree."""
 
@@ -111,7 +165,7 @@ class _Tabled:
         return table[rng.randrange(self.count)]
 
 
-class PValue:
+class PValue(_Plan):
     __slots__ = ("values", "weights", "count", "weight_cum")
 
     def __init__(self, values, weights):
@@ -140,6 +194,33 @@ class PValue:
     def iterate(self):
         return iter(self.values)
 
+    # -- operations beside a derivation (mutation, crossover, hypothesis, tickets, restriction)
+    def positions(self, value, parts):
+        yield parts, self, value
+
+    def conform(self, old, rng):
+        try:
+            self.rank(old)
+            return old
+        except (ValueError, TypeError):
+            return self.sample(rng)
+
+    def change_one(self, value, rng):
+        i = self.rank(value)
+        j = rng.randrange(self.count - 1)
+        return self.values[j + 1 if j >= i else j]
+
+    def nearest(self, want):
+        return _nearest_value(self.values, want)
+
+    def draw(self, index):
+        return self.values[index(self.count) if self.count > 1 else 0]
+
+    def domain(self, parts, path):
+        if not parts:
+            return list(self.values)
+        raise _no_choice(self, parts, path)
+
     @_located
     def read(self, raw, path):
         if isinstance(raw, ast.RawScalar):
@@ -159,36 +240,36 @@ class PValue:
 
 
 class PScope(_Tabled):
-    """Variants of one scope. A variant: (assignment, sites, weight, count)."""
+    """Variants of one scope (see Variant)."""
 
     __slots__ = ("variants", "counts", "cum", "count", "key", "names", "_site_names", "_site_plans", "_table",
                  "_by_assignment", "weight_cum")
 
     def __init__(self, variants, key=None):
-        self.variants = variants  # tuple of (assignment items, site items, weight)
-        self.counts = [math.prod(s.count for _, s in sites) for _, sites, _ in variants]
+        self.variants = variants  # tuple of Variant
+        self.counts = [math.prod(s.plan.count for s in v.sites) for v in variants]
         self.cum = _cumulative(self.counts)
         self.count = self.cum[-1] if self.cum else 0
         self._table = None
         self.key = key  # (rule, args) for a rule's scope: crossover swaps equal keys
         self._by_assignment = None
-        self.weight_cum = _weight_cum([w for _, _, w in variants], self.counts)
-        self._site_names = [tuple(n for n, _ in sites) for _, sites, _ in variants]
-        self._site_plans = [tuple(p for _, p in sites) for _, sites, _ in variants]
+        self.weight_cum = _weight_cum([v.weight for v in variants], self.counts)
+        self._site_names = [tuple(s.name for s in v.sites) for v in variants]
+        self._site_plans = [tuple(s.plan for s in v.sites) for v in variants]
         names = {}
-        for assignment, sites, _ in variants:
-            for n, _v in assignment:
+        for v in variants:
+            for n, _ in v.assignment:
                 names[n] = None
-            for n, _s in sites:
-                names[n] = None
+            for s in v.sites:
+                names[s.name] = None
         self.names = tuple(names)
 
     @property
     def empty(self):
-        return len(self.variants) == 1 and not self.variants[0][0] and not self.variants[0][1]
+        return len(self.variants) == 1 and not self.variants[0].assignment and not self.variants[0].sites
 
     def _node(self, variant, values):
-        assignment = self.variants[variant][0]
+        assignment = self.variants[variant].assignment
         if not values and not assignment:
             return EMPTY_NODE
         return Node(assignment + tuple(zip(self._site_names[variant], values)))
@@ -202,14 +283,13 @@ class PScope(_Tabled):
             v = 0
         else:
             v = _pick_weighted(self.weight_cum, rng)
-        return self._node(v, [s.sample_per_choice(rng) for _, s in self.variants[v][1]])
+        return self._node(v, [s.sample_per_choice(rng) for s in self._site_plans[v]])
 
     def unrank(self, r):
         v = bisect.bisect_right(self.cum, r)
         r -= self.cum[v - 1] if v else 0
-        sites = self.variants[v][1]
         digits = []
-        for _, s in reversed(sites):
+        for s in reversed(self._site_plans[v]):
             r, d = divmod(r, s.count)
             digits.append(s.unrank(d))
         return self._node(v, digits[::-1])
@@ -219,12 +299,12 @@ class PScope(_Tabled):
         if type(node) is not Node:
             raise ValueError("expected a Node")
         v = self._variant_of(node)
-        assignment, sites, _ = self.variants[v]
-        if len(node.items) != len(assignment) + len(sites):
+        variant = self.variants[v]
+        if len(node.items) != len(variant.assignment) + len(variant.sites):
             raise KeyError("unexpected choices")
         r = 0
-        for name, s in sites:
-            r = r * s.count + s.rank(node[name])
+        for s in variant.sites:
+            r = r * s.plan.count + s.plan.rank(node[s.name])
         return r + (self.cum[v - 1] if v else 0)
 
     def _variant_of(self, node):
@@ -233,9 +313,9 @@ class PScope(_Tabled):
         if len(self.variants) == 1:
             return 0
         if self._by_assignment is None:
-            self._by_assignment = {tuple((n, type_name(v), v) for n, v in a): i
-                                   for i, (a, _, _) in enumerate(self.variants)}
-        names = [n for n, _ in self.variants[0][0]]
+            self._by_assignment = {tuple((n, type_name(v), v) for n, v in variant.assignment): i
+                                   for i, variant in enumerate(self.variants)}
+        names = [n for n, _ in self.variants[0].assignment]
         key = tuple((n, type_name(v), v) for n, v in ((n, node.get(n, _NONE)) for n in names))
         try:
             return self._by_assignment[key]
@@ -243,10 +323,88 @@ class PScope(_Tabled):
             raise KeyError("no variant") from None
 
     def iterate(self):
-        for v, (_, sites, _) in enumerate(self.variants):
+        for v, plans in enumerate(self._site_plans):
             if self.counts[v]:
-                for values in _product([s for _, s in sites]):
+                for values in _product(plans):
                     yield self._node(v, values)
+
+    # -- operations beside a derivation
+    def positions(self, value, parts):
+        yield parts, self, value
+        for site in self.variants[self._variant_of(value)].sites:
+            yield from site.plan.positions(value[site.name], (*parts, site.name))
+
+    def inner_positions(self, node, parts):
+        """The positions inside a one-variant scope (an option's, a candidate's), not its own."""
+        for site in self.variants[0].sites:
+            yield from site.plan.positions(node[site.name], (*parts, site.name))
+
+    def _conformed(self, variant, old, rng):
+        return Node(variant.assignment + tuple((s.name, s.plan.conform(old.get(s.name), rng)) for s in variant.sites))
+
+    def conform(self, old, rng):
+        if not isinstance(old, Node):
+            return self.sample(rng)
+        try:
+            v = self._variant_of(old)
+        except KeyError:
+            v = None
+        if v is None or not self.counts[v]:
+            return self.sample(rng)
+        return self._conformed(self.variants[v], old, rng)
+
+    def change_one(self, value, rng):
+        """Another combination of the scope's `where` / argument values."""
+        return self._conformed(self.variants[_other_index(self.counts, self._variant_of(value), rng)], value, rng)
+
+    def nearest(self, want):
+        node = want if isinstance(want, Node) else Node()
+        variant = self.variants[self._nearest_variant(node)]
+        return Node(variant.assignment + tuple((s.name, s.plan.nearest(node.get(s.name))) for s in variant.sites))
+
+    def _nearest_variant(self, node: Node) -> int:
+        try:
+            v = self._variant_of(node)
+            if self.counts[v]:
+                return v
+        except KeyError:
+            pass
+        missing = object()
+
+        def cost(i):
+            mismatched, crossed, distance, size = 0, 0, 0.0, 0.0
+            for name, value in self.variants[i].assignment:
+                w = node.get(name, missing)
+                if w is missing or _same(value, w):
+                    continue
+                if _number(value) and _number(w):
+                    c, d = _off(value, w)
+                    crossed, distance, size = crossed + c, distance + d, size + value
+                else:
+                    mismatched += 1
+            return mismatched, crossed, distance, size, i
+
+        return min((i for i, c in enumerate(self.counts) if c), key=cost)
+
+    def draw(self, index):
+        v = _draw_live(index, self.counts)
+        return self._node(v, [s.draw(index) for s in self._site_plans[v]])
+
+    def domain(self, parts, path):
+        if not parts:
+            raise NasError(f"`{path}` is a scope; name a choice inside it")
+        head, rest = parts[0], parts[1:]
+        values = []
+        for variant in self.variants:
+            for n, v in variant.assignment:
+                if n == head and not rest and v not in values:
+                    values.append(v)
+            for s in variant.sites:
+                if s.name == head:
+                    return s.plan.domain(rest, path)
+        if values:
+            return values
+        raise _no_choice(self, parts, path)
 
     @_located
     def read(self, raw, path):
@@ -265,34 +423,35 @@ class PScope(_Tabled):
                                                              if self.names else "this scope has no choices"),
                            raw=ast.RawNode((), pos=pos))
             given[name] = value
-        chosen = next((i for i, (assignment, _, _) in enumerate(self.variants)
-                       if all(n in given and _reads_as(given[n], v) for n, v in assignment)), None)
+        chosen = next((i for i, variant in enumerate(self.variants)
+                       if all(n in given and _reads_as(given[n], v) for n, v in variant.assignment)), None)
         if chosen is None:
             self._read_each_assigned(given, path)
-            names = self.variants[0][0] if self.variants else ()
-            allowed = "; ".join(", ".join(f"{n}={scalar_text(v)}" for n, v in a) for a, _, _ in self.variants[:8])
+            names = self.variants[0].assignment if self.variants else ()
+            allowed = "; ".join(", ".join(f"{n}={scalar_text(v)}" for n, v in variant.assignment)
+                                for variant in self.variants[:8])
             if not self.variants:
                 raise _err(path, "no derivation exists here (the constraints exclude every choice)")
             raise _err(path, "these values are not allowed together: " + ", ".join(
                 f"{n}={_raw_text(given[n]) if n in given else '?'}" for n, _ in names),
                 f"allowed: {allowed}" + ("; ..." if len(self.variants) > 8 else ""))
-        assignment, sites, _ = self.variants[chosen]
-        expected = {n for n, _ in assignment} | {n for n, _ in sites}
+        variant = self.variants[chosen]
+        expected = {n for n, _ in variant.assignment} | {s.name for s in variant.sites}
         for name in given:
             if name not in expected:
                 raise _err(_join(path, name), "is not a choice here (with the other values given)")
         values = []
-        for name, s in sites:
-            if name not in given:
-                raise _err(_join(path, name), "is missing", _missing_hint(s))
-            values.append(s.read(given[name], _join(path, name)))
+        for s in variant.sites:
+            if s.name not in given:
+                raise _err(_join(path, s.name), "is missing", _missing_hint(s.plan))
+            values.append(s.plan.read(given[s.name], _join(path, s.name)))
         return self._node(chosen, values)
 
     def _read_each_assigned(self, given, path):
         """A value that no variant has for its name is an error about that name alone."""
         allowed: dict = {}
-        for assignment, _, _ in self.variants:
-            for name, value in assignment:
+        for variant in self.variants:
+            for name, value in variant.assignment:
                 allowed.setdefault(name, {})[type_name(value), value] = value
         for name, values in allowed.items():
             if name in given:
@@ -323,7 +482,7 @@ def _missing_hint(site):
     if isinstance(site, PValue):
         return f"allowed: {_fmt_values(site.values)}"
     if isinstance(site, PAlt):
-        return f"choose one of: {', '.join(lab for lab, _, _ in site.options)}"
+        return f"choose one of: {', '.join(o.label for o in site.options)}"
     return None
 
 
@@ -331,14 +490,14 @@ class PAlt(_Tabled):
     __slots__ = ("options", "counts", "cum", "count", "leaves", "all_leaves", "_table", "weight_cum")
 
     def __init__(self, options):
-        self.options = options  # tuple of (label, weight, PScope)
-        self.counts = [o.count for _, _, o in options]
+        self.options = options  # tuple of Option
+        self.counts = [o.scope.count for o in options]
         self.cum = _cumulative(self.counts)
         self.count = self.cum[-1] if self.cum else 0
         self._table = None
-        self.weight_cum = _weight_cum([w for _, w, _ in options], self.counts)
+        self.weight_cum = _weight_cum([o.weight for o in options], self.counts)
         # options without choices inside are constant values: build them once
-        self.leaves = tuple(Alt(label, EMPTY_NODE) if scope.empty else None for label, _, scope in options)
+        self.leaves = tuple(Alt(o.label, EMPTY_NODE) if o.scope.empty else None for o in options)
         self.all_leaves = all(leaf is not None for leaf in self.leaves)
 
     def _sample(self, rng):
@@ -347,22 +506,21 @@ class PAlt(_Tabled):
         i = _pick_index(self.cum, rng)
         if self.leaves[i] is not None:
             return self.leaves[i]
-        label, _, scope = self.options[i]
-        return Alt(label, scope.sample(rng))
+        o = self.options[i]
+        return Alt(o.label, o.scope.sample(rng))
 
     def sample_per_choice(self, rng):
-        i = _pick_weighted(self.weight_cum, rng)
-        label, _, scope = self.options[i]
-        return Alt(label, scope.sample_per_choice(rng))
+        o = self.options[_pick_weighted(self.weight_cum, rng)]
+        return Alt(o.label, o.scope.sample_per_choice(rng))
 
     def unrank(self, r):
         i = bisect.bisect_right(self.cum, r)
-        label, _, scope = self.options[i]
-        return Alt(label, scope.unrank(r - (self.cum[i - 1] if i else 0)))
+        o = self.options[i]
+        return Alt(o.label, o.scope.unrank(r - (self.cum[i - 1] if i else 0)))
 
     def _index(self, label):
-        for i, (lab, _, _) in enumerate(self.options):
-            if lab == label:
+        for i, o in enumerate(self.options):
+            if o.label == label:
                 return i
         raise KeyError(label)
 
@@ -370,16 +528,50 @@ class PAlt(_Tabled):
         if type(alt) is not Alt:
             raise ValueError("expected an Alt")
         i = self._index(alt.label)
-        return self.options[i][2].rank(alt.node) + (self.cum[i - 1] if i else 0)
+        return self.options[i].scope.rank(alt.node) + (self.cum[i - 1] if i else 0)
 
     def iterate(self):
-        for label, _, scope in self.options:
-            for node in scope.iterate():
-                yield Alt(label, node)
+        for o in self.options:
+            for node in o.scope.iterate():
+                yield Alt(o.label, node)
+
+    # -- operations beside a derivation
+    def positions(self, value, parts):
+        yield parts, self, value
+        yield from self.options[self._index(value.label)].scope.inner_positions(value.node, parts)
+
+    def conform(self, old, rng):
+        if isinstance(old, Alt):
+            for i, o in enumerate(self.options):
+                if o.label == old.label and self.counts[i]:
+                    return Alt(o.label, o.scope.conform(old.node, rng))
+        return self.sample(rng)
+
+    def change_one(self, value, rng):
+        o = self.options[_other_index(self.counts, self._index(value.label), rng)]
+        return Alt(o.label, o.scope.conform(value.node, rng))
+
+    def nearest(self, want):
+        live = [i for i, c in enumerate(self.counts) if c]
+        i = next((i for i in live if isinstance(want, Alt) and self.options[i].label == want.label), live[0])
+        o = self.options[i]
+        return Alt(o.label, o.scope.nearest(want.node if isinstance(want, Alt) else None))
+
+    def draw(self, index):
+        o = self.options[_draw_live(index, self.counts)]
+        return Alt(o.label, o.scope.draw(index))
+
+    def domain(self, parts, path):
+        if not parts:
+            return [o.label for o in self.options]
+        for o in self.options:
+            if parts[0] in o.scope.names:
+                return o.scope.domain(parts, path)
+        raise _no_choice(self, parts, path)
 
     @_located
     def read(self, raw, path):
-        labels = [lab for lab, _, _ in self.options]
+        labels = [o.label for o in self.options]
         if not isinstance(raw, ast.RawLabel):
             raise _err(path, "expected an alternative's label", f"choose one of: {', '.join(labels)}")
         try:
@@ -387,10 +579,10 @@ class PAlt(_Tabled):
         except KeyError:
             raise _err(path, f"`{raw.name}` is not an alternative here",
                        _suggest(raw.name, labels, "choose one of: ")) from None
-        label, _, scope = self.options[i]
-        if scope.count == 0:
-            raise _err(path, f"alternative `{label}` has no derivation here (its constraints exclude it)")
-        return Alt(label, scope.read(raw.node, path))
+        o = self.options[i]
+        if o.scope.count == 0:
+            raise _err(path, f"alternative `{o.label}` has no derivation here (its constraints exclude it)")
+        return Alt(o.label, o.scope.read(raw.node, path))
 
 
 class PRepeat(_Tabled):
@@ -438,6 +630,41 @@ class PRepeat(_Tabled):
                 for values in _product([self.elem] * n):
                     yield Rep(tuple(values))
 
+    # -- operations beside a derivation
+    def positions(self, value, parts):
+        yield parts, self, value
+        for i, item in enumerate(value.items):
+            yield from self.elem.positions(item, (*parts, i))
+
+    def conform(self, old, rng):
+        if isinstance(old, Rep) and len(old.items) in self.lengths \
+                and self.counts[self.lengths.index(len(old.items))]:
+            return Rep(tuple(self.elem.conform(item, rng) for item in old.items))
+        return self.sample(rng)
+
+    def change_one(self, value, rng):
+        """Another number of copies: the first ones kept, new ones drawn."""
+        n = self.lengths[_other_index(self.counts, self.lengths.index(len(value.items)), rng)]
+        kept = [self.elem.conform(item, rng) for item in value.items[:n]]
+        return Rep(tuple(kept + [self.elem.sample(rng) for _ in range(n - len(kept))]))
+
+    def nearest(self, want):
+        items = want.items if isinstance(want, Rep) else ()
+        live = [n for n, c in zip(self.lengths, self.counts) if c]
+        n = min(live, key=lambda n: (abs(n - len(items)), n))
+        return Rep(tuple(self.elem.nearest(items[i] if i < len(items) else None) for i in range(n)))
+
+    def draw(self, index):
+        n = self.lengths[_draw_live(index, self.counts, key=self.lengths.__getitem__)]
+        return Rep(tuple(self.elem.draw(index) for _ in range(n)))
+
+    def domain(self, parts, path):
+        if not parts:
+            return list(self.lengths)
+        if parts[0] == "*":
+            return self.elem.domain(parts[1:], path)
+        raise _no_choice(self, parts, path)
+
     @_located
     def read(self, raw, path):
         if not isinstance(raw, ast.RawList):
@@ -453,19 +680,20 @@ class PRepeat(_Tabled):
 
 
 class PPick(_Tabled):
-    __slots__ = ("k", "candidates", "subsets", "counts", "cum", "count", "_table")
+    __slots__ = ("k", "candidates", "labels", "subsets", "counts", "cum", "count", "_table")
 
     def __init__(self, k, candidates):
         self.k = k
-        self.candidates = candidates  # tuple of (label, PScope)
+        self.candidates = candidates  # tuple of Candidate
+        self.labels = [c.label for c in candidates]
         self.subsets = tuple(itertools.combinations(range(len(candidates)), k))
-        self.counts = [math.prod(candidates[i][1].count for i in s) for s in self.subsets]
+        self.counts = [math.prod(candidates[i].scope.count for i in s) for s in self.subsets]
         self.cum = _cumulative(self.counts)
         self.count = self.cum[-1] if self.cum else 0
         self._table = None
 
     def _picked(self, subset, make):
-        return Picked(tuple(Alt(self.candidates[i][0], make(self.candidates[i][1])) for i in subset))
+        return Picked(tuple(Alt(self.candidates[i].label, make(self.candidates[i].scope)) for i in subset))
 
     def _sample(self, rng):
         return self._picked(self.subsets[_pick_index(self.cum, rng)], lambda s: s.sample(rng))
@@ -480,31 +708,82 @@ class PPick(_Tabled):
         subset = self.subsets[i]
         digits = []
         for j in reversed(subset):
-            r, d = divmod(r, self.candidates[j][1].count)
-            digits.append(self.candidates[j][1].unrank(d))
+            scope = self.candidates[j].scope
+            r, d = divmod(r, scope.count)
+            digits.append(scope.unrank(d))
         digits.reverse()
-        return Picked(tuple(Alt(self.candidates[j][0], v) for j, v in zip(subset, digits)))
+        return Picked(tuple(Alt(self.candidates[j].label, v) for j, v in zip(subset, digits)))
 
     def rank(self, picked):
         if type(picked) is not Picked:
             raise ValueError("expected a Picked")
-        labels = [lab for lab, _ in self.candidates]
+        labels = self.labels
         subset = tuple(labels.index(a.label) for a in picked.items)
         i = self.subsets.index(subset)
         r = 0
         for j, a in zip(subset, picked.items):
-            r = r * self.candidates[j][1].count + self.candidates[j][1].rank(a.node)
+            scope = self.candidates[j].scope
+            r = r * scope.count + scope.rank(a.node)
         return r + (self.cum[i - 1] if i else 0)
 
     def iterate(self):
         for subset, c in zip(self.subsets, self.counts):
             if c:
-                for values in _product([self.candidates[j][1] for j in subset]):
-                    yield Picked(tuple(Alt(self.candidates[j][0], v) for j, v in zip(subset, values)))
+                for values in _product([self.candidates[j].scope for j in subset]):
+                    yield Picked(tuple(Alt(self.candidates[j].label, v) for j, v in zip(subset, values)))
+
+    # -- operations beside a derivation
+    def positions(self, value, parts):
+        yield parts, self, value
+        for alt in value.items:
+            scope = self.candidates[self.labels.index(alt.label)].scope
+            yield from scope.inner_positions(alt.node, (*parts, alt.label))
+
+    def conform(self, old, rng):
+        labels = self.labels
+        if isinstance(old, Picked) and all(lab in labels for lab in old.labels()):
+            subset = tuple(sorted(labels.index(lab) for lab in old.labels()))
+            if subset in self.subsets and self.counts[self.subsets.index(subset)]:
+                return Picked(tuple(Alt(a.label, self.candidates[labels.index(a.label)].scope.conform(a.node, rng))
+                                    for a in sorted(old.items, key=lambda a: labels.index(a.label))))
+        return self.sample(rng)
+
+    def change_one(self, value, rng):
+        """One picked candidate swapped for another (or a new pick if no swap fits)."""
+        labels = self.labels
+        chosen = [labels.index(a.label) for a in value.items]
+        swaps = [(out, inn) for out in chosen for inn in range(len(labels))
+                 if inn not in chosen and self.counts[self.subsets.index(
+                     tuple(sorted(set(chosen) - {out} | {inn})))]]
+        if not swaps:
+            return self.resample_other(value, rng)
+        out, inn = swaps[rng.randrange(len(swaps))]
+        old = {labels.index(a.label): a for a in value.items}
+        items = []
+        for j in sorted(set(chosen) - {out} | {inn}):
+            c = self.candidates[j]
+            items.append(Alt(c.label, c.scope.conform(old[j].node, rng)) if j in old
+                         else Alt(c.label, c.scope.sample(rng)))
+        return Picked(tuple(items))
+
+    def nearest(self, want):
+        return self.conform(want, random.Random(0))
+
+    def draw(self, index):
+        subset = self.subsets[_draw_live(index, self.counts)]
+        return Picked(tuple(Alt(c.label, c.scope.draw(index)) for c in (self.candidates[i] for i in subset)))
+
+    def domain(self, parts, path):
+        if not parts:
+            return list(self.labels)
+        for c in self.candidates:
+            if c.label == parts[0]:
+                return c.scope.domain(parts[1:], path)
+        raise _no_choice(self, parts, path)
 
     @_located
     def read(self, raw, path):
-        labels = [lab for lab, _ in self.candidates]
+        labels = self.labels
         if not isinstance(raw, ast.RawList) or not all(isinstance(i, ast.RawLabel) for i in raw.items):
             raise _err(path, f"expected a list of {self.k} chosen candidates", f"candidates: {', '.join(labels)}")
         if len(raw.items) != self.k:
@@ -518,8 +797,65 @@ class PPick(_Tabled):
         if len({i for i, _ in chosen}) != len(chosen):
             raise _err(path, "a candidate is picked twice; picks are distinct")
         chosen.sort(key=lambda t: t[0])
-        return Picked(tuple(Alt(labels[i], self.candidates[i][1].read(item.node, _join(path, labels[i])))
+        return Picked(tuple(Alt(labels[i], self.candidates[i].scope.read(item.node, _join(path, labels[i])))
                             for i, item in chosen))
+
+
+def _other_index(counts, current, rng):
+    """A live index other than `current`, drawn uniformly."""
+    live = [i for i, c in enumerate(counts) if c and i != current]
+    return live[rng.randrange(len(live))]
+
+
+def _draw_live(index, counts, key=None) -> int:
+    """The index of an option that has derivations, in the order of `key` (else as
+    written), from `index(n)` (0 <= it < n; asked only when there is a choice)."""
+    live = sorted((i for i, c in enumerate(counts) if c), key=key)
+    return live[index(len(live))] if len(live) > 1 else live[0]
+
+
+def _no_choice(plan, parts, path):
+    """The error for a restriction path that names nothing here."""
+    head = parts[0]
+    names = getattr(plan, "names", ())
+    return NasError(f"`{path}`: no choice `{head}` here", None,
+                    did_you_mean(str(head), names) or (f"names here: {', '.join(names)}" if names else None))
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _same(a, b) -> bool:
+    return a == b and isinstance(a, bool) == isinstance(b, bool) and isinstance(a, str) == isinstance(b, str)
+
+
+def _off(value, want) -> tuple:
+    """How far a number is from the wished one: crossing to 0 or below from a
+    positive wish first (a width of 0 means "no layer"), then relative distance."""
+    return int(want > 0 and value <= 0), abs(value - want) / max(abs(want), 1)
+
+
+def _nearest_value(values, want):
+    """The allowed value nearest `want` (see `nasdsl.runtime.tickets.nearest`)."""
+    if want is None:
+        return values[0]
+    if isinstance(values, range) and type(want) is int and want in values:
+        return want
+    if not isinstance(values, range):
+        for v in values:
+            if _same(v, want):
+                return v
+    if not _number(want):
+        return values[0]
+    if isinstance(values, range):  # the grid points either side of `want`, clamped
+        k = math.floor((want - values.start) / values.step)
+        candidates = {values[min(max(i, 0), len(values) - 1)] for i in (k, k + 1)}
+    else:
+        candidates = [v for v in values if _number(v)]
+    if not candidates:
+        return values[0]
+    return min(candidates, key=lambda v: (*_off(v, want), v))
 
 
 def _product(sites):
@@ -545,7 +881,7 @@ def _product(sites):
                 values.pop()
 
 
-EMPTY = PScope(((((), (), 1.0)),))  # a scope without choices (and count 1)
+EMPTY = PScope((Variant((), (), 1.0),))  # a scope without choices (and count 1)
 
 
 # ---- building plans -----------------------------------------------------------------
@@ -560,6 +896,7 @@ class Planner:
         self.active: list = []  # (rule, args) being planned, outermost first
         self.depth = 0  # nesting of `sites` calls
         self.rejected_by = None  # the last `require` that excluded something
+        self._sites_in: dict = {}  # id(value expression) -> its choice sites (the rules hold the expressions)
 
     # -- rules
     def rule_scope(self, name: str, args: tuple, pos) -> PScope:
@@ -592,11 +929,11 @@ class Planner:
             if not self._requires_hold(rule, scope):
                 continue
             sites = self.sites(rule.body, scope)
-            if assignment and sites and sites[0][0] is None:
-                sites = [("alt", sites[0][1])] + sites[1:]
-            if math.prod(s.count for _, s in sites) == 0:
+            if assignment and sites and sites[0].name is None:
+                sites = [Site("alt", sites[0].plan)] + sites[1:]
+            if math.prod(s.plan.count for s in sites) == 0:
                 continue
-            variants.append((assignment, tuple(sites), weight))
+            variants.append(Variant(assignment, tuple(sites), weight))
         return PScope(tuple(variants), key=(rule.name, args))
 
     def _where_assignments(self, rule, names):
@@ -674,10 +1011,16 @@ class Planner:
                            f"can feed rule arguments or `where` bindings", site.pos)
         return values, None
 
+    def sites_in(self, expr) -> dict:
+        """`ir.sites_in`, once per expression: it is asked again for every argument tuple."""
+        found = self._sites_in.get(id(expr))
+        if found is None:
+            found = self._sites_in[id(expr)] = ir.sites_in(expr)
+        return found
+
     def enumerate_sites(self, expr, scope: Scope, names: tuple):
         """Every assignment of the choice sites inside `expr`: ({site: value}, weight)."""
-        sites = {}
-        _collect_sites(expr, sites)
+        sites = self.sites_in(expr)
         return self._combinations([sites[n] for n in names], scope, "choices here", None)
 
     def _combinations(self, sites, scope: Scope, what: str, pos):
@@ -694,7 +1037,7 @@ class Planner:
 
     # -- network expressions → site lists
     def sites(self, node, scope: Scope) -> list:
-        """(site name, plan) pairs for a network expression. Every recursion of the
+        """The Sites of a network expression. Every recursion of the
         planner passes through here, so this is where its depth is bounded."""
         if self.depth >= MAX_DEPTH:
             name, args = self.active[-1]
@@ -720,14 +1063,14 @@ class Planner:
             if node.shared:
                 return []
             plan = self.call_plan(node, scope)
-            return [] if plan is EMPTY or (isinstance(plan, PScope) and plan.empty) else [(node.site, plan)]
+            return [] if plan is EMPTY or (isinstance(plan, PScope) and plan.empty) else [Site(node.site, plan)]
         if kind is ir.PrimCall:
             prim = primitives.get(node.prim)
             found, direct = {}, {}
             for arg_name, value in node.args:
-                known = len(found)
-                _collect_sites(value, found)
-                if len(found) == known:  # no choice inside: its value is known now
+                inside = self.sites_in(value)
+                found.update(inside)
+                if not inside:  # no choice inside: its value is known now
                     _check_arg(prim.arg(arg_name), node.prim, evaluate(value, scope), value)
                 elif isinstance(value, (ir.VChoice, ir.VRange)):
                     direct[value.site] = prim.arg(arg_name)
@@ -737,13 +1080,13 @@ class Planner:
                 if name in direct:
                     for v in vals if isinstance(vals, tuple) else vals[:1]:
                         _check_arg(direct[name], node.prim, v, found[name])
-                values.append((name, PValue(vals, weights)))
-            return [(node.site, PScope((((), tuple(values), 1.0),)))] if values else []
+                values.append(Site(name, PValue(vals, weights)))
+            return [Site(node.site, PScope((Variant((), tuple(values), 1.0),)))] if values else []
         if kind is ir.NodeRef:
             return []
         if kind is ir.Alt:
-            options = tuple((o.label, o.weight, self.scope_plan(o.body, scope)) for o in node.options)
-            return [(node.site, PAlt(options))]
+            options = tuple(Option(o.label, o.weight, self.scope_plan(o.body, scope)) for o in node.options)
+            return [Site(node.site, PAlt(options))]
         if kind is ir.Repeat:
             return self.repeat(node, scope)
         if kind is ir.If:
@@ -759,13 +1102,13 @@ class Planner:
         if kind is ir.Branch:
             return self.sites(node.body, scope) if node.body is not None else []
         if kind is ir.Pick:
-            return [(node.site, self.pick(node, scope))]
+            return [Site(node.site, self.pick(node, scope))]
         if kind is ir.Dag:
             out = []
             for name, branch in node.nodes:
                 plan = self.scope_plan(branch, scope)
                 if not plan.empty:
-                    out.append((name, plan))
+                    out.append(Site(name, plan))
             for b in node.outputs:
                 out.extend(self.sites(b, scope))
             return out
@@ -775,7 +1118,7 @@ class Planner:
         sites = tuple(self.sites(body, scope))
         if not sites:
             return EMPTY
-        return PScope((((), sites, 1.0),))
+        return PScope((Variant((), sites, 1.0),))
 
     def call_plan(self, node: ir.RuleCall, scope: Scope):
         rule = self.rules[node.rule]
@@ -787,19 +1130,16 @@ class Planner:
             args = tuple(evaluate(a, Scope(scope.names, choices)) for a in node.args)
             callee = self.rule_scope(node.rule, args, node.pos)
             own = tuple((s, choices[s]) for s in node.arg_sites)
-            for assignment, sites, w in callee.variants:
-                clash = {n for n, _ in own} & ({n for n, _ in assignment} | {n for n, _ in sites})
+            for v in callee.variants:
+                clash = {n for n, _ in own} & ({n for n, _ in v.assignment} | {s.name for s in v.sites})
                 if clash:
                     raise NasError(f"`{node.rule}` has a choice named `{clash.pop()}`, like its parameter",
                                    node.pos, f"rename the site inside `{rule.name}` (`as NAME`)")
-                sites = tuple(("alt", s) if n is None else (n, s) for n, s in sites)
-                variants.append((own + assignment, sites, weight * w))
+                variants.append(Variant(own + v.assignment, named_alt(v.sites), weight * v.weight))
         return PScope(tuple(variants))
 
     def _arg_assignments(self, node, scope):
-        found: dict = {}
-        for a in node.args:
-            _collect_sites(a, found)
+        found = {site: e for a in node.args for site, e in self.sites_in(a).items()}
         return self._combinations([found[name] for name in node.arg_sites], scope, "argument choices", node.pos)
 
     def repeat(self, node: ir.Repeat, scope: Scope):
@@ -828,7 +1168,7 @@ class Planner:
         if elem.count > 1 and max(lengths) * elem.count.bit_length() > MAX_COUNT_BITS:
             raise NasError(f"this repetition alone has more than 10**{int(MAX_COUNT_BITS * 0.30103)} "
                            f"derivations", node.pos)
-        return [(node.site, PRepeat(tuple(lengths), tuple(weights) if weights else None, elem))]
+        return [Site(node.site, PRepeat(tuple(lengths), tuple(weights) if weights else None, elem))]
 
     def pick(self, node: ir.Pick, scope: Scope):
         k = evaluate(node.k, scope)
@@ -840,7 +1180,7 @@ class Planner:
         if math.comb(n, k) > MAX_ENUMERATED:
             raise NasError(f"picking {k} of {n} gives {math.comb(n, k)} subsets; at most {MAX_ENUMERATED}",
                            node.pos)
-        candidates = tuple((label, self.scope_plan(branch, scope)) for label, branch in node.candidates)
+        candidates = tuple(Candidate(label, self.scope_plan(branch, scope)) for label, branch in node.candidates)
         return PPick(k, candidates)
 
     def _has_choices(self, node) -> bool:
@@ -853,7 +1193,7 @@ class Planner:
         callers: dict = {name: set() for name in self.rules}
         found = set()
         for name, rule in self.rules.items():
-            for callee in _calls(rule.body):
+            for callee in ir.calls(rule.body):
                 callers[callee].add(name)
             if any(w.sites for w in rule.wheres) or has_choices(rule.body, set()):
                 found.add(name)
@@ -866,30 +1206,20 @@ class Planner:
         return found
 
 
+def named_alt(sites) -> tuple:
+    """A callee's whole-body alternative (name None) as a site among others: `alt`."""
+    return tuple(Site("alt", s.plan) if s.name is None else s for s in sites)
+
+
 def _collapse(scope: PScope):
     """A rule whose whole body is one alternative is represented by that Alt."""
     if len(scope.variants) == 1:
-        assignment, sites, _ = scope.variants[0]
-        if not assignment and len(sites) == 1 and sites[0][0] is None:
-            return sites[0][1]
+        v = scope.variants[0]
+        if not v.assignment and len(v.sites) == 1 and v.sites[0].name is None:
+            return v.sites[0].plan
     if scope.empty:
         return EMPTY
     return scope
-
-
-def _collect_sites(expr, found: dict):
-    if isinstance(expr, (ir.VChoice, ir.VRange)):
-        found[expr.site] = expr
-        return
-    for field in ("left", "right", "operand", "test", "then", "orelse"):
-        sub = getattr(expr, field, None)
-        if sub is not None:
-            _collect_sites(sub, found)
-    for sub in getattr(expr, "operands", ()) or ():
-        _collect_sites(sub, found)
-    if isinstance(expr, ast.Func):
-        for sub in expr.args:
-            _collect_sites(sub, found)
 
 
 def _check_arg(arg: primitives.Arg, prim: str, value, expr):
@@ -913,24 +1243,20 @@ def _coerce(value, type_: str, what: str, pos):
 
 def has_choices(node, rules_with_choices: set) -> bool:
     """Whether an ir expression can hold choice sites (shared calls hold none here)."""
+    return any(_is_choice(n, rules_with_choices) for n in ir.walk(node, _not_a_call))
+
+
+def _not_a_call(node) -> bool:
+    """A call's arguments are its own business: `_is_choice` answers for them."""
+    return type(node) is not ir.RuleCall and type(node) is not ir.PrimCall
+
+
+def _is_choice(node, rules_with_choices: set) -> bool:
     kind = type(node)
-    if kind is ir.Seq:
-        return any(has_choices(i, rules_with_choices) for i in node.items)
-    if kind is ir.Alt or kind is ir.Pick:
+    if kind is ir.Alt or kind is ir.Pick or kind is ir.VChoice or kind is ir.VRange:
         return True
     if kind is ir.PrimCall:
         return bool(node.arg_sites)
     if kind is ir.RuleCall:
         return not node.shared and (bool(node.arg_sites) or node.rule in rules_with_choices)
-    if kind is ir.Repeat:
-        return isinstance(node.count, (ir.VChoice, ir.VRange)) or has_choices(node.body, rules_with_choices)
-    if kind is ir.If:
-        return has_choices(node.then, rules_with_choices) or has_choices(node.orelse, rules_with_choices)
-    if kind is ir.Merge:
-        return any(has_choices(b, rules_with_choices) for b in node.branches)
-    if kind is ir.Branch:
-        return node.body is not None and has_choices(node.body, rules_with_choices)
-    if kind is ir.Dag:
-        return any(has_choices(b, rules_with_choices) for _, b in node.nodes) or any(
-            has_choices(b, rules_with_choices) for b in node.outputs)
     return False

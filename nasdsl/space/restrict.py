@@ -12,6 +12,11 @@ A path names a choice site of the derivation. Rules along the path are cloned
 unchanged), so the restriction applies at that path only; `*` stands for every
 copy of a repetition. Each entry is applied to the space the previous one left,
 and the result is re-read and re-checked like any space file.
+
+What can be kept at a path is read from the plan (`domain`), where every domain
+is evaluated in its own context. Each entry's text is read once, and its space
+borrows the previous space's plans for every rule the edit left alone, so only
+the cloned rules are planned again.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from __future__ import annotations
 import attrs
 
 from ..language import ast, ir, printer
-from ..language.check import load_file, syntax_reachable
+from ..language.check import load_file, reachable, syntax_reachable
 from ..language.errors import NasError, did_you_mean
 from .derivation import scalar_text
 
@@ -32,21 +37,77 @@ class Restriction:
 
 def restrict(space, keep: dict) -> Restriction:
     """`space` with only the `keep` values allowed at each path; the result is of
-    `space`'s own class (the compiler's Space compiles, the space layer's does not)."""
+    `space`'s own class (the compiler's Space compiles, the space layer's does not).
 
-    def loads(text, name):
-        return type(original).from_loaded(load_file(None, text, name=name))
+    Each entry's text is read once: the next entry edits the space it gives
+    (planned once, for its domains). The presets are the original's that set no
+    parameters, kept where the restricted space reads them."""
+
+    def loads(text, planned):
+        return _reusing_plans(type(original).from_loaded(load_file(None, text, name=name)), planned)
 
     original = space
-    text = None
-    for path, allowed in keep.items():
-        text = _restrict_once(space, path, allowed)
-        space = loads(text, name=f"<{original.name} restricted>")
-        space.check()
-    if text is None:
-        text = _write(space, {}, [])
-        space = loads(text, name=f"<{original.name}>")
-    return Restriction(space, text)
+    name = f"<{original.name} restricted>" if keep else f"<{original.name}>"
+    entries = list(keep.items())
+    edited = _edited(space, {}, []) if not entries else None
+    for i, (path, allowed) in enumerate(entries):
+        edited = _restrict_once(space, path, allowed)
+        if i < len(entries) - 1:
+            space = loads(_text(edited, ()), space)
+    presets = _presets(original)
+    text = _text(edited, presets)
+    space = loads(text, space)
+    kept = [p for p in presets if _reads(space, p[0])]
+    if len(kept) < len(presets):  # a preset outside the restricted space is dropped
+        text = _text(edited, kept)
+        space = loads(text, space)
+    return Restriction(space.check(), text)
+
+
+def _reusing_plans(space, planned):
+    """`space` with the plans of `planned` for every rule that is the same in both,
+    along with all it calls (rules off the restricted paths are not planned again).
+
+    The plans are only lent when they build a non-empty space: the error for an
+    empty one names the `require` met last, which a fresh planner finds."""
+    if space.params != planned.params or space.is_library:
+        return space
+    same = {n for n, r in space.rules.items() if n in planned.rules and _same_rule(
+        r, space._file, planned.rules[n], planned._file)}
+    lent = {n for n in same if all(c in same for c in reachable(space.rules, n))}
+    fresh = space.bind()
+    space.planner.memo.update({key: plan for key, plan in planned.planner.memo.items() if key[0] in lent})
+    try:
+        space.root  # noqa: B018 -- plan it now, to fall back to a fresh planner on an error
+    except NasError:
+        return fresh
+    return space
+
+
+def _same_rule(a: ir.Rule, a_file: str, b: ir.Rule, b_file: str) -> bool:
+    """Equal checked rules (positions aside) that see the space parameters alike."""
+    return (a.params, a.body, a.shared, a.wheres, a.requires) == (b.params, b.body, b.shared, b.wheres, b.requires) \
+        and (a.file == a_file) == (b.file == b_file)
+
+
+def _presets(space) -> list:
+    """(name, (), derivation text) for the presets that set no parameters."""
+    out = []
+    for name in space.presets:
+        try:
+            if not space.preset_params(name):
+                out.append((name, (), space.preset(name).text))
+        except NasError:
+            continue
+    return out
+
+
+def _reads(space, preset: str) -> bool:
+    try:
+        space.preset(preset)
+        return True
+    except NasError:
+        return False
 
 
 def _literal(v):
@@ -74,7 +135,7 @@ class _Edit:
         return f"{name}_r{n}"
 
 
-def _restrict_once(space, path: str, allowed) -> str:
+def _restrict_once(space, path: str, allowed) -> tuple:
     if isinstance(allowed, (str, int, float)):
         allowed = {allowed}
     allowed = set(allowed)
@@ -82,7 +143,7 @@ def _restrict_once(space, path: str, allowed) -> str:
     if not parts:
         raise NasError("a restriction needs a path, e.g. `cell.x2.op1`")
     edit = _Edit(space)
-    edit.domain = _domain(space.root, parts, path)
+    edit.domain = space.root.domain(parts, path)
     unknown = [a for a in allowed if not any(a == v for v in edit.domain)]
     if unknown:
         shown = ", ".join(scalar_text(v) for v in edit.domain[:12])
@@ -96,7 +157,7 @@ def _restrict_once(space, path: str, allowed) -> str:
         _in_rule(edit, space.rules[head], parts[1:], allowed, path, in_place=True)
     else:
         _in_scope(edit, "network", root_rule, root_rule.body, root_rule.wheres, parts, allowed, path)
-    return _write(space, edit.replace, edit.clones)
+    return _edited(space, edit.replace, edit.clones)
 
 
 def _sites(node):
@@ -230,63 +291,8 @@ def _restrict_value(edit, target, site, allowed, path):
                                                tuple(weights.get(v, 1.0) for v in keep), pos=site.syntax.pos)
 
 
-def _domain(plan, parts, path):
-    """What can be chosen at `parts`: values, repetition counts, labels or candidates.
-
-    Read from the plan, where every domain is evaluated in its own context."""
-    from .plan import PAlt, PPick, PRepeat, PScope, PValue
-
-    if not parts:
-        if isinstance(plan, PValue):
-            return list(plan.values)
-        if isinstance(plan, PRepeat):
-            return list(plan.lengths)
-        if isinstance(plan, PAlt):
-            return [lab for lab, _, _ in plan.options]
-        if isinstance(plan, PPick):
-            return [lab for lab, _ in plan.candidates]
-        raise NasError(f"`{path}` is a scope; name a choice inside it")
-    head, rest = parts[0], parts[1:]
-    if isinstance(plan, PScope):
-        values = []
-        for assignment, sites, _ in plan.variants:
-            for n, v in assignment:
-                if n == head and not rest and v not in values:
-                    values.append(v)
-            for n, s in sites:
-                if n == head:
-                    return _domain(s, rest, path)
-        if values:
-            return values
-    elif isinstance(plan, PAlt):
-        for _, _, scope in plan.options:
-            if head in scope.names:
-                return _domain(scope, parts, path)
-    elif isinstance(plan, PRepeat) and head == "*":
-        return _domain(plan.elem, rest, path)
-    elif isinstance(plan, PPick):
-        for lab, scope in plan.candidates:
-            if lab == head:
-                return _domain(scope, rest, path)
-    names = getattr(plan, "names", ())
-    raise NasError(f"`{path}`: no choice `{head}` here", None,
-                   did_you_mean(str(head), names) or (f"names here: {', '.join(names)}" if names else None))
-
-
 def _find_site(expr, name):
-    if isinstance(expr, (ir.VChoice, ir.VRange)):
-        return expr if expr.site == name else None
-    for field in ("left", "right", "operand", "test", "then", "orelse"):
-        sub = getattr(expr, field, None)
-        if sub is not None:
-            found = _find_site(sub, name)
-            if found is not None:
-                return found
-    for sub in list(getattr(expr, "operands", ()) or ()) + list(getattr(expr, "args", ()) or ()):
-        found = _find_site(sub, name)
-        if found is not None:
-            return found
-    return None
+    return ir.sites_in(expr).get(name)
 
 
 def _find_arg_site(node, name):
@@ -325,24 +331,10 @@ def _pinned_names(rule: ir.Rule) -> dict:
     An edited rule labels them explicitly, so the edit (a call renamed to a
     clone, an option dropped) cannot renumber its siblings and change paths."""
     pinned = {}
-
-    def walk(node):
-        if isinstance(node, tuple):
-            for n in node:
-                walk(n)
-            return
-        if not attrs.has(type(node)):
-            return
-        site, syntax = getattr(node, "site", None), getattr(node, "syntax", None)
-        if isinstance(node, (ir.RuleCall, ir.PrimCall, ir.Repeat, ir.Alt, ir.Pick)) and site and syntax is not None:
-            base = getattr(node, "rule", None) or getattr(node, "prim", None)
-            if site != base:
-                pinned[id(syntax)] = ast.Labelled(syntax, site)
-        for field in attrs.fields(type(node)):
-            if field.name != "syntax":
-                walk(getattr(node, field.name))
-
-    walk(rule.body)
+    for node in ir.walk(rule.body):
+        if isinstance(node, (ir.RuleCall, ir.PrimCall, ir.Repeat, ir.Alt, ir.Pick)) and node.site \
+                and node.syntax is not None and node.site != (getattr(node, "rule", None) or getattr(node, "prim", None)):
+            pinned[id(node.syntax)] = ast.Labelled(node.syntax, node.site)
     return pinned
 
 
@@ -350,26 +342,19 @@ def _edits(rule: ir.Rule, replace: dict) -> dict:
     return {**_pinned_names(rule), **replace} if replace else {}
 
 
-def _write(space, replace: dict, clones: list) -> str:
-    """The space's rules with the edits of each (cloned) rule applied, as a file."""
+def _edited(space, replace: dict, clones: list):
+    """(header, rules): the space's rules with the edits of each (cloned) rule
+    applied, its parameters' bound values as the defaults."""
     out = {name: _rewrite(r.syntax, _edits(r, replace.get(name, {}))) for name, r in space.rules.items()}
     for name, original in clones:
         out[name] = attrs.evolve(_rewrite(original.syntax, _edits(original, replace.get(name, {}))), name=name)
     # keep only what the network still reaches (clones replace their originals on the path)
-    keep = syntax_reachable(out, ["network"])
-    ordered = [out[n] for n in keep]
-    presets = []
+    ordered = [out[n] for n in syntax_reachable(out, ["network"])]
     header = attrs.evolve(space.header, params=tuple(
         attrs.evolve(p, default=_literal(space.params[p.name])) for p in space.header.params))
-    comment = f"{space.name}, restricted (written by nasdsl)"
-    text = printer.module(header, ordered, (), comment)
-    restricted = type(space).from_loaded(load_file(None, text, name="<restricted>"))
-    for name in space.presets:
-        try:
-            d = space.preset(name)
-            if not space.preset_params(name):
-                d = restricted.parse(d.text)
-                presets.append((name, (), d.text))
-        except NasError:
-            continue  # a preset outside the restricted space is dropped
-    return printer.module(header, ordered, presets, comment)
+    return header, ordered
+
+
+def _text(edited, presets) -> str:
+    header, rules = edited
+    return printer.module(header, rules, presets, f"{header.name}, restricted (written by nasdsl)")

@@ -78,14 +78,7 @@ def _override(header: ast.Header, name: str, value):
 
 def _parts(expr):
     """A value expression and every expression inside it (a choice's values are not entered)."""
-    yield expr
-    if isinstance(expr, (ir.VChoice, ir.VRange)):
-        return
-    for field in ("left", "right", "operand", "test", "then", "orelse"):
-        if hasattr(expr, field):
-            yield from _parts(getattr(expr, field))
-    for sub in getattr(expr, "operands", ()) + getattr(expr, "args", ()):
-        yield from _parts(sub)
+    return ir.walk(expr, lambda e: not isinstance(e, (ir.VChoice, ir.VRange)))
 
 
 def _start(expr):
@@ -285,16 +278,15 @@ class Space:
             rule = self.rules[name]
             plan = planning._collapse(self.planner.rule_scope(name, (SYMBOLIC,) * len(rule.params), rule.pos))
             if plan is not planning.EMPTY:
-                shared.append((name, plan))
+                shared.append(planning.Site(name, plan))
         net = self.planner.rule_scope("network", (), self.rules["network"].pos)
         variants = []
-        for assignment, sites, weight in net.variants:
-            clash = {n for n, _ in shared} & ({n for n, _ in assignment} | {n for n, _ in sites})
+        for v in net.variants:
+            clash = {s.name for s in shared} & ({n for n, _ in v.assignment} | {s.name for s in v.sites})
             if clash:
                 raise NasError(f"`network` has a choice named `{clash.pop()}`, like a shared rule",
                                self.rules["network"].pos)
-            sites = tuple(("alt", s) if n is None else (n, s) for n, s in sites)
-            variants.append((assignment, tuple(shared) + sites, weight))
+            variants.append(planning.Variant(v.assignment, tuple(shared) + planning.named_alt(v.sites), v.weight))
         root = planning.PScope(tuple(variants), key=("network", ()))
         if root.count == 0:
             pos = getattr(self.planner.rejected_by, "pos", None) or self.header.pos

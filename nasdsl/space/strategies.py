@@ -38,8 +38,7 @@ from typing import Callable
 import attrs
 from hypothesis import strategies as st
 
-from .derivation import Alt, Derivation, Picked, Rep
-from .plan import PAlt, PPick, PRepeat, PScope, PValue
+from .derivation import Derivation
 
 __all__ = ["SpaceFile", "derivations", "simplest", "space_files"]
 
@@ -57,7 +56,7 @@ def simplest(space) -> Derivation:
     """The derivation `derivations(space)` shrinks toward: every choice at its first
     option that has derivations, every repetition at its fewest copies. It is
     `space.unrank(0)` when chosen repetition counts are written in increasing order."""
-    return Derivation(_draw_value(lambda strategy: 0, space.root))  # every index at its minimum
+    return Derivation(space.root.draw(lambda n: 0))  # every index at its minimum
 
 
 @st.composite
@@ -65,32 +64,9 @@ def _derivations(draw, space):
     return Derivation(_draw_value(draw, space.root))
 
 
-def _draw_live(draw, counts, key=None) -> int:
-    """The index of an option that has derivations, in the order of `key` (else as
-    written); shrinking moves it toward the first."""
-    live = sorted((i for i, c in enumerate(counts) if c), key=key)
-    return live[draw(st.integers(0, len(live) - 1))] if len(live) > 1 else live[0]
-
-
 def _draw_value(draw, plan):
     """One derivation of a plan, one drawn index per choice site."""
-    kind = type(plan)
-    if kind is PValue:
-        return plan.values[draw(st.integers(0, plan.count - 1)) if plan.count > 1 else 0]
-    if kind is PScope:
-        v = _draw_live(draw, plan.counts)
-        return plan._node(v, [_draw_value(draw, site) for _, site in plan.variants[v][1]])
-    if kind is PAlt:
-        label, _, scope = plan.options[_draw_live(draw, plan.counts)]
-        return Alt(label, _draw_value(draw, scope))
-    if kind is PRepeat:
-        n = plan.lengths[_draw_live(draw, plan.counts, key=plan.lengths.__getitem__)]
-        return Rep(tuple(_draw_value(draw, plan.elem) for _ in range(n)))
-    if kind is PPick:
-        subset = plan.subsets[_draw_live(draw, plan.counts)]
-        return Picked(tuple(Alt(label, _draw_value(draw, scope))
-                            for label, scope in (plan.candidates[i] for i in subset)))
-    raise TypeError(kind)
+    return plan.draw(lambda n: draw(st.integers(0, n - 1)))
 
 
 # ---- random space files ------------------------------------------------------------
