@@ -32,6 +32,7 @@ from ..language import ast, ir, primitives
 from ..language.errors import DerivationError, NasError, did_you_mean
 from ..language.expr import SYMBOLIC, Scope, evaluate, show, type_name
 from .derivation import Alt, Node, Picked, Rep, scalar_text
+from .scope import coerce, rule_names
 
 MAX_REPEAT = 1000  # copies in one repetition
 MAX_ENUMERATED = 100_000  # values of one enumerated choice / combinations of a scope
@@ -919,11 +920,7 @@ class Planner:
         return plan
 
     def _build_rule(self, rule: ir.Rule, args: tuple) -> PScope:
-        names = dict(self.params) if rule.file == self.main_file else {}
-        for p, a in zip(rule.params, args):
-            if p.type is not None and a is not SYMBOLIC:
-                a = _coerce(a, p.type, f"parameter `{p.name}` of `{rule.name}`", rule.pos)
-            names[p.name] = a
+        names = rule_names(self.params, self.main_file, rule, args)
         variants = []
         for assignment, weight, scope in self._where_assignments(rule, names):
             if not self._requires_hold(rule, scope):
@@ -1223,22 +1220,17 @@ def _collapse(scope: PScope):
 
 
 def _check_arg(arg: primitives.Arg, prim: str, value, expr):
-    """A primitive's argument must have its declared type (and be an allowed symbol)."""
+    """A primitive's argument must have its declared type, and be an allowed symbol or
+    within its declared range (what the module would otherwise fail on)."""
     if value is SYMBOLIC:
         return
     what = f"argument `{arg.name}` of `{prim}`"
     pos = getattr(expr, "pos", None)
-    _coerce(value, arg.type, what, pos)
-    if arg.allowed and value not in arg.allowed:
-        raise NasError(f"{what} takes one of {', '.join(arg.allowed)}; got `{show(value)}`", pos,
-                       did_you_mean(value, arg.allowed))
-
-
-def _coerce(value, type_: str, what: str, pos):
-    actual = type_name(value)
-    if actual == type_ or (type_ == "float" and actual == "int"):
-        return float(value) if type_ == "float" else value
-    raise NasError(f"{what} must be {type_}, got `{show(value)}` ({actual})", pos)
+    value = coerce(value, arg.type, what, pos)
+    problem = arg.problem(value)
+    if problem:
+        raise NasError(f"{what} {problem}; got `{show(value)}`", pos,
+                       did_you_mean(value, arg.allowed) if arg.allowed else None)
 
 
 def has_choices(node, rules_with_choices: set) -> bool:
