@@ -176,7 +176,7 @@ class Store:
         if json.loads(rows.get("schema", "0")) != SCHEMA_VERSION or "config" not in rows:
             self.close()
             raise StoreError(f"{self.path}: written by another version of nasdsl (schema {rows.get('schema')})")
-        self.config = json.loads(rows["config"])
+        self.config = _upgraded(json.loads(rows["config"]))
 
     def close(self) -> None:
         self._db.close()
@@ -292,6 +292,17 @@ def _differences(stored: dict, given: dict, ignore: tuple, prefix: str = "") -> 
         elif was != now:
             found[prefix + key] = (was, now)
     return found
+
+
+def _upgraded(config: dict) -> dict:
+    """A stored config as the current search writes it. Stores written before the
+    algorithms registered themselves kept evolution's `population` and `sample_size`
+    and MENAS's `options` as keys of their own, and every setting again under
+    `algorithm_settings`; today that last one is `settings`, and the rest is gone."""
+    if "settings" in config or "algorithm_settings" not in config:
+        return config
+    old = ("population", "sample_size", "options", "algorithm_settings")
+    return {**{k: v for k, v in config.items() if k not in old}, "settings": config["algorithm_settings"]}
 
 
 def _exists(path: Path) -> None:

@@ -360,6 +360,25 @@ def test_a_space_that_does_not_fit_the_data_set_is_refused(tmp_path, capsys, net
     assert not (tmp_path / "s.db").exists()
 
 
+def test_a_store_written_before_the_algorithm_registry_resumes(tmp_path):
+    """Older stores kept evolution's population and sample size as keys of their own
+    and the settings under `algorithm_settings`; they read as today's config."""
+    path = tmp_path / "s.db"
+    search = Search.open(quick_config(trials=2), path)
+    search.run(Inline)
+    config = dict(search.store.config)
+    search.store.close()
+    settings = config.pop("settings")
+    old = {**config, "population": settings["population"], "sample_size": settings["sample_size"],
+           "options": {}, "algorithm_settings": settings}
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE meta SET value = ? WHERE key = 'config'", (json.dumps(old),))
+    resumed = Search.open(quick_config(trials=3), path, resume=True)
+    resumed.run(Inline)
+    assert [t.status for t in resumed.store.trials()] == ["done"] * 3
+    assert resumed.store.config["settings"] == settings
+
+
 def test_resuming_with_other_settings_or_a_corrupt_store_is_refused(tmp_path, capsys):
     store = tmp_path / "s.db"
     Search.open(quick_config(trials=1), store).store.close()
