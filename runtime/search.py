@@ -33,7 +33,7 @@ from .train import TrainConfig, accuracy
 from .trial import TrialJob, TrialOutcome, _dataset
 
 # settings that may change when a search resumes: how much budget, and where it runs
-RESUMABLE = ("trials", "workers", "executor", "address")
+RESUMABLE = ("trials", "workers", "executor", "address", "space_path")
 
 
 @attrs.frozen
@@ -60,11 +60,23 @@ class SearchConfig:
 
     def identity(self, space_text: str, algorithm) -> dict:
         """The config as the store records it (JSON), with the space file's digest and
-        every setting of the algorithm, defaults included (so they are compared too)."""
+        every setting of the algorithm, defaults included (so they are compared too);
+        `space_path` is where the file was, for `--resume` without a SPACE."""
         record = attrs.asdict(self, recurse=True)
         record["space"] = {"file": Path(self.space).name, "sha256": hashlib.sha256(space_text.encode()).hexdigest()}
+        record["space_path"] = str(Path(self.space).resolve())
         record["settings"] = algorithm.settings()
         return record
+
+    @classmethod
+    def from_record(cls, record: dict) -> "SearchConfig":
+        """The config a store recorded (the inverse of `identity`)."""
+        if "space_path" not in record:
+            raise NasError("this store does not record where its space file is (it predates that)",
+                           hint="give the SPACE file and the search's flags with --resume")
+        names = {f.name for f in attrs.fields(cls)} - {"space", "train"}
+        return cls(space=record["space_path"], train=TrainConfig(**record["train"]),
+                   **{k: v for k, v in record.items() if k in names})
 
 
 # ---- the search ---------------------------------------------------------------------

@@ -41,7 +41,6 @@ agree), or a group no choice controls had to change.
 
 from __future__ import annotations
 
-
 import attrs
 import torch
 

@@ -360,6 +360,21 @@ def test_a_space_that_does_not_fit_the_data_set_is_refused(tmp_path, capsys, net
     assert not (tmp_path / "s.db").exists()
 
 
+def test_resume_with_only_the_store_continues_with_its_settings(tmp_path, capsys):
+    store = tmp_path / "s.db"
+    assert run("search", TUTORIAL, *QUICK, "--trials", 2, "--population", 2, "--sample-size", 2,
+               "--store", store, "--json") == 0
+    capsys.readouterr()
+    assert run("search", "--store", store, "--resume", "--trials", 3, "--json") == 0  # no SPACE, no flags
+    assert json.loads(capsys.readouterr().out)["finished"] == 3
+    with Store.open(store) as s:
+        assert s.config["settings"]["population"] == 2 and s.config["train"]["epochs"] == 1
+    assert run("search", "--store", store, "--resume", "--population", 3) == 1  # given flags must agree
+    assert "settings.population: store has 2, now 3" in capsys.readouterr().err
+    assert run("search", "--store", store) == 2
+    assert "give the SPACE file" in capsys.readouterr().err
+
+
 def test_a_store_written_before_the_algorithm_registry_resumes(tmp_path):
     """Older stores kept evolution's population and sample size as keys of their own
     and the settings under `algorithm_settings`; they read as today's config."""

@@ -19,31 +19,39 @@ def add_commands(command, space_parent, positive_int) -> None:
     """Add the three commands with `nasdsl.cli.commands`'s `command(name, run, help, parents)`."""
     search = command("search", cmd_search, "search a space: train proposed architectures, keep them in a store",
                      [space_parent])
-    search.add_argument("file", metavar="SPACE")
-    search.add_argument("--dataset", default="fashion-mnist", metavar="NAME[:PATH]",
+    search.add_argument("file", metavar="SPACE", nargs="?", help="the space file (with --resume: the store's)")
+
+    def option(*names, default=None, **kwargs):
+        """A flag that is absent from `args` unless given, so that `--resume` can tell
+        what was asked for now from the store's own settings; DEFAULTS keeps its default."""
+        action = search.add_argument(*names, default=argparse.SUPPRESS, **kwargs)
+        DEFAULTS[action.dest] = default
+
+    option("--dataset", default="fashion-mnist", metavar="NAME[:PATH]",
                         help="fashion-mnist (default), mnist:PATH, digits, cifar10:PATH or imagefolder:PATH")
-    search.add_argument("--trials", type=int, default=20, help="architectures to train in all (default 20)")
-    search.add_argument("--epochs", type=int, default=3, help="training epochs per trial (default 3)")
+    option("--trials", type=int, default=20, help="architectures to train in all (default 20)")
+    option("--epochs", type=int, default=3, help="training epochs per trial (default 3)")
     search.add_argument("--store", required=True, metavar="PATH", help="the SQLite trial store")
-    search.add_argument("--resume", action="store_true", help="continue the search in --store")
-    search.add_argument("--workers", type=positive_int, default=1, help="trials trained at once (default 1)")
-    search.add_argument("--executor", choices=("local", "ray"), default="local",
+    search.add_argument("--resume", action="store_true",
+                        help="continue the search in --store, with its settings (flags given must agree)")
+    option("--workers", type=positive_int, default=1, help="trials trained at once (default 1)")
+    option("--executor", choices=("local", "ray"), default="local",
                         help="local process pool (default) or a Ray cluster")
-    search.add_argument("--address", metavar="HOST:PORT", help="the Ray cluster to join (default: start one here)")
-    search.add_argument("--max-macs", type=positive_int, metavar="M", help="propose only networks with at most M MACs")
-    search.add_argument("--max-params", type=positive_int, metavar="P", help="... and at most P parameters")
-    search.add_argument("--seed", type=int, default=0, help="random seed of proposals and training (default 0)")
-    search.add_argument("--data-seed", type=int, default=0,
+    option("--address", metavar="HOST:PORT", help="the Ray cluster to join (default: start one here)")
+    option("--max-macs", type=positive_int, metavar="M", help="propose only networks with at most M MACs")
+    option("--max-params", type=positive_int, metavar="P", help="... and at most P parameters")
+    option("--seed", type=int, default=0, help="random seed of proposals and training (default 0)")
+    option("--data-seed", type=int, default=0,
                         help="seed of the train/validation split and of --limit's subset (default 0)")
-    search.add_argument("--limit", type=positive_int, metavar="N", help="train each trial on N training images")
-    search.add_argument("--batch-size", type=positive_int, default=64, help="training batch size (64)")
-    search.add_argument("--lr", type=float, default=0.1, help="peak learning rate (0.1)")
-    search.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd", help="sgd (default) or adamw")
-    search.add_argument("--bn-momentum", type=float, default=0.1, metavar="M",
+    option("--limit", type=positive_int, metavar="N", help="train each trial on N training images")
+    option("--batch-size", type=positive_int, default=64, help="training batch size (64)")
+    option("--lr", type=float, default=0.1, help="peak learning rate (0.1)")
+    option("--optimizer", choices=("sgd", "adamw"), default="sgd", help="sgd (default) or adamw")
+    option("--bn-momentum", type=float, default=0.1, metavar="M",
                         help="batch-norm momentum while training (0.1; short trials need it)")
-    search.add_argument("--patience", type=positive_int, metavar="E",
+    option("--patience", type=positive_int, metavar="E",
                         help="stop a trial after E epochs without a better validation accuracy")
-    search.add_argument("--test-top", type=int, default=5, metavar="K",
+    option("--test-top", type=int, default=5, metavar="K",
                         help="evaluate the K best trials and the Pareto front on the test set at the end (5)")
     search.add_later(lambda parser: add_algorithm_flags(parser, positive_int))
 
@@ -55,6 +63,10 @@ def add_commands(command, space_parent, positive_int) -> None:
     report.add_argument("--out", required=True, metavar="DIR", help="folder for pareto.png, progress.png, summary.md")
 
 
+DEFAULTS: dict = {}  # the search flags' defaults, by dest (`option` above)
+TRAINING = ("epochs", "batch_size", "optimizer", "lr", "patience", "bn_momentum")  # TrainConfig's flags
+
+
 def add_algorithm_flags(search, positive_int) -> None:
     """`--algorithm` and one flag per setting of the registered algorithms, made from
     their config classes and grouped by the algorithms that take them: a setting
@@ -62,8 +74,9 @@ def add_algorithm_flags(search, positive_int) -> None:
     from nasdsl.runtime.algorithms import algorithms, flag
 
     known = algorithms()
-    search.add_argument("--algorithm", default="evolution", metavar="NAME",
+    search.add_argument("--algorithm", default=argparse.SUPPRESS, metavar="NAME",
                         help=f"{', '.join(known)} (default evolution); their settings follow")
+    DEFAULTS["algorithm"] = "evolution"
     takers: dict[str, list] = {}  # flag -> [(algorithm, field)]
     for name, cls in known.items():
         for field in attrs.fields(cls):
@@ -103,17 +116,17 @@ def number_list(text: str) -> tuple:
         raise argparse.ArgumentTypeError(f"not a comma-separated list of numbers: {text!r}") from None
 
 
-def algorithm_settings(args) -> dict:
-    """The settings given for `--algorithm`, by field name; a flag of another algorithm
+def algorithm_settings(args, algorithm: str) -> dict:
+    """The settings given for `algorithm`, by field name; a flag of another algorithm
     is a usage error rather than silently ignored."""
     from nasdsl.runtime.algorithms import flag, lookup
 
-    fields = {flag(f): f.name for f in attrs.fields(lookup(args.algorithm))}
+    fields = {flag(f): f.name for f in attrs.fields(lookup(algorithm))}
     settings = {}
     for option, dest in args.setting_flags.items():
         if hasattr(args, dest):
             if option not in fields:
-                raise UsageError(f"{option} is not a setting of --algorithm {args.algorithm} "
+                raise UsageError(f"{option} is not a setting of --algorithm {algorithm} "
                                  f"({'its settings: ' + ', '.join(fields) if fields else 'it has none'})")
             settings[fields[option]] = getattr(args, dest)
     return settings
@@ -122,26 +135,18 @@ def algorithm_settings(args) -> dict:
 def cmd_search(args) -> int:
     from nasdsl.runtime.executors import make_executor
     from nasdsl.runtime.progress import Reporter
-    from nasdsl.runtime.search import Search, SearchConfig, pareto_front
-    from nasdsl.runtime.train import TrainConfig
+    from nasdsl.runtime.search import Search, pareto_front
 
-    config = SearchConfig(
-        space=args.file, dataset=args.dataset, algorithm=args.algorithm, trials=args.trials,
-        params=dict(args.param or ()), seed=args.seed, data_seed=args.data_seed,
-        max_params=args.max_params, max_macs=args.max_macs,
-        settings=algorithm_settings(args), limit=args.limit, test_top=args.test_top,
-        workers=args.workers, executor=args.executor, address=args.address,
-        train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
-                          patience=args.patience, bn_momentum=args.bn_momentum))
+    config = search_config(args)
     console = Console(stderr=True, highlight=False, markup=False, soft_wrap=True)
     search = Search.open(config, args.store, resume=args.resume)
     with search.store:
         if search.data.note:
             console.print(f"note: {search.data.note}")
         if not args.json:
-            console.print(f"searching {search.space!r} with {args.algorithm} on {search.data.name} "
+            console.print(f"searching {search.space!r} with {config.algorithm} on {search.data.name} "
                           f"({len(search.data.train.y)} training images); store {args.store}")
-        search.run(lambda: make_executor(args.executor, args.workers, args.address),
+        search.run(lambda: make_executor(config.executor, config.workers, config.address),
                    None if args.json else Reporter(console))
         best = search.test_best()
         for reason in search.untested:
@@ -154,6 +159,32 @@ def cmd_search(args) -> int:
                 "pareto": [t.id for t in pareto_front([t for t in trials if t.status == "done"], "macs")]}
     emit(args, data, render_search)
     return EXIT_OK
+
+
+def search_config(args):
+    """The search the flags ask for. A new search starts from the defaults; `--resume`
+    starts from the store's own config, so `--store S --resume` alone continues it,
+    and a flag given must agree with the store (the store says where it does not)."""
+    from nasdsl.runtime.search import SearchConfig
+    from nasdsl.runtime.store import Store
+
+    given = {dest: getattr(args, dest) for dest in DEFAULTS if hasattr(args, dest)}
+    if args.file is not None:
+        given["space"] = args.file
+    if args.param:
+        given["params"] = dict(args.param)
+    if args.resume:
+        with Store.open(args.store) as store:
+            base = SearchConfig.from_record(store.config)
+    elif "space" not in given:
+        raise UsageError("give the SPACE file to search (or --resume a --store)")
+    else:
+        base = SearchConfig(space=given["space"], **{k: v for k, v in DEFAULTS.items() if k not in TRAINING})
+        base = attrs.evolve(base, train=attrs.evolve(base.train, **{k: DEFAULTS[k] for k in TRAINING}))
+    algorithm = given.get("algorithm", base.algorithm)
+    train = {k: given.pop(k) for k in TRAINING if k in given}
+    return attrs.evolve(base, **given, train=attrs.evolve(base.train, **train),
+                        settings={**base.settings, **algorithm_settings(args, algorithm)})
 
 
 def render_search(console: Console, data: dict) -> None:
