@@ -86,9 +86,7 @@ def ticket_candidates(space, derivation, module, input_shape, ratios=(0.1, 0.2, 
     graph = space.graph(d, input_shape)
     _check_module(graph, module)
     state = module.state_dict()
-    groups = [g for g in channel_groups(graph) if g.prunable]
-    ints = _int_choices(d)
-    controls = {g.name: _controllers(space, d, graph, g, input_shape, ints) for g in groups}
+    groups, controls = _groups_and_controls(space, d, graph, input_shape)
     importance = {g.name: _importance(graph, state, g) for g in groups}
     uncontrolled = tuple(g.name for g in groups if not controls[g.name])
     tickets, seen = [], set()
@@ -142,6 +140,20 @@ def _check_module(graph, module) -> None:
 
 
 # ---- controllers ----------------------------------------------------------------------
+def width_controls(space, derivation, input_shape) -> dict:
+    """{prunable channel group: the choices that set its width} for `derivation`; a
+    space where no group of any derivation has one cannot be slimmed into tickets."""
+    d = space.validate(derivation)
+    graph = space.graph(d, tuple(input_shape))
+    return _groups_and_controls(space, d, graph, tuple(input_shape))[1]
+
+
+def _groups_and_controls(space, d, graph, input_shape) -> tuple[list, dict]:
+    groups = [g for g in channel_groups(graph) if g.prunable]
+    ints = _int_choices(d)
+    return groups, {g.name: _controllers(space, d, graph, g, input_shape, ints) for g in groups}
+
+
 def _int_choices(d: Derivation) -> list:
     """(path, value) of the derivation's integer values (not repetition lengths)."""
     out = []

@@ -83,3 +83,26 @@ def test_resuming_with_another_setting_names_it(tmp_path, capsys):
     capsys.readouterr()
     assert main(argv + ["--first", "2", "--resume"]) == 1
     assert "different search (settings.first: store has 1, now 2)" in capsys.readouterr().err
+
+
+def _opened(tmp_path, space, algorithm, trials, settings, params=None):
+    from nasdsl.runtime.search import Search, SearchConfig
+
+    config = SearchConfig(space=space, dataset="digits", algorithm=algorithm, trials=trials, settings=settings,
+                          params=params or {}, limit=200)
+    return Search.open(config, tmp_path / f"{Path(space).stem}-{algorithm}-{trials}.db")
+
+
+def test_a_budget_inside_the_first_generation_is_said_to_be_random_search(tmp_path):
+    small = _opened(tmp_path, TUTORIAL, "evolution", 6, {})
+    assert any("this search is random search" in n and "--population 16" in n for n in small.algorithm.notes(small))
+    enough = _opened(tmp_path, TUTORIAL, "evolution", 20, {"population": 4, "sample_size": 2})
+    assert enough.algorithm.notes(enough) == []
+
+
+def test_menas_says_when_a_space_has_no_width_it_can_slim(tmp_path):
+    tutorial = _opened(tmp_path, TUTORIAL, "menas", 8, {"population": 4})
+    assert any("no lottery tickets will be cut" in n for n in tutorial.algorithm.notes(tutorial))
+    mt = _opened(tmp_path, str(ROOT / "spaces" / "mobilenet3_mt.nas"), "menas", 8, {"population": 4},
+                 {"width": 0.25, "max_depth": 2})
+    assert mt.algorithm.notes(mt) == []

@@ -141,8 +141,8 @@ def cmd_search(args) -> int:
     console = Console(stderr=True, highlight=False, markup=False, soft_wrap=True)
     search = Search.open(config, args.store, resume=args.resume)
     with search.store:
-        if search.data.note:
-            console.print(f"note: {search.data.note}")
+        for note in filter(None, [search.data.note, *search.algorithm.notes(search)]):
+            console.print(f"note: {note}")
         if not args.json:
             console.print(f"searching {search.space!r} with {config.algorithm} on {search.data.name} "
                           f"({len(search.data.train.y)} training images); store {args.store}")

@@ -95,3 +95,17 @@ class Algorithm:
 
     def job_settings(self, search, trial) -> dict:
         return {}
+
+    def notes(self, search) -> list[str]:
+        """What a user should know before this search starts (said once, at the start):
+        settings that make it something other than what its name says."""
+        return []
+
+
+def first_generation_note(name: str, population: int, trials: int) -> list[str]:
+    """Evolution's first `population` trials are uniform samples: a budget no larger
+    is random search, which the user should hear rather than discover."""
+    if trials > population:
+        return []
+    return [f"{name}: the first --population {population} trials are random samples and --trials is {trials}, "
+            f"so this search is random search; give a --population below {trials} to evolve"]

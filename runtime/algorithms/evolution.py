@@ -7,7 +7,7 @@ import attrs
 from nasdsl.language.errors import NasError
 
 from ..propose import Proposal, Proposer, living_population, trial_rng
-from . import Algorithm, register, setting
+from . import Algorithm, first_generation_note, register, setting
 
 
 @register("evolution")
@@ -26,6 +26,9 @@ class RegularizedEvolution(Algorithm):
         if not 1 <= self.sample_size <= self.population:
             raise NasError(f"--sample-size must be between 1 and --population ({self.population}), "
                            f"got {self.sample_size}")
+
+    def notes(self, search) -> list[str]:
+        return first_generation_note("evolution", self.population, search.config.trials)
 
     def propose(self, proposer: Proposer, store, index: int, seed: int) -> Proposal:
         rng = trial_rng(seed, index)

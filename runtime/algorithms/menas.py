@@ -32,9 +32,10 @@ from nasdsl.language.errors import NasError
 from ..data import Dataset, Split
 from ..inherit import inherit, load_state
 from ..propose import Proposal, living_population, trial_rng
+from ..tickets import best_ticket, ticket_candidates, width_controls
 from ..train import train
 from ..trial import never_raises, prepare, save_checkpoint, trained
-from . import Algorithm, register, setting
+from . import Algorithm, first_generation_note, register, setting
 
 
 @register("menas")
@@ -66,6 +67,15 @@ class Menas(Algorithm):
             raise NasError(f"size is measured in params or macs, not {self.size}")
 
     # ---- the population
+    def notes(self, search) -> list[str]:
+        notes = first_generation_note("menas", self.population, search.config.trials)
+        probes = search.space.samples(3, seed=0)
+        if not any(any(width_controls(search.space, d, search.data.input_shape).values()) for d in probes):
+            notes.append("menas: no width choice of this space sets a prunable channel group (3 samples probed), "
+                         "so no lottery tickets will be cut: this is aging evolution with weight inheritance. "
+                         "MENAS slims spaces whose widths are choices, e.g. spaces/mobilenet3_mt.nas")
+        return notes
+
     def members(self, store) -> list:
         """The living population: the `population` most recently finished members, a
         ticket standing in for the model it was cut from."""
@@ -140,8 +150,6 @@ def lottery_ticket(space, d, module, data: Dataset, job, baseline: float):
     """(the chosen ticket as a dict, or None when pruning changes nothing; fields for
     the trained trial's record). Each candidate is fine-tuned on its own slice of the
     training set, so all of them together cost `finetune_epochs` epochs."""
-    from ..tickets import best_ticket, ticket_candidates
-
     settings = job.settings
     module = module.cpu()
     candidates = ticket_candidates(space, d, module, data.input_shape, settings["ratios"])
