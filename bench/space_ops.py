@@ -48,7 +48,7 @@ def domains(space, d) -> list:
         if isinstance(plan, PValue):
             out.append(list(plan.values))
         elif isinstance(plan, PAlt):
-            out.append([lab for lab, _, _ in plan.options])
+            out.append([option.label for option in plan.options])
         elif isinstance(plan, PRepeat) and len(plan.lengths) > 1:
             out.append(list(plan.lengths))
         elif isinstance(plan, PPick):
