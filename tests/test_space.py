@@ -111,6 +111,17 @@ def test_restriction_counts_exactly_what_it_keeps(nb201):
         assert nb201.parse(d.text) == d
 
 
+def test_restriction_of_a_space_with_picks_in_dags():
+    """darts: an edge's operation inside a pick of a dag node (restrict used to fail
+    with an internal error on every space with a pick)."""
+    darts = nasdsl.load(SPACES / "darts.nas")
+    restricted = darts.restrict({"normal.cell.n2.pick.p0.edge": {"sep_conv_3x3", "skip_connect"}})
+    assert restricted.space.count * 7 == darts.count * 2  # 2 of the edge's 7 operations kept
+    assert nasdsl.loads(restricted.text).count == restricted.space.count
+    for d in restricted.space.samples(20, seed=0):
+        assert darts.parse(d.text) == d and d["normal.cell.n2.pick.p0.edge"].label in {"sep_conv_3x3", "skip_connect"}
+
+
 def test_restriction_through_rules_and_repetitions(tutorial):
     keep = {"stage1.rest": {0, 1}, "stage1.rest.*.mbconv.expand": {3}, "stage2.block.mbconv.dwconv.kernel": 5}
     restricted = tutorial.restrict(keep)

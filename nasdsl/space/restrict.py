@@ -332,7 +332,8 @@ def _pinned_names(rule: ir.Rule) -> dict:
     clone, an option dropped) cannot renumber its siblings and change paths."""
     pinned = {}
     for node in ir.walk(rule.body):
-        if isinstance(node, (ir.RuleCall, ir.PrimCall, ir.Repeat, ir.Alt, ir.Pick)) and node.site \
+        # (a pick cannot carry `as NAME` in the syntax: its names come from its place alone)
+        if isinstance(node, (ir.RuleCall, ir.PrimCall, ir.Repeat, ir.Alt)) and node.site \
                 and node.syntax is not None and node.site != (getattr(node, "rule", None) or getattr(node, "prim", None)):
             pinned[id(node.syntax)] = ast.Labelled(node.syntax, node.site)
     return pinned
