@@ -138,6 +138,8 @@ CASES = [
          "argument `p` of `dropout` must be at least 0 and at most 1; got `2.0`"),
     case("argument-choice-out-of-range", H + "network = conv(out=8) se(divisor={8, 0})\n", "2:34",
          "argument `divisor` of `se` must be at least 1; got `0`"),
+    case("if-followed-in-its-sequence", H + "network = r(2)\nr(k) = if k == 0 then relu else relu r(k - 1)\n",
+         "3:8", "an `if` branch is one item", "`if ... then a else (b c)`"),
     case("round-to-a-huge-place", H + "network = conv(out=round(8, -1000000000) + 8)\n", "2:20",
          "`round` cannot take 8, -1000000000: ndigits must lie within"),
     case("argument-combinations", H + "network = b(1..1000, 1..1000)\nb(x, y) = relu\n", "2:11",

@@ -163,6 +163,8 @@ class NetIf:
     then: object
     orelse: object
     pos: Pos | None = _pos()
+    # written in brackets, `(if ... else b)`: then it may be followed in a sequence
+    grouped: bool = attrs.field(default=False, eq=False, repr=False)
 
 
 @attrs.frozen

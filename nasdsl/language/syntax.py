@@ -10,6 +10,7 @@ import re
 from importlib import resources
 from pathlib import Path
 
+import attrs
 import lark
 from lark import Token, Transformer_NonRecursive, v_args
 
@@ -290,7 +291,9 @@ class _ToAst(Transformer_NonRecursive):
     # network expressions
     def alts(self, meta, items):
         if len(items) == 1 and items[0].label is None and items[0].weight == 1.0:
-            return items[0].body
+            body = items[0].body
+            # an `if` alone in brackets may stand in a sequence (see `seq`)
+            return attrs.evolve(body, grouped=True) if isinstance(body, ast.NetIf) else body
         return ast.Alts(tuple(items), pos=self._p(meta))
 
     def option(self, meta, items):
@@ -307,6 +310,11 @@ class _ToAst(Transformer_NonRecursive):
         return float(number.value)
 
     def seq(self, meta, items):
+        for item in items[:-1]:
+            if isinstance(item, ast.NetIf) and not item.grouped:
+                raise NasError("an `if` branch is one item, so what follows the `else` branch here is not in it",
+                               item.pos, "write `if ... then a else (b c)` for a longer branch, or "
+                               "`(if ... then a else b) c` to follow the `if`")
         return items[0] if len(items) == 1 else ast.Seq(tuple(items), pos=self._p(meta))
 
     def repeat(self, meta, items):

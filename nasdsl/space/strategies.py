@@ -146,8 +146,15 @@ class _Rule:
         return "\n".join(lines)
 
 
+def _followed(p: _Net) -> str:
+    """`p`'s text where more of a sequence follows it: an `if` goes in brackets (each
+    of its branches is one item, and the language refuses the unbracketed form)."""
+    return f"({p.text})" if p.kind == "if" else p.at(_POSTFIX)
+
+
 def _seq(parts: list[_Net]) -> _Net:
-    return _Net(" ".join(p.at(_POSTFIX) for p in parts), lambda env: math.prod(p.count(env) for p in parts),
+    texts = [_followed(p) for p in parts[:-1]] + [parts[-1].at(_POSTFIX)]
+    return _Net(" ".join(texts), lambda env: math.prod(p.count(env) for p in parts),
                 "seq", frozenset().union(*(p.calls for p in parts)))
 
 
@@ -375,7 +382,7 @@ class _Writer:
         if kind == "recursive":  # bounded recursion: depth d counts down to 0
             base, step = self.net(["n"], 1), self.net(["n"], 1)
             me = {}
-            body = _Net(f"if d == 0 then {base.at(_ATOM)} else ({step.at(_POSTFIX)} {name}(d - 1))",
+            body = _Net(f"if d == 0 then {base.at(_ATOM)} else ({_followed(step)} {name}(d - 1))",
                         lambda env: base.count(env) if env["d"] == 0
                         else step.count(env) * me["rule"].count(env["n"], (env["d"] - 1,)),
                         "if", base.calls | step.calls | {name})
