@@ -13,7 +13,6 @@ main file see the space parameters, and `where` names are evaluated in order.
 
 from __future__ import annotations
 
-from functools import singledispatchmethod
 from typing import Protocol
 
 import networkx as nx
@@ -54,16 +53,15 @@ class Chooser(Protocol):
 class DerivationChooser:
     """The choices of one derivation: a view of it at one position."""
 
+    __slots__ = ("value", "node", "_shared")  # one per site of every network built: kept small
+
     def __init__(self, value, shared: dict):
         self.value = value  # a Node, or an Alt where a rule's body is one alternative
+        self.node = value if isinstance(value, Node) else EMPTY_NODE
         self._shared = shared
 
     def _below(self, value) -> "DerivationChooser":
         return DerivationChooser(value if value is not None else EMPTY_NODE, self._shared)
-
-    @property
-    def node(self) -> Node:
-        return self.value if isinstance(self.value, Node) else EMPTY_NODE
 
     def at(self, site):
         return self._below(self.node.get(site, EMPTY_NODE))
@@ -119,6 +117,10 @@ class Elaborator:
         self.space = space
         self.graph = graph
         self.env: list[dict] = []  # the named tensors of the dags being built, innermost last
+        # one method per kind of network expression (a dict: singledispatch costs a third of the walk)
+        self._walk = {ir.Seq: self._seq, ir.PrimCall: self._prim_call, ir.RuleCall: self._rule_call,
+                      ir.Alt: self._alt, ir.Repeat: self._repeat, ir.If: self._if, ir.Merge: self._merge,
+                      ir.Dag: self._dag, ir.NodeRef: self._node_ref}
 
     # -- nodes
     def add(self, node_id, op, args, inputs, rules, shapes=None, shape=None, params=0, macs=0):
@@ -152,30 +154,24 @@ class Elaborator:
         return self.net(opt.body, scope, below, ins, (*parts, label), rules)
 
     # -- network expressions: each returns the output node ids (a tuple)
-    @singledispatchmethod
     def net(self, node, scope: Scope, choose, ins, parts, rules):
-        raise TypeError(type(node))
+        return self._walk[type(node)](node, scope, choose, ins, parts, rules)
 
-    @net.register
-    def _(self, node: ir.Seq, scope, choose, ins, parts, rules):
+    def _seq(self, node: ir.Seq, scope, choose, ins, parts, rules):
         for item in node.items:
             ins = self.net(item, scope, choose, ins, parts, rules)
         return ins
 
-    @net.register
-    def _(self, node: ir.PrimCall, scope, choose, ins, parts, rules):
+    def _prim_call(self, node: ir.PrimCall, scope, choose, ins, parts, rules):
         return (self.prim(node, scope, choose.at(node.site), ins, (*parts, node.site), rules),)
 
-    @net.register
-    def _(self, node: ir.RuleCall, scope, choose, ins, parts, rules):
+    def _rule_call(self, node: ir.RuleCall, scope, choose, ins, parts, rules):
         return self.call(node, scope, choose.at(node.site), ins, (*parts, node.site), rules)
 
-    @net.register
-    def _(self, node: ir.Alt, scope, choose, ins, parts, rules):
+    def _alt(self, node: ir.Alt, scope, choose, ins, parts, rules):
         return self.option(node, node.site, scope, choose, ins, (*parts, node.site), rules)
 
-    @net.register
-    def _(self, node: ir.Repeat, scope, choose, ins, parts, rules):
+    def _repeat(self, node: ir.Repeat, scope, choose, ins, parts, rules):
         copies = choose.copies(node.site, lambda: evaluate(node.count, scope))
         for i, item in enumerate(copies):
             here = (*parts, node.site, i)
@@ -185,21 +181,17 @@ class Elaborator:
                 ins = self.net(node.body, scope, item, ins, here, rules)
         return ins
 
-    @net.register
-    def _(self, node: ir.If, scope, choose, ins, parts, rules):
+    def _if(self, node: ir.If, scope, choose, ins, parts, rules):
         test = evaluate(node.test, scope)
         return self.net(node.then if test else node.orelse, scope, choose, ins, parts, rules)
 
-    @net.register
-    def _(self, node: ir.Merge, scope, choose, ins, parts, rules):
+    def _merge(self, node: ir.Merge, scope, choose, ins, parts, rules):
         return (self.merge(node, scope, choose, ins, parts, rules),)
 
-    @net.register
-    def _(self, node: ir.Dag, scope, choose, ins, parts, rules):
+    def _dag(self, node: ir.Dag, scope, choose, ins, parts, rules):
         return self.dag(node, scope, choose, ins, parts, rules)
 
-    @net.register
-    def _(self, node: ir.NodeRef, scope, choose, ins, parts, rules):
+    def _node_ref(self, node: ir.NodeRef, scope, choose, ins, parts, rules):
         return (self.env[-1][node.name],)
 
     def call(self, node: ir.RuleCall, scope, choose, ins, parts, rules):
