@@ -930,6 +930,12 @@ class Planner:
                 sites = [Site("alt", sites[0].plan)] + sites[1:]
             if math.prod(s.plan.count for s in sites) == 0:
                 continue
+            # the product's bits are at most the sum of its factors': refuse before multiplying
+            # (a rule using another twice doubles the digits; 40 such rules would not finish)
+            if sum(s.plan.count.bit_length() for s in sites) > MAX_COUNT_BITS + len(sites):
+                raise NasError(f"rule `{rule.name}` has more than 10**{int(MAX_COUNT_BITS * 0.30103)} derivations",
+                               rule.pos, "a rule that uses another twice squares its count; "
+                               "is a chain of such rules meant?")
             variants.append(Variant(assignment, tuple(sites), weight))
         return PScope(tuple(variants), key=(rule.name, args))
 
