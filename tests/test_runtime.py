@@ -521,3 +521,20 @@ def test_report_cost_axes_have_labels_that_do_not_overlap(low, high):
     plt.close(fig)
     assert len(boxes) >= 2
     assert all(a.x1 < b.x0 for a, b in zip(boxes, boxes[1:])), [t.get_text() for t in labels]
+
+
+def test_a_store_damaged_past_its_first_pages_is_a_clear_error(tmp_path, capsys):
+    """Opening reads the first pages only; a damaged page that a listing meets later is
+    exit 1 with the store's name, not an internal error."""
+    path = tmp_path / "s.db"
+    with Store.create(path, {"space": "a"}) as store:
+        for i in range(400):
+            store.add(f"(x={i})" + "y" * 200, "h", seed=0)
+    size = path.stat().st_size
+    with open(path, "r+b") as f:
+        f.seek(size - 3 * 4096)
+        f.write(b"\xff" * 4096)
+    for argv in (["trials", "--store", path], ["report", "--store", path, "--out", tmp_path / "r"]):
+        assert run(*argv) == 1
+        err = capsys.readouterr().err
+        assert "the store is damaged (database disk image is malformed)" in err and "internal error" not in err

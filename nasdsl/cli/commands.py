@@ -15,6 +15,7 @@ import json
 import os
 import random
 import signal
+import sqlite3
 import sys
 import threading
 import traceback
@@ -474,6 +475,12 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as err:
         _debug_traceback(args)
         return _failed(args, EXIT_BAD_INPUT, str(err), NasError(str(err)))
+    except sqlite3.DatabaseError as err:  # a store damaged where a query reads it (opening it went well)
+        _debug_traceback(args)
+        store = getattr(args, "store", None) or "the store"
+        err = NasError(f"{store}: the store is damaged ({err})",
+                       hint="`sqlite3 STORE .recover` saves what is left of it into a new file")
+        return _failed(args, EXIT_BAD_INPUT, str(err), err)
     except Exception as err:
         _debug_traceback(args)
         message = f"internal error: {type(err).__name__}: {err}"
