@@ -120,7 +120,7 @@ class Elaborator:
         # one method per kind of network expression (a dict: singledispatch costs a third of the walk)
         self._walk = {ir.Seq: self._seq, ir.PrimCall: self._prim_call, ir.RuleCall: self._rule_call,
                       ir.Alt: self._alt, ir.Repeat: self._repeat, ir.If: self._if, ir.Merge: self._merge,
-                      ir.Dag: self._dag, ir.NodeRef: self._node_ref}
+                      ir.Dag: self.dag, ir.NodeRef: self._node_ref}
 
     # -- nodes
     def add(self, node_id, op, args, inputs, rules, shapes=None, shape=None, params=0, macs=0):
@@ -187,9 +187,6 @@ class Elaborator:
 
     def _merge(self, node: ir.Merge, scope, choose, ins, parts, rules):
         return (self.merge(node, scope, choose, ins, parts, rules),)
-
-    def _dag(self, node: ir.Dag, scope, choose, ins, parts, rules):
-        return self.dag(node, scope, choose, ins, parts, rules)
 
     def _node_ref(self, node: ir.NodeRef, scope, choose, ins, parts, rules):
         return (self.env[-1][node.name],)

@@ -14,7 +14,7 @@ import functools
 import random
 
 from ..language import ast, ir
-from ..language.check import build_rules, load_file, reachable
+from ..language.check import build_rules, reachable
 from ..language.errors import DerivationError, NasError, Pos, did_you_mean
 from ..language.expr import SYMBOLIC, Scope, evaluate, show, type_name
 from ..language.printer import value as expr_text
@@ -23,16 +23,6 @@ from . import operations
 from . import plan as planning
 from . import restrict as restriction
 from .derivation import Derivation, Node, distance
-
-
-def load(path, params: dict | None = None) -> "Space":
-    """Read, check and bind a space file (parameters override the file's defaults)."""
-    return Space.from_loaded(load_file(path), params)
-
-
-def loads(text: str, params: dict | None = None, name: str = "<string>", base=None) -> "Space":
-    """Like `load`, from text; imports resolve beside `base` (a file path) if given."""
-    return Space.from_loaded(load_file(base, text, name=name), params)
 
 
 def convert_param(decl: ast.Param, value, pos=None):
@@ -454,4 +444,4 @@ class Space:
         return f"<Space {self.name}({params})>"
 
 
-__all__ = ["Space", "load", "loads", "Derivation", "Node"]
+__all__ = ["Space", "Derivation", "Node"]  # load and loads: nasdsl.compiler.space (the Space that compiles)
