@@ -26,6 +26,8 @@ from ..space.plan import EMPTY_NODE
 from ..space.scope import argument_value, rule_names
 from . import primitives
 
+_ABSENT = object()
+
 
 class Chooser(Protocol):
     """What the elaborator asks at one position of the walk. Each answer that leads
@@ -67,7 +69,8 @@ class DerivationChooser:
         return self._below(self.node.get(site, EMPTY_NODE))
 
     def values(self, sites):
-        return {s: self.node[s] for s in sites}
+        # a choice in an `if` branch not taken is not in the node, and is not read
+        return {s: v for s in sites if (v := self.node.get(s, _ABSENT)) is not _ABSENT}
 
     def option(self, site):
         alt = (self.value if isinstance(self.value, Alt) else self.node["alt"]) if site is None else self.node[site]

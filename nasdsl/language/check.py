@@ -333,6 +333,17 @@ class _RuleBuilder:
 
         return walk(expr), tuple(sites)
 
+    def argument(self, expr, name: str, what: str):
+        """A call's argument: a value, or a choice as a whole (its site is named after
+        the argument and holds the argument's value). A choice inside an expression
+        (`16 * {1, 2}`) would be recorded under the argument's name with a value that
+        is not the argument's, so it must be bound with `where`."""
+        if isinstance(expr, (ast.Choice, ast.Range)):
+            return self.value_with_sites(expr, name)
+        return self.plain_value(expr, what, "a choice inside an expression would be recorded as the argument's "
+                                "value; bind it with `where NAME = {...}` and use NAME in the expression, "
+                                "or make the whole argument the choice"), ()
+
     def count_site(self, e, site: str):
         """A repetition's count; when chosen, the choice is the repetition's own site."""
         if isinstance(e, ast.Choice):
@@ -343,13 +354,12 @@ class _RuleBuilder:
             return ir.VRange(site, *parts, pos=e.pos, syntax=e)
         return self.plain_value(e, "a repetition count")
 
-    def plain_value(self, expr, what: str):
+    def plain_value(self, expr, what: str, hint="bind the choice with `where NAME = {...}` and use NAME"):
         """A value expression in which choices are not allowed."""
 
         def walk(e):
             if isinstance(e, (ast.Choice, ast.Range)):
-                raise NasError(f"{what} cannot contain a choice", e.pos,
-                               "bind the choice with `where NAME = {...}` and use NAME")
+                raise NasError(f"{what} cannot contain a choice", e.pos, hint)
             return self.value(e, walk)
 
         return walk(expr)
@@ -499,7 +509,7 @@ class _RuleBuilder:
         self.namer.enter()  # the callee's node: choices in the arguments are named there
         for p in rule.params:
             if p.name in bound:
-                value, sites = self.value_with_sites(bound[p.name].value, p.name)
+                value, sites = self.argument(bound[p.name].value, p.name, f"argument `{p.name}` of `{e.name}`")
                 if p.type is not None:
                     _check_literal(bound[p.name].value, p.type, None, f"parameter `{p.name}` of `{e.name}`",
                                    self.bound)
@@ -523,7 +533,7 @@ class _RuleBuilder:
             if a.name in bound:
                 given = bound[a.name].value
                 _check_literal(given, a.type, a.allowed, f"argument `{a.name}` of `{e.name}`", self.bound)
-                value, sites = self.value_with_sites(given, a.name)
+                value, sites = self.argument(given, a.name, f"argument `{a.name}` of `{e.name}`")
                 arg_sites.extend(sites)
             elif a.required:
                 self.namer.leave()

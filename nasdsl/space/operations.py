@@ -15,7 +15,7 @@ from __future__ import annotations
 import random
 
 from .derivation import Derivation, replace_path
-from .plan import PValue
+from .plan import PValue, Splice
 
 
 def positions(plan, value, parts=()):
@@ -70,7 +70,7 @@ def crossover(space, a: Derivation, b: Derivation, rng: random.Random) -> Deriva
     a, b = space.validate(a), space.validate(b)
     from_b: dict = {}
     for parts, plan, value in positions(space.root, b.root):
-        if parts and type(plan) is not PValue:
+        if parts and type(plan) is not PValue and type(plan) is not Splice:
             from_b.setdefault(id(plan), []).append(value)
     pairs = []
     for parts, plan, value in positions(space.root, a.root):

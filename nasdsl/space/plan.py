@@ -5,7 +5,8 @@ choice sites with exact counts. One mechanism then serves every operation:
 
     PValue   a value site (`kernel={3, 5}`)          count = number of values
     PScope   a scope: variants (the values of its `where` and argument choices,
-             filtered by `require`), each a product of sites
+             filtered by `require`), each a product of sites; a rule's independent
+             groups of `where` choices are scopes spliced into its node (`split_rule`)
     PAlt     alternatives                             count = sum over options
     PRepeat  a repetition of one element plan         count = sum over n of c**n
     PPick    k distinct of n candidates               count = sum over subsets of products
@@ -100,10 +101,15 @@ def _join(path, name):
 
 @attrs.frozen
 class Site:
-    """A named choice site of a scope and its plan (name None: a rule's whole-body alternative)."""
+    """A named choice site of a scope and its plan (name None: a rule's whole-body alternative).
+
+    A spliced site is a group of a rule's choices that are independent of its other
+    choices (see `Planner._build_rule`): its plan is a PScope whose items sit in the
+    enclosing scope's node itself, not under a name of their own."""
 
     name: str | None
     plan: object
+    spliced: bool = False
 
 
 @attrs.frozen
@@ -114,6 +120,7 @@ class Variant:
     assignment: tuple  # of (name, value), as in the derivation's Node
     sites: tuple  # of Site
     weight: float
+    order: dict | None = attrs.field(default=None, eq=False)  # with spliced sites: name -> place in the node
 
 
 @attrs.frozen
@@ -243,8 +250,8 @@ class PValue(_Plan):
 class PScope(_Tabled):
     """Variants of one scope (see Variant)."""
 
-    __slots__ = ("variants", "counts", "cum", "count", "key", "names", "_site_names", "_site_plans", "_table",
-                 "_by_assignment", "weight_cum")
+    __slots__ = ("variants", "counts", "cum", "count", "key", "names", "name_set", "_site_names", "_site_plans",
+                 "_spliced", "_table", "_assigned", "_by_assignment", "_values_of", "weight_cum")
 
     def __init__(self, variants, key=None):
         self.variants = variants  # tuple of Variant
@@ -257,13 +264,15 @@ class PScope(_Tabled):
         self.weight_cum = _weight_cum([v.weight for v in variants], self.counts)
         self._site_names = [tuple(s.name for s in v.sites) for v in variants]
         self._site_plans = [tuple(s.plan for s in v.sites) for v in variants]
+        self._spliced = [any(s.spliced for s in v.sites) for v in variants]
         names = {}
         for v in variants:
             for n, _ in v.assignment:
                 names[n] = None
             for s in v.sites:
-                names[s.name] = None
+                names.update(dict.fromkeys(s.plan.names) if s.spliced else {s.name: None})
         self.names = tuple(names)
+        self.name_set = frozenset(names)
 
     @property
     def empty(self):
@@ -271,9 +280,22 @@ class PScope(_Tabled):
 
     def _node(self, variant, values):
         assignment = self.variants[variant].assignment
+        if self._spliced[variant]:
+            return self._merged(variant, values)
         if not values and not assignment:
             return EMPTY_NODE
         return Node(assignment + tuple(zip(self._site_names[variant], values)))
+
+    def _merged(self, variant, values):
+        """A node with spliced groups: their items go in among the others, in the rule's written order."""
+        v = self.variants[variant]
+        items = list(v.assignment)
+        for site, value in zip(v.sites, values):
+            if site.spliced:
+                items.extend(value.items)
+            else:
+                items.append((site.name, value))
+        return _in_order(items, v.order)
 
     def _sample(self, rng):
         v = 0 if len(self.variants) == 1 else _pick_index(self.cum, rng)
@@ -301,25 +323,42 @@ class PScope(_Tabled):
             raise ValueError("expected a Node")
         v = self._variant_of(node)
         variant = self.variants[v]
-        if len(node.items) != len(variant.assignment) + len(variant.sites):
-            raise KeyError("unexpected choices")
         r = 0
-        for s in variant.sites:
-            r = r * s.plan.count + s.plan.rank(node[s.name])
+        if self._spliced[v]:
+            size = len(variant.assignment)
+            for s in variant.sites:
+                part = _part(s, node)
+                size += len(part.items) if s.spliced else 1
+                r = r * s.plan.count + s.plan.rank(part)
+            if len(node.items) != size:
+                raise KeyError("unexpected choices")
+        else:
+            if len(node.items) != len(variant.assignment) + len(variant.sites):
+                raise KeyError("unexpected choices")
+            for s in variant.sites:
+                r = r * s.plan.count + s.plan.rank(node[s.name])
         return r + (self.cum[v - 1] if v else 0)
 
+    def _index(self):
+        """The variants by their assignment (a dict lookup: a scope may have thousands of
+        variants, e.g. widths x kernels x flags). An assignment may leave a name out
+        (a choice in an `if` branch that was not taken)."""
+        self._assigned = tuple(dict.fromkeys(n for v in self.variants for n, _ in v.assignment))
+        self._by_assignment = {_key(self._assigned, dict(v.assignment)): i for i, v in enumerate(self.variants)}
+        values: dict = {}
+        for v in self.variants:
+            for n, x in v.assignment:
+                values.setdefault(n, {})[type_name(x), x] = x
+        self._values_of = {n: tuple(found.values()) for n, found in values.items()}
+
     def _variant_of(self, node):
-        """The variant whose assignment `node` carries (a dict lookup: a scope may have
-        thousands of variants, e.g. widths x kernels x flags)."""
+        """The variant whose assignment `node` carries."""
         if len(self.variants) == 1:
             return 0
         if self._by_assignment is None:
-            self._by_assignment = {tuple((n, type_name(v), v) for n, v in variant.assignment): i
-                                   for i, variant in enumerate(self.variants)}
-        names = [n for n, _ in self.variants[0].assignment]
-        key = tuple((n, type_name(v), v) for n, v in ((n, node.get(n, _NONE)) for n in names))
+            self._index()
         try:
-            return self._by_assignment[key]
+            return self._by_assignment[_key(self._assigned, node)]
         except (KeyError, TypeError):
             raise KeyError("no variant") from None
 
@@ -332,16 +371,26 @@ class PScope(_Tabled):
     # -- operations beside a derivation
     def positions(self, value, parts):
         yield parts, self, value
-        for site in self.variants[self._variant_of(value)].sites:
-            yield from site.plan.positions(value[site.name], (*parts, site.name))
+        yield from self._site_positions(self.variants[self._variant_of(value)], value, parts)
 
     def inner_positions(self, node, parts):
         """The positions inside a one-variant scope (an option's, a candidate's), not its own."""
-        for site in self.variants[0].sites:
-            yield from site.plan.positions(node[site.name], (*parts, site.name))
+        return self._site_positions(self.variants[0], node, parts)
 
-    def _conformed(self, variant, old, rng):
-        return Node(variant.assignment + tuple((s.name, s.plan.conform(old.get(s.name), rng)) for s in variant.sites))
+    @staticmethod
+    def _site_positions(variant, node, parts):
+        for site in variant.sites:
+            if site.spliced:  # the group's own position changes its items in this node
+                inner = site.plan.positions(_part(site, node), parts)
+                next(inner)
+                yield parts, Splice(site.plan, variant.order), node
+                yield from inner
+            else:
+                yield from site.plan.positions(node[site.name], (*parts, site.name))
+
+    def _conformed(self, v, old, rng):
+        return self._node(v, [s.plan.conform(_part(s, old) if s.spliced else old.get(s.name), rng)
+                              for s in self.variants[v].sites])
 
     def conform(self, old, rng):
         if not isinstance(old, Node):
@@ -352,16 +401,31 @@ class PScope(_Tabled):
             v = None
         if v is None or not self.counts[v]:
             return self.sample(rng)
-        return self._conformed(self.variants[v], old, rng)
+        return self._conformed(v, old, rng)
 
     def change_one(self, value, rng):
-        """Another combination of the scope's `where` / argument values."""
-        return self._conformed(self.variants[_other_index(self.counts, self._variant_of(value), rng)], value, rng)
+        """Another setting of the scope's `where` / argument values: one value changed
+        where the scope allows it (uniform over such neighbours), else any other setting."""
+        return self._conformed(self._neighbour(self._variant_of(value), rng), value, rng)
+
+    def _neighbour(self, v, rng) -> int:
+        if self._by_assignment is None:
+            self._index()
+        current = dict(self.variants[v].assignment)
+        near = []
+        for name, x in current.items():
+            for y in self._values_of[name]:
+                if not _same(x, y):
+                    i = self._by_assignment.get(_key(self._assigned, {**current, name: y}))
+                    if i is not None and self.counts[i]:
+                        near.append(i)
+        return near[rng.randrange(len(near))] if near else _other_index(self.counts, v, rng)
 
     def nearest(self, want):
         node = want if isinstance(want, Node) else Node()
-        variant = self.variants[self._nearest_variant(node)]
-        return Node(variant.assignment + tuple((s.name, s.plan.nearest(node.get(s.name))) for s in variant.sites))
+        v = self._nearest_variant(node)
+        return self._node(v, [s.plan.nearest(_part(s, node) if s.spliced else node.get(s.name))
+                              for s in self.variants[v].sites])
 
     def _nearest_variant(self, node: Node) -> int:
         try:
@@ -401,6 +465,8 @@ class PScope(_Tabled):
                 if n == head and not rest and v not in values:
                     values.append(v)
             for s in variant.sites:
+                if s.spliced and head in s.plan.name_set:
+                    return s.plan.domain(parts, path)
                 if s.name == head:
                     return s.plan.domain(rest, path)
         if values:
@@ -418,7 +484,7 @@ class PScope(_Tabled):
         for name, value, pos in raw.items:
             if name in given:
                 raise _err(_join(path, name), "is given twice", raw=ast.RawNode((), pos=pos))
-            if name not in self.names:
+            if name not in self.name_set:
                 raise _err(_join(path, name), "is not a choice of this scope",
                            did_you_mean(name, self.names) or (f"names here: {', '.join(self.names)}"
                                                              if self.names else "this scope has no choices"),
@@ -437,12 +503,18 @@ class PScope(_Tabled):
                 f"{n}={_raw_text(given[n]) if n in given else '?'}" for n, _ in names),
                 f"allowed: {allowed}" + ("; ..." if len(self.variants) > 8 else ""))
         variant = self.variants[chosen]
-        expected = {n for n, _ in variant.assignment} | {s.name for s in variant.sites}
+        expected = {n for n, _ in variant.assignment}
+        for s in variant.sites:
+            expected |= s.plan.name_set if s.spliced else {s.name}
         for name in given:
             if name not in expected:
                 raise _err(_join(path, name), "is not a choice here (with the other values given)")
         values = []
         for s in variant.sites:
+            if s.spliced:
+                values.append(s.plan.read(ast.RawNode(tuple(i for i in raw.items if i[0] in s.plan.name_set),
+                                                      pos=raw.pos), path))
+                continue
             if s.name not in given:
                 raise _err(_join(path, s.name), "is missing", _missing_hint(s.plan))
             values.append(s.plan.read(given[s.name], _join(path, s.name)))
@@ -457,6 +529,56 @@ class PScope(_Tabled):
         for name, values in allowed.items():
             if name in given:
                 PValue(tuple(values.values()), None).read(given[name], _join(path, name))
+
+
+class Splice:
+    """A spliced group's own choice, seen from the node it sits in: a mutation of it
+    replaces the group's items in that node (see Site)."""
+
+    __slots__ = ("group", "order")
+
+    def __init__(self, group: PScope, order: dict):
+        self.group = group
+        self.order = order
+
+    @property
+    def count(self):
+        return self.group.count
+
+    @property
+    def counts(self):
+        return self.group.counts
+
+    def _replaced(self, node, part):
+        kept = [item for item in node.items if item[0] not in self.group.name_set]
+        return _in_order(kept + list(part.items), self.order)
+
+    def change_one(self, node, rng):
+        return self._replaced(node, self.group.change_one(_project(node, self.group), rng))
+
+    def resample_other(self, node, rng):
+        return self._replaced(node, self.group.resample_other(_project(node, self.group), rng))
+
+
+def _project(node, group: PScope) -> Node:
+    """The items of `node` that belong to a spliced group."""
+    return Node(tuple(item for item in node.items if item[0] in group.name_set))
+
+
+def _part(site: Site, node):
+    """What a site holds in `node`: its value, or for a spliced group its items."""
+    return _project(node, site.plan) if site.spliced else node[site.name]
+
+
+def _in_order(items, order) -> Node:
+    """Items sorted by their place in the written rule (names not placed come first, as given)."""
+    items.sort(key=lambda item: order.get(item[0], -1))
+    return Node(tuple(items)) if items else EMPTY_NODE
+
+
+def _key(names, values) -> tuple:
+    """A variant's assignment as a dict key; `values` maps names (a Node's `get` or a dict)."""
+    return tuple((n, type_name(x), x) for n in names for x in (values.get(n, _NONE),))
 
 
 _NONE = object()
@@ -898,6 +1020,7 @@ class Planner:
         self.depth = 0  # nesting of `sites` calls
         self.rejected_by = None  # the last `require` that excluded something
         self._sites_in: dict = {}  # id(value expression) -> its choice sites (the rules hold the expressions)
+        self._splits: dict = {}  # rule name -> split_rule(rule)
 
     # -- rules
     def rule_scope(self, name: str, args: tuple, pos) -> PScope:
@@ -920,47 +1043,93 @@ class Planner:
         return plan
 
     def _build_rule(self, rule: ir.Rule, args: tuple) -> PScope:
+        """A rule's scope. Its `where` choices fall into independent groups (`split_rule`):
+        with one group, every setting of it is a variant, as a scope's variants always
+        are; with several, each group is a spliced site of its own, so that the rule
+        counts as their product and a mutation changes one group."""
         names = rule_names(self.params, self.main_file, rule, args)
+        key = (rule.name, args)
+        split = self._split(rule)
+        if len(split.groups) < 2:
+            return PScope(self._variants(rule, rule.wheres, rule.requires, names, (rule.body,)), key=key)
+        settings = self._settings(rule, split.plain_wheres, split.plain_requires, names)
+        if not settings:
+            return PScope((), key=key)
+        bound = settings[0][2].names
+        sites = []
+        for i, group in enumerate(split.groups):
+            plan = PScope(self._variants(rule, group.wheres, group.requires, bound, group.units))
+            if not plan.count:
+                return PScope((), key=key)
+            sites.append(Site(f"group {i}", plan, spliced=True))
+        for unit in split.free_units:
+            sites.extend(self.sites(unit, Scope(bound)))
+        self._check_bits(rule, sites)
+        return PScope((Variant((), named_alt(sites), 1.0, split.order),), key=key)
+
+    def _variants(self, rule, wheres, requires, names, units) -> tuple:
+        """A variant per setting of the `where` choices, with the sites of `units` under it."""
         variants = []
-        for assignment, weight, scope in self._where_assignments(rule, names):
-            if not self._requires_hold(rule, scope):
-                continue
-            sites = self.sites(rule.body, scope)
+        for assignment, weight, scope in self._settings(rule, wheres, requires, names):
+            sites = [site for unit in units for site in self.sites(unit, scope)]
             if assignment and sites and sites[0].name is None:
                 sites = [Site("alt", sites[0].plan)] + sites[1:]
             if math.prod(s.plan.count for s in sites) == 0:
                 continue
-            # the product's bits are at most the sum of its factors': refuse before multiplying
-            # (a rule using another twice doubles the digits; 40 such rules would not finish)
-            if sum(s.plan.count.bit_length() for s in sites) > MAX_COUNT_BITS + len(sites):
-                raise NasError(f"rule `{rule.name}` has more than 10**{int(MAX_COUNT_BITS * 0.30103)} derivations",
-                               rule.pos, "a rule that uses another twice squares its count; "
-                               "is a chain of such rules meant?")
+            self._check_bits(rule, sites)
             variants.append(Variant(assignment, tuple(sites), weight))
-        return PScope(tuple(variants), key=(rule.name, args))
+        return tuple(variants)
 
-    def _where_assignments(self, rule, names):
-        """(site values, weight, scope) for every combination of `where` choices."""
-        results = [((), 1.0, dict(names))]
-        for w in rule.wheres:
-            extended = []
-            for assignment, weight, bound in results:
-                scope = Scope(bound)
-                for choices, cw in self.enumerate_sites(w.value, scope, w.sites):
-                    value = evaluate(w.value, Scope(bound, choices))
+    @staticmethod
+    def _check_bits(rule, sites):
+        # the product's bits are at most the sum of its factors': refuse before multiplying
+        # (a rule using another twice doubles the digits; 40 such rules would not finish)
+        if sum(s.plan.count.bit_length() for s in sites) > MAX_COUNT_BITS + len(sites):
+            raise NasError(f"rule `{rule.name}` has more than 10**{int(MAX_COUNT_BITS * 0.30103)} derivations",
+                           rule.pos, "a rule that uses another twice squares its count; "
+                           "is a chain of such rules meant?")
+
+    def _split(self, rule: ir.Rule) -> "Split":
+        found = self._splits.get(rule.name)
+        if found is None:
+            found = self._splits[rule.name] = split_rule(rule)
+        return found
+
+    def _settings(self, rule, wheres, requires, names):
+        """(assignment, weight, scope) for every setting of the choices in `wheres` that
+        passes `requires`. A choice is made only where evaluating the `where`s reaches
+        it: one in the branch of an `if` that is not taken is no choice (and no count)."""
+        written = {s: i for i, s in enumerate(s for w in rule.wheres for s in w.sites)}
+        found = []
+        todo = [({}, 1.0)]
+        while todo:
+            chosen, weight = todo.pop()
+            bound = dict(names)
+            try:
+                for w in wheres:
+                    value = evaluate(w.value, Scope(bound, _Choosing(chosen)))
                     if value is SYMBOLIC and w.sites:
                         raise NasError(f"`where {w.name}` depends on a parameter of shared rule "
                                        f"`{rule.name}`", rule.pos, "a shared rule is derived once for all its uses")
-                    extended.append((assignment + tuple((s, choices[s]) for s in w.sites), weight * cw,
-                                     {**bound, w.name: value}))
-                    if len(extended) > MAX_ENUMERATED:
-                        raise NasError(f"rule `{rule.name}`: more than {MAX_ENUMERATED} combinations of "
-                                       f"`where` choices", rule.pos)
-            results = extended
-        return [(a, w, Scope(b)) for a, w, b in results]
+                    bound[w.name] = value
+            except _Unchosen as unchosen:  # the evaluation reached a choice: one branch per value
+                values, weights = self.domain(self.sites_in(w.value)[unchosen.site], Scope(bound, chosen),
+                                              enumerated=True)
+                for i in reversed(range(len(values))):
+                    todo.append(({**chosen, unchosen.site: values[i]}, weight * (weights[i] if weights else 1.0)))
+                if len(found) + len(todo) > MAX_ENUMERATED:
+                    raise NasError(f"rule `{rule.name}`: more than {MAX_ENUMERATED} combinations of "
+                                   f"`where` choices that depend on each other", rule.pos,
+                                   "choices used together (in one `where`, `require` or call) are enumerated "
+                                   "together; a choice used on its own counts as a factor")
+                continue
+            scope = Scope(bound)
+            if self._requires_hold(rule, requires, scope):
+                found.append((tuple(sorted(chosen.items(), key=lambda item: written[item[0]])), weight, scope))
+        return found
 
-    def _requires_hold(self, rule, scope) -> bool:
-        for r in rule.requires:
+    def _requires_hold(self, rule, requires, scope) -> bool:
+        for r in requires:
             value = evaluate(r, scope)
             if value is SYMBOLIC:
                 raise NasError(f"`require` in shared rule `{rule.name}` depends on its parameters",
@@ -1020,11 +1189,6 @@ class Planner:
         if found is None:
             found = self._sites_in[id(expr)] = ir.sites_in(expr)
         return found
-
-    def enumerate_sites(self, expr, scope: Scope, names: tuple):
-        """Every assignment of the choice sites inside `expr`: ({site: value}, weight)."""
-        sites = self.sites_in(expr)
-        return self._combinations([sites[n] for n in names], scope, "choices here", None)
 
     def _combinations(self, sites, scope: Scope, what: str, pos):
         """Every assignment of value sites as ({site: value}, weight), refused before
@@ -1134,11 +1298,11 @@ class Planner:
             callee = self.rule_scope(node.rule, args, node.pos)
             own = tuple((s, choices[s]) for s in node.arg_sites)
             for v in callee.variants:
-                clash = {n for n, _ in own} & ({n for n, _ in v.assignment} | {s.name for s in v.sites})
+                clash = {n for n, _ in own} & variant_names(v)
                 if clash:
                     raise NasError(f"`{node.rule}` has a choice named `{clash.pop()}`, like its parameter",
                                    node.pos, f"rename the site inside `{rule.name}` (`as NAME`)")
-                variants.append(Variant(own + v.assignment, named_alt(v.sites), weight * v.weight))
+                variants.append(Variant(own + v.assignment, named_alt(v.sites), weight * v.weight, v.order))
         return PScope(tuple(variants))
 
     def _arg_assignments(self, node, scope):
@@ -1207,6 +1371,134 @@ class Planner:
                     found.add(caller)
                     todo.append(caller)
         return found
+
+
+# ---- independent groups of a rule's choices ------------------------------------------
+class _Unchosen(Exception):
+    """Evaluating reached a choice not made yet (see Planner._settings)."""
+
+    def __init__(self, site):
+        self.site = site
+
+
+class _Choosing(dict):
+    """The choices made so far; reading one not made raises _Unchosen."""
+
+    def __missing__(self, site):
+        raise _Unchosen(site)
+
+
+@attrs.frozen
+class Group:
+    """`where` choices that depend on each other, and what reads them."""
+
+    wheres: tuple  # the `where`s whose values depend on the group's choices, in written order
+    requires: tuple  # the `require`s that read them
+    units: tuple  # the parts of the body that read them, in written order
+
+
+@attrs.frozen
+class Split:
+    """A rule's choices in independent groups (see `split_rule`)."""
+
+    groups: tuple  # of Group, by their first choice as written
+    plain_wheres: tuple  # `where`s without choices
+    plain_requires: tuple  # `require`s that read no choice
+    free_units: tuple  # parts of the body that read no `where` choice
+    order: dict = attrs.field(eq=False)  # site name -> its place in the rule's node: `where` choices, then the body's
+
+
+def split_rule(rule: ir.Rule) -> Split:
+    """Two `where` choices belong to one group when one expression reads both: a
+    `where` (through the names it reads), a `require`, or one part of the body (an
+    item of its sequence or merge). Choices of different groups are independent,
+    so the rule's count is a product over groups instead of a sum over every joint
+    setting, and ten 3-way choices are thirty values, not 59,049 variants."""
+    root: dict = {}
+
+    def find(site):
+        while root[site] != site:
+            root[site] = site = root[root[site]]
+        return site
+
+    def join(sites):
+        sites = sorted(sites, key=written.__getitem__)
+        for site in sites[1:]:
+            root[find(site)] = find(sites[0])
+
+    written = {site: i for i, site in enumerate(site for w in rule.wheres for site in w.sites)}
+    depends: dict = {}  # where name -> the choices its value depends on
+    for w in rule.wheres:
+        for site in w.sites:
+            root[site] = site
+        depends[w.name] = frozenset(w.sites).union(*(depends.get(n, ()) for n in _names_read(w.value)))
+        join(depends[w.name])
+
+    def reads(node) -> frozenset:
+        return frozenset().union(*(depends.get(n, ()) for n in _names_read(node)))
+
+    requires = [(r, reads(r)) for r in rule.requires]
+    units = [(u, reads(u)) for u in _units(rule.body)]
+    for _, sites in requires + units:
+        join(sites)
+    firsts = sorted({find(site) for site in written}, key=written.__getitem__)
+
+    def of(first, pairs):
+        return tuple(x for x, sites in pairs if sites and find(next(iter(sites))) == first)
+
+    groups = tuple(Group(of(first, [(w, depends[w.name]) for w in rule.wheres]), of(first, requires),
+                         of(first, units)) for first in firsts)
+    order = dict(written)
+    for unit, _ in units:
+        for name in _scope_site_names(unit):
+            order.setdefault(name, len(order))
+    return Split(groups, tuple(w for w in rule.wheres if not depends[w.name]),
+                 tuple(r for r, sites in requires if not sites), tuple(u for u, sites in units if not sites), order)
+
+
+def _names_read(node) -> set:
+    return {n.name for n in ir.walk(node) if type(n) is ast.Var}
+
+
+def _units(node):
+    """The parts of a body whose sites sit side by side in its node (what `Planner._sites` concatenates)."""
+    kind = type(node)
+    if kind is ir.Seq or kind is ir.Merge:
+        for item in node.items if kind is ir.Seq else node.branches:
+            yield from _units(item)
+    elif kind is ir.Branch:
+        if node.body is not None:
+            yield from _units(node.body)
+    else:
+        yield node
+
+
+def _scope_site_names(node):
+    """The names of the sites a body part can put in its scope's node, as written."""
+    kind = type(node)
+    if kind is ir.Seq or kind is ir.Merge or kind is ir.Branch:
+        for unit in _units(node):
+            yield from _scope_site_names(unit)
+    elif kind is ir.If:
+        yield from _scope_site_names(node.then)
+        yield from _scope_site_names(node.orelse)
+    elif kind is ir.Dag:
+        for name, _ in node.nodes:
+            yield name
+        for branch in node.outputs:
+            yield from _scope_site_names(branch)
+    elif kind is ir.Alt:
+        yield node.site if node.site is not None else "alt"
+    elif kind in (ir.RuleCall, ir.PrimCall, ir.Repeat, ir.Pick):
+        yield node.site
+
+
+def variant_names(v: Variant) -> set:
+    """The names a variant puts in its node."""
+    names = {n for n, _ in v.assignment}
+    for s in v.sites:
+        names |= s.plan.name_set if s.spliced else {s.name}
+    return names
 
 
 def named_alt(sites) -> tuple:

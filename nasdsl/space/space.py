@@ -272,11 +272,12 @@ class Space:
         net = self.planner.rule_scope("network", (), self.rules["network"].pos)
         variants = []
         for v in net.variants:
-            clash = {s.name for s in shared} & ({n for n, _ in v.assignment} | {s.name for s in v.sites})
+            clash = {s.name for s in shared} & planning.variant_names(v)
             if clash:
                 raise NasError(f"`network` has a choice named `{clash.pop()}`, like a shared rule",
                                self.rules["network"].pos)
-            variants.append(planning.Variant(v.assignment, tuple(shared) + planning.named_alt(v.sites), v.weight))
+            variants.append(planning.Variant(v.assignment, tuple(shared) + planning.named_alt(v.sites), v.weight,
+                                             v.order))
         root = planning.PScope(tuple(variants), key=("network", ()))
         if root.count == 0:
             pos = getattr(self.planner.rejected_by, "pos", None) or self.header.pos

@@ -207,10 +207,13 @@ class _Writer:
         weights = [self.pick(("", "", " @ 2", " @ 0.5")) for _ in values]
         return "{" + ", ".join(f"{v}{w}" for v, w in zip(values, weights)) + "}", values
 
-    def int_value(self, names) -> _Value:
-        """A positive int: a literal, a name, a little arithmetic, a choice `{...}`, a
-        range `lo..hi [step s]` or a choice inside arithmetic."""
-        form = self.pick(("literal", "name", "arith", "choice", "range", "scaled"))
+    PLAIN_INTS = ("literal", "name", "arith", "choice")  # what may stand inside an expression (no range)
+
+    def int_value(self, names, where: bool = False, forms=PLAIN_INTS + ("range",)) -> _Value:
+        """A positive int: a literal, a name, a little arithmetic, a choice `{...}` or a
+        range `lo..hi [step s]`; in a `where` also a choice inside arithmetic, or one
+        inside an `if` (a choice only when its branch is taken)."""
+        form = self.pick(forms + (("scaled", "conditional") if where else ()))
         if form == "literal":
             v = self.draw(st.integers(1, 4))
             return _Value(str(v), lambda env: [v])
@@ -226,6 +229,11 @@ class _Writer:
             hi = lo + (size - 1) * step + self.draw(st.integers(0, step - 1))
             values = list(range(lo, hi + 1, step))
             return _Value(f"{lo}..{hi}" + (f" step {step}" if step > 1 else ""), lambda env: values)
+        if form == "conditional":
+            test = self.condition(names)
+            then, orelse = (self.int_value(names, forms=self.PLAIN_INTS) for _ in "ab")
+            return _Value(f"if {test} then {then.text} else {orelse.text}",
+                          lambda env: then.values(env) if eval(test, {}, env) else orelse.values(env))  # noqa: S307
         text, values = self.literal_choice(range(1, 6))
         if form == "scaled":
             k = self.draw(st.integers(2, 4))
@@ -393,7 +401,7 @@ class _Writer:
         names = ["n"] + [p for p, _ in params]
         wheres = []
         for w in ("wa", "wb")[:self.draw(st.integers(0, 2))]:
-            wheres.append((w, self.int_value(names)))
+            wheres.append((w, self.int_value(names, where=True)))
             names.append(w)
         requires = [self.condition(names) for _ in range(self.draw(st.integers(0, 2 if wheres else 1)))]
         body = self.net(names, 2)
