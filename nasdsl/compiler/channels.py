@@ -156,6 +156,39 @@ def _grid(indices: list) -> tuple:
     return tuple(index.view(*([1] * d), -1, *([1] * (n - d - 1))) for d, index in enumerate(indices))
 
 
+# ---- supernet windows -------------------------------------------------------------------
+def pieces(bank, shape, blocks: int = 1):
+    """Where a derivation's tensor of `shape` lies in a supernet's larger bank tensor,
+    aligned as `resize` aligns a child to its parent (channels first, kernels at the
+    centre, `blocks` parts of dim 0 each its own): `[(view of the bank, index of the
+    tensor it is)]`, one piece unless dim 0 has blocks; None where the bank is smaller."""
+    shape = tuple(shape)
+    if len(shape) != bank.dim() or any(c > p for c, p in zip(shape, bank.shape)):
+        return None
+    view = bank
+    for d, (p, c) in enumerate(zip(bank.shape, shape)):
+        if p != c and not (d == 0 and blocks > 1):
+            view = view.narrow(d, (p - c) // 2 if d >= 2 else 0, c)
+    if blocks == 1 or bank.dim() == 0 or bank.shape[0] == shape[0]:
+        return [(view, ...)]
+    p, c = bank.shape[0] // blocks, shape[0] // blocks
+    return [(view.narrow(0, b * p, c), slice(b * c, (b + 1) * c)) for b in range(blocks)]
+
+
+def window(pieces_of_it):
+    """The tensor the pieces make: a view of the bank (gradients flow into it)."""
+    import torch
+
+    if len(pieces_of_it) == 1:
+        return pieces_of_it[0][0]
+    return torch.cat([view for view, _ in pieces_of_it])
+
+
+def window_fact_reduce(name, bank, shape):
+    """FactorizedReduce's batch norm: its two halves follow its two convs."""
+    return pieces(bank, shape, blocks=2 if name.startswith("bn.") else 1)
+
+
 def adapt(name, theirs, mine, parent_args, child_args):
     """The standard adapter: `resize`."""
     return resize(theirs, mine)

@@ -298,7 +298,7 @@ _p("fact_reduce", Arg("out", "int"),
    doc="DARTS FactorizedReduce: relu, two stride-2 1x1 convs (one shifted by a pixel), concat, bn",
    shape=_fr_shape, params=_fr_params, macs=_fr_macs, module=_fr_module,
    channels=Channels("producer", whole=("out",)), slicer=ch.slice_fact_reduce, adapter=ch.adapt_fact_reduce,
-   keeps_output=False)
+   window=ch.window_fact_reduce, keeps_output=False)
 _p("bn", Arg("affine", "bool", True), Arg("eps", "float", 1e-5, low=0), Arg("momentum", "float", 0.1, low=0, high=1),
    doc="batch norm over channels", params=_norm_params, module=_bn_module,
    channels=PASS, slicer=ch.slice_per_channel, keeps_output=False)

@@ -122,6 +122,8 @@ class Primitive:
     slicer: Callable | None = None  # (module, input channels kept, output channels kept): cuts it in place
     # (tensor name, parent's, child's, parent args, child args) -> (tensor, count) | None
     adapter: Callable | None = None
+    # (tensor name, supernet bank tensor, shape) -> [(bank view, index into the tensor)]; None: `channels.pieces`
+    window: Callable | None = None
     keeps_output: bool = True  # False lets a following activation overwrite the output
     strongest_first: Callable | None = None  # (its tensors by name) -> the same, inner channels strongest first
 

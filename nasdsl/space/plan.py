@@ -224,6 +224,22 @@ class PValue(_Plan):
     def draw(self, index):
         return self.values[index(self.count) if self.count > 1 else 0]
 
+    def cover(self, state, parts):
+        """A value for a cover derivation (see `Space.cover`): the largest number, or the
+        value least taken here so far (symbols and flags may steer an `if`: each in turn)."""
+        if isinstance(self.values, range):
+            return self.values[-1]
+        if all(_number(v) for v in self.values):
+            return max(self.values)
+        return state.take(parts, self.values)
+
+    def choices(self, parts, out):
+        if out.visited(self, parts):
+            return
+        """Every (place, value) a cover must reach: a value that the largest cannot stand for."""
+        if not isinstance(self.values, range) and not all(_number(v) for v in self.values):
+            out.update((parts, _hashable(v)) for v in self.values)
+
     def domain(self, parts, path):
         if not parts:
             return list(self.values)
@@ -455,6 +471,42 @@ class PScope(_Tabled):
         v = _draw_live(index, self.counts)
         return self._node(v, [s.draw(index) for s in self._site_plans[v]])
 
+    def cover(self, state, parts):
+        v = self._covering_variant(state, parts) if len(self.variants) > 1 else 0
+        for n, x in self.variants[v].assignment:
+            if not _number(x):
+                state.taken((*parts, n), x)
+        return self._node(v, [s.plan.cover(state, parts if s.spliced else (*parts, s.name))
+                              for s in self.variants[v].sites])
+
+    def _covering_variant(self, state, parts) -> int:
+        """The live variant nearest what a cover wants of each name (the largest number,
+        the symbol least taken), ties to the larger numbers."""
+        values: dict = {}
+        for v in self.variants:
+            for n, x in v.assignment:
+                values.setdefault(n, {})[type_name(x), x] = x
+        wanted = {n: max(xs.values()) if all(_number(x) for x in xs.values()) else
+                  state.least((*parts, n), tuple(xs.values())) for n, xs in values.items()}
+
+        def score(i):
+            assignment = self.variants[i].assignment
+            return (sum(_same(x, wanted[n]) for n, x in assignment),
+                    sum(x for _, x in assignment if _number(x)), -i)
+
+        return max((i for i, c in enumerate(self.counts) if c), key=score)
+
+    def choices(self, parts, out):
+        if out.visited(self, parts):
+            return
+        for v, c in zip(self.variants, self.counts):
+            if c:
+                for n, x in v.assignment:
+                    if not _number(x):
+                        out.add(((*parts, n), _hashable(x)))
+                for s in v.sites:
+                    s.plan.choices(parts if s.spliced else (*parts, s.name), out)
+
     def domain(self, parts, path):
         if not parts:
             raise NasError(f"`{path}` is a scope; name a choice inside it")
@@ -684,6 +736,19 @@ class PAlt(_Tabled):
         o = self.options[_draw_live(index, self.counts)]
         return Alt(o.label, o.scope.draw(index))
 
+    def cover(self, state, parts):
+        label = state.take(parts, tuple(o.label for o, c in zip(self.options, self.counts) if c))
+        o = self.options[self._index(label)]
+        return Alt(o.label, o.scope.cover(state, (*parts, o.label)))
+
+    def choices(self, parts, out):
+        if out.visited(self, parts):
+            return
+        for o, c in zip(self.options, self.counts):
+            if c:
+                out.add((parts, _hashable(o.label)))
+                o.scope.choices((*parts, o.label), out)
+
     def domain(self, parts, path):
         if not parts:
             return [o.label for o in self.options]
@@ -780,6 +845,18 @@ class PRepeat(_Tabled):
     def draw(self, index):
         n = self.lengths[_draw_live(index, self.counts, key=self.lengths.__getitem__)]
         return Rep(tuple(self.elem.draw(index) for _ in range(n)))
+
+    def cover(self, state, parts):
+        return Rep(tuple(self.elem.cover(state, (*parts, i)) for i in range(self._longest())))
+
+    def choices(self, parts, out):
+        if out.visited(self, parts):
+            return
+        for i in range(self._longest()):
+            self.elem.choices((*parts, i), out)
+
+    def _longest(self) -> int:
+        return max(n for n, c in zip(self.lengths, self.counts) if c)
 
     def domain(self, parts, path):
         if not parts:
@@ -896,6 +973,24 @@ class PPick(_Tabled):
         subset = self.subsets[_draw_live(index, self.counts)]
         return Picked(tuple(Alt(c.label, c.scope.draw(index)) for c in (self.candidates[i] for i in subset)))
 
+    def cover(self, state, parts):
+        """The live subset of the candidates least taken here so far."""
+        live = [i for i, c in enumerate(self.counts) if c]
+        best = min(live, key=lambda i: (sum(state.times(parts, self.labels[j]) for j in self.subsets[i]), i))
+        for j in self.subsets[best]:
+            state.taken(parts, self.labels[j])
+        return Picked(tuple(Alt(self.labels[j], self.candidates[j].scope.cover(state, (*parts, self.labels[j])))
+                            for j in self.subsets[best]))
+
+    def choices(self, parts, out):
+        if out.visited(self, parts):
+            return
+        for i, c in enumerate(self.counts):
+            if c:
+                for j in self.subsets[i]:
+                    out.add((parts, _hashable(self.labels[j])))
+                    self.candidates[j].scope.choices((*parts, self.labels[j]), out)
+
     def domain(self, parts, path):
         if not parts:
             return list(self.labels)
@@ -922,6 +1017,51 @@ class PPick(_Tabled):
         chosen.sort(key=lambda t: t[0])
         return Picked(tuple(Alt(labels[i], self.candidates[i].scope.read(item.node, _join(path, labels[i])))
                             for i, item in chosen))
+
+
+class Covering:
+    """What the cover derivations have taken so far at each place (see `Space.cover`):
+    each new one takes, everywhere, what was taken least."""
+
+    def __init__(self):
+        self.counts: dict = {}
+        self.reached: set = set()
+
+    def times(self, place, value) -> int:
+        return self.counts.get((place, _hashable(value)), 0)
+
+    def least(self, place, values):
+        return min(values, key=lambda v: self.times(place, v))
+
+    def taken(self, place, value):
+        key = (place, _hashable(value))
+        self.counts[key] = self.counts.get(key, 0) + 1
+        self.reached.add(key)
+
+    def take(self, place, values):
+        value = self.least(place, values)
+        self.taken(place, value)
+        return value
+
+
+class Wanted(set):
+    """The (place, choice) pairs a cover must reach; each plan is walked once per place."""
+
+    def __init__(self):
+        super().__init__()
+        self._seen: set = set()
+
+    def visited(self, plan, parts) -> bool:
+        key = (id(plan), parts)
+        if key in self._seen:
+            return True
+        self._seen.add(key)
+        return False
+
+
+def _hashable(value):
+    """A value as a set member that keeps 1, 1.0 and true apart."""
+    return type_name(value), value
 
 
 def _other_index(counts, current, rng):

@@ -359,6 +359,27 @@ class Space:
     def __iter__(self):
         return self.enumerate()
 
+    def cover(self, limit: int = 10_000) -> list[Derivation]:
+        """Derivations that together take every option of every alternative, every
+        candidate of every pick and every symbol or flag, at every place it can be
+        taken, each with the largest numbers and repetitions: what a weight-sharing
+        supernet is sized from, without enumerating the space. Each new derivation
+        takes, at every place, what the ones before took least, until every
+        (place, choice) is reached (at most `limit` derivations)."""
+        wanted = planning.Wanted()
+        self.root.choices((), wanted)
+        state = planning.Covering()
+        found: dict = {}
+        while len(found) < limit:
+            before = len(state.reached)
+            d = Derivation(self.root.cover(state, ()))
+            if d in found and len(state.reached) == before:
+                break
+            found[d] = None
+            if wanted <= state.reached:
+                break
+        return list(found)
+
     def parse(self, text: str) -> Derivation:
         """Read a derivation's text; a DerivationError names the path and what is allowed."""
         raw = parse_derivation_text(text)
