@@ -7,11 +7,15 @@ change means a search killed at any instant -- `kill -9` included -- leaves a
 consistent file: a trial is either recorded as done with all its metrics or it
 is not, and `--resume` re-runs exactly the trials that had not finished.
 
-Only the search's main process writes; workers return results to it.
+Only the search's main process writes; workers return results to it. A write the
+disk refuses (full, read-only) is a StoreError that says so: every trial finished
+before it was committed, so the search resumes once the disk takes writes again.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -53,7 +57,7 @@ CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 
 
 class StoreError(NasError):
-    """A store that cannot be used: unreadable, corrupt, or from another search."""
+    """A store that cannot be used: unreadable, unwritable, corrupt, or from another search."""
 
 
 @attrs.frozen
@@ -110,22 +114,26 @@ class Store:
         The schema and config are written to a temporary file that is then renamed, so
         a store file, once there, is always a complete (empty) store."""
         path = Path(path)
-        lock = _lock(path)
+        lock = _lock(path, new=True)
+        partial = path.with_name(f".{path.name}.creating")
         try:
             if path.exists() and path.stat().st_size > 0:
                 raise StoreError(f"{path}: a store already exists here",
                                  hint="add --resume to continue that search, or choose another --store")
-            partial = path.with_name(f".{path.name}.creating")
-            partial.unlink(missing_ok=True)
-            db = _connect(partial)
-            with db:
-                db.executescript(SCHEMA)
-                db.executemany("INSERT INTO meta VALUES (?, ?)",
-                               [("schema", json.dumps(SCHEMA_VERSION)), ("config", json.dumps(config))])
-            db.close()  # the last connection checkpoints the WAL into the file
-            partial.replace(path)
-            store = cls(path, _connect(path), lock)
+            with _refused(path, new=True):
+                partial.unlink(missing_ok=True)
+                db = _connect(partial)
+                with db:
+                    db.executescript(SCHEMA)
+                    db.executemany("INSERT INTO meta VALUES (?, ?)",
+                                   [("schema", json.dumps(SCHEMA_VERSION)), ("config", json.dumps(config))])
+                db.close()  # the last connection checkpoints the WAL into the file
+                partial.replace(path)
+                store = cls(path, _connect(path), lock)
         except BaseException:
+            for leftover in (partial, *(partial.with_name(partial.name + end) for end in ("-wal", "-shm"))):
+                with contextlib.suppress(OSError):
+                    leftover.unlink(missing_ok=True)  # give back what a full disk took
             lock.close()
             raise
         store.config = json.loads(json.dumps(config))  # as `open` reads it back
@@ -138,11 +146,17 @@ class Store:
         other process is writing it."""
         path = Path(path)
         _exists(path)
-        lock = _lock(path)
+        _writable(path)
+        lock, store = _lock(path), None
         try:
-            store = cls(path, _connect(path), lock)
+            with _refused(path):
+                store = cls(path, _connect(path), lock)
             store._read_meta()
+            with store._writing():  # a disk that refuses writes is refused now, not at the first trial
+                store._db.execute("UPDATE meta SET value = value WHERE key = 'schema'")
         except BaseException:
+            if store is not None:
+                store.close()
             lock.close()
             raise
         config = json.loads(json.dumps(config))  # as the store has it: tuples are lists
@@ -161,7 +175,10 @@ class Store:
         a store in a folder this process cannot write is read as it is."""
         path = Path(path)
         _exists(path)
-        store = cls(path, _connect(path, read_only=True))
+        try:
+            store = cls(path, _connect(path, read_only=True))
+        except (OSError, sqlite3.OperationalError) as err:
+            raise StoreError(f"{path}: cannot open the store ({err})") from None
         store._read_meta()
         return store
 
@@ -190,9 +207,17 @@ class Store:
     def __exit__(self, *exc):
         self.close()
 
+    @contextlib.contextmanager
+    def _writing(self):
+        """One transaction. A write the disk refuses stops the search with a StoreError
+        saying why; the transactions before it are kept."""
+        with _refused(self.path, fallback=False):
+            with self._db:
+                yield
+
     # ---- trials: one transaction per state change
     def add(self, derivation: str, hash: str, seed: int, parents=(), extra: dict | None = None) -> int:
-        with self._db:
+        with self._writing():
             cursor = self._db.execute(
                 "INSERT INTO trials (derivation, hash, parents, status, seed, extra, created) "
                 "VALUES (?, ?, ?, 'queued', ?, ?, ?)",
@@ -205,7 +230,7 @@ class Store:
         """A trial that was trained inside another one (e.g. a lottery ticket), recorded
         done in one transaction, so a crash never leaves it half-written."""
         now = time.time()
-        with self._db:
+        with self._writing():
             cursor = self._db.execute(
                 "INSERT INTO trials (derivation, hash, parents, status, seed, extra, created, started, finished, "
                 "val_acc, params, macs, train_time, epochs, checkpoint) "
@@ -232,7 +257,7 @@ class Store:
 
     def requeue_unfinished(self) -> list[int]:
         """Trials that were queued or running when the search stopped, back in the queue."""
-        with self._db:
+        with self._writing():
             ids = [r[0] for r in self._db.execute(
                 "SELECT id FROM trials WHERE status IN ('queued', 'running') ORDER BY id")]
             self._db.execute("UPDATE trials SET status = 'queued', started = NULL WHERE status = 'running'")
@@ -244,7 +269,7 @@ class Store:
 
     def _set(self, trial_id: int, **columns) -> None:
         names = ", ".join(f"{k} = ?" for k in columns)
-        with self._db:
+        with self._writing():
             self._db.execute(f"UPDATE trials SET {names} WHERE id = ?", (*columns.values(), trial_id))
 
     # ---- reading
@@ -272,7 +297,7 @@ class Store:
         return default if row is None else json.loads(row[0])
 
     def set_state(self, key: str, value) -> None:
-        with self._db:
+        with self._writing():
             self._db.execute("INSERT OR REPLACE INTO state VALUES (?, ?)", (key, json.dumps(value)))
 
     def checkpoint_dir(self) -> Path:
@@ -310,16 +335,23 @@ def _exists(path: Path) -> None:
         raise StoreError(f"{path}: no store here", hint="`nasdsl search ... --store PATH` writes one")
 
 
-def _lock(path: Path):
+def _writable(path: Path) -> None:
+    """Refuse a store this process cannot write before SQLite opens it: SQLite would open
+    it read-only and leave -wal and -shm files beside it with its read-only mode, which
+    keep it unwritable once the store itself is made writable again."""
+    files = [path, path.parent] + [p for p in (Path(f"{path}-wal"), Path(f"{path}-shm")) if p.exists()]
+    for file in files:
+        if not os.access(file, os.W_OK):
+            raise refused_error(path, PermissionError(errno.EACCES, "Permission denied", str(file)))
+
+
+def _lock(path: Path, new: bool = False):
     """The store's writer lock: an exclusive `flock` on `PATH.lock`, which the OS
     releases when the holder dies, so a killed search can be resumed at once. The
     file records the holder's pid, for the error a second writer gets."""
-    try:
+    with _refused(path, new):
         path.parent.mkdir(parents=True, exist_ok=True)
         handle = open(path.with_name(path.name + ".lock"), "a+")
-    except OSError as err:
-        raise StoreError(f"{path}: cannot open the store ({err.strerror or err})",
-                         hint="choose a --store path in a folder you can write to") from None
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -328,18 +360,79 @@ def _lock(path: Path):
         handle.close()
         raise StoreError(f"{path}: store in use by process {holder}",
                          hint="wait for that search to finish (or stop it), then --resume") from None
-    handle.seek(0)
-    handle.truncate()
-    handle.write(str(os.getpid()))
-    handle.flush()
+    try:
+        with _refused(path, new):
+            handle.seek(0)
+            handle.truncate()
+            handle.write(str(os.getpid()))
+            handle.flush()
+    except StoreError:
+        handle.close()
+        raise
     return handle
 
 
+# how the disk refuses a write: by SQLite's message (fixed for these codes) or by errno
+SQLITE_REFUSALS = {"database or disk is full": "full", "attempt to write a readonly database": "read-only",
+                   "disk I/O error": "failed"}  # a file past its size limit (EFBIG) reaches SQLite as this
+OS_REFUSALS = {errno.ENOSPC: "full", errno.EDQUOT: "full", errno.EFBIG: "full",
+               errno.EROFS: "read-only", errno.EACCES: "read-only", errno.EPERM: "read-only"}
+WHY = {"full": "the disk is full", "failed": "the disk failed a write; is it full?",
+       "read-only": "it is read-only"}
+FREE_SPACE = {True: "free disk space (or choose a --store on another disk), then run the search again",
+              False: "the trials finished so far are kept in the store: free disk space, then run the "
+                     "same command with --resume"}
+WRITABLE = {True: "choose a --store path in a folder you can write to",
+            False: "make the store and its folder writable, then run the same command with --resume "
+                   "(`nasdsl trials` and `report` read it as it is)"}
+
+
+def refusal(err: BaseException) -> str | None:
+    """How the disk refused a write ("full", "failed" or "read-only"), when `err`
+    (SQLite's or the OS's) is that; None for anything else (a damaged store, a bug)."""
+    if isinstance(err, sqlite3.OperationalError):
+        return SQLITE_REFUSALS.get(str(err))
+    if isinstance(err, OSError):
+        return OS_REFUSALS.get(err.errno)
+    return None
+
+
+def refused_error(path: Path, err: BaseException, new: bool = False) -> StoreError | None:
+    """The StoreError for a write to the store at `path` that the disk refused, or None
+    when `err` is not that. `new`: the store was being created (no trials to keep)."""
+    kind = refusal(err)
+    if kind is None:
+        return None
+    detail = str(err)
+    if isinstance(err, OSError) and err.strerror:
+        detail = err.strerror + (f": {err.filename}" if err.filename else "")
+    hint = (WRITABLE if kind == "read-only" else FREE_SPACE)[new]
+    return StoreError(f"{path}: cannot {'create' if new else 'write'} the store: {WHY[kind]} ({detail})", hint=hint)
+
+
+@contextlib.contextmanager
+def _refused(path: Path, new: bool = False, fallback: bool = True):
+    """Turn OS and SQLite errors inside into StoreErrors: a refused write says why;
+    with `fallback`, any other says the store cannot be opened (else it propagates)."""
+    try:
+        yield
+    except (OSError, sqlite3.OperationalError) as err:
+        refused = refused_error(path, err, new)
+        if refused is None and not fallback:
+            raise
+        raise refused or StoreError(f"{path}: cannot open the store ({err})",
+                                    hint="choose a --store path in a folder you can write to") from None
+
+
 def _connect(path: Path, read_only: bool = False) -> sqlite3.Connection:
+    """A connection to the store file. OS and SQLite errors are the caller's to name (it
+    knows whether the store is new); a file that is not SQLite is a StoreError here."""
     try:
         if read_only:
-            # a WAL store needs its -shm file: where the folder is not writable, read the file as it stands
-            flags = "mode=ro" if os.access(path.parent, os.W_OK) else "mode=ro&immutable=1"
+            # a WAL store needs its -shm file: where the folder is not writable, read the file as it stands;
+            # so too a store that is not, or SQLite leaves -wal and -shm files as read-only as it is
+            writable = os.access(path.parent, os.W_OK) and os.access(path, os.W_OK)
+            flags = "mode=ro" if writable else "mode=ro&immutable=1"
             db = sqlite3.connect(f"{path.resolve().as_uri()}?{flags}", uri=True, timeout=30)
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -347,9 +440,8 @@ def _connect(path: Path, read_only: bool = False) -> sqlite3.Connection:
             db.execute("PRAGMA journal_mode = WAL")
             db.execute("PRAGMA synchronous = FULL")
         db.row_factory = sqlite3.Row
-    except (OSError, sqlite3.OperationalError) as err:
-        raise StoreError(f"{path}: cannot open the store ({err})",
-                         hint="choose a --store path in a folder you can write to") from None
+    except (OSError, sqlite3.OperationalError):
+        raise  # the caller names these (OperationalError is a DatabaseError too)
     except sqlite3.DatabaseError as err:
         raise StoreError(f"{path}: not a nasdsl trial store, or corrupt ({err})",
                          hint="point --store at a store written by `nasdsl search`") from None

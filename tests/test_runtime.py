@@ -1,8 +1,12 @@
 """The search runtime: trainer, trial store, algorithms, executors, and the
 `search` / `trials` / `report` commands, on scikit-learn's digits (8x8, fast)."""
 
+import contextlib
+import ctypes
+import errno
 import json
 import os
+import resource
 import signal
 import sqlite3
 import subprocess
@@ -17,7 +21,7 @@ from nasdsl.runtime.algorithms.evolution import RegularizedEvolution
 from nasdsl.runtime.algorithms.random import RandomSearch
 from nasdsl.runtime.propose import Proposer
 from nasdsl.runtime.search import Search, SearchConfig, bind_to_data, pareto_front
-from nasdsl.runtime.store import Store, StoreError
+from nasdsl.runtime.store import Store, StoreError, refused_error
 from nasdsl.runtime.train import TrainConfig, TrialFailed, train
 from nasdsl.runtime.trial import run_trial
 
@@ -180,6 +184,80 @@ def test_a_store_in_a_read_only_folder_can_be_listed(tmp_path, monkeypatch):
     with Store.open(tmp_path / "s.db") as store:
         assert [t.derivation for t in store.trials()] == ["(x=1)"]
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def limit_file_size(nbytes: int) -> None:
+    """From now on a write past `nbytes` in any file of this process (and its children)
+    fails with EFBIG, as a full disk fails it, instead of killing it with SIGXFSZ."""
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (nbytes, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+
+
+@contextlib.contextmanager
+def file_size_limit(nbytes: int):
+    """`limit_file_size` for the block only."""
+    limit, handler = resource.getrlimit(resource.RLIMIT_FSIZE), signal.getsignal(signal.SIGXFSZ)
+    limit_file_size(nbytes)
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limit)
+        signal.signal(signal.SIGXFSZ, handler)
+
+
+FULL_HINTS = ("the trials finished so far are kept in the store: free disk space, then run the same command "
+              "with --resume", "free disk space (or choose a --store on another disk), then run the search again")
+READ_ONLY_HINTS = ("make the store and its folder writable, then run the same command with --resume",
+                   "choose a --store path in a folder you can write to")
+
+
+@pytest.mark.parametrize("err, message, hints", [
+    (OSError(errno.ENOSPC, "No space left on device", "s.db.lock"),
+     "the disk is full (No space left on device: s.db.lock)", FULL_HINTS),
+    (OSError(errno.EFBIG, "File too large"), "the disk is full (File too large)", FULL_HINTS),
+    (OSError(errno.EROFS, "Read-only file system", "s.db"), "it is read-only (Read-only file system: s.db)",
+     READ_ONLY_HINTS),
+    (sqlite3.OperationalError("database or disk is full"), "the disk is full (database or disk is full)", FULL_HINTS),
+    (sqlite3.OperationalError("disk I/O error"), "the disk failed a write; is it full? (disk I/O error)", FULL_HINTS),
+    (sqlite3.OperationalError("attempt to write a readonly database"),
+     "it is read-only (attempt to write a readonly database)", READ_ONLY_HINTS),
+])
+def test_a_write_the_disk_refuses_says_why_and_what_to_do(err, message, hints):
+    """A store being written (trials to keep) and one being created (none yet): the
+    same reason, each its own hint."""
+    written, created = refused_error(Path("s.db"), err), refused_error(Path("s.db"), err, new=True)
+    assert written.message == f"s.db: cannot write the store: {message}" and written.hint.startswith(hints[0])
+    assert created.message == f"s.db: cannot create the store: {message}" and created.hint == hints[1]
+    # what is not the disk's doing is not dressed up as it: a damaged store, a bug
+    assert refused_error(Path("s.db"), sqlite3.DatabaseError("database disk image is malformed")) is None
+    assert refused_error(Path("s.db"), sqlite3.OperationalError("no such column: x")) is None
+    assert refused_error(Path("s.db"), OSError(errno.ENOENT, "No such file or directory")) is None
+
+
+def test_a_store_write_sqlite_refuses_keeps_the_trials_before_it(tmp_path):
+    """SQLite's own "database or disk is full" (its page limit) and "readonly database"
+    (a query-only connection) are StoreErrors naming the store; the trials committed
+    before are all there."""
+    path = tmp_path / "s.db"
+    with Store.create(path, {"space": "a"}) as store:
+        first = store.add("(x=1)", "h", seed=0)
+        store._db.execute(f"PRAGMA max_page_count = {store._db.execute('PRAGMA page_count').fetchone()[0]}")
+        with pytest.raises(StoreError, match=rf"{path}: cannot write the store: the disk is full "
+                                             r"\(database or disk is full\)") as full:
+            store.add("(x=2)" + "y" * 20000, "h", seed=0)
+        assert "trials finished so far are kept" in full.value.hint
+        store._db.execute("PRAGMA query_only = 1")
+        with pytest.raises(StoreError, match="cannot write the store: it is read-only"):
+            store.start(first)
+    assert [(t.id, t.status) for t in Store.open(path).trials()] == [(first, "queued")]
+
+
+def test_a_store_that_cannot_be_created_for_a_full_disk_leaves_nothing_half_made(tmp_path):
+    with file_size_limit(8192), pytest.raises(StoreError, match=r"cannot create the store: the disk") as err:
+        Store.create(tmp_path / "s.db", {"space": "a"})
+    assert "free disk space" in err.value.hint
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.db.lock"]
+    Store.create(tmp_path / "s.db", {"space": "a"}).close()  # with room again, it is made
 
 
 def test_pareto_front_keeps_only_undominated_trials(tmp_path):
@@ -538,3 +616,89 @@ def test_a_store_damaged_past_its_first_pages_is_a_clear_error(tmp_path, capsys)
         assert run(*argv) == 1
         err = capsys.readouterr().err
         assert "the store is damaged (database disk image is malformed)" in err and "internal error" not in err
+
+
+# ---- a disk that refuses the store's writes ---------------------------------------------------
+TINY = "space tiny()\n\nnetwork = conv(out={4, 8}, kernel={1, 3}) relu gap flatten linear(10)\n"  # ~3 KB checkpoints
+TINY_ARGS = ["--dataset", "digits", "--epochs", "1", "--limit", "200", "--test-top", "1"]
+
+
+def _done(store_path) -> dict:
+    with Store.open(store_path) as store:
+        return {t.id: (t.finished, t.val_acc, t.derivation) for t in store.trials("done")}
+
+
+def test_a_full_disk_under_the_store_stops_the_search_and_resume_loses_no_trial(tmp_path, capsys):
+    """The search runs where every file may grow to 60 KB only: its tiny checkpoints fit,
+    the store's write-ahead log soon does not (the OS says EFBIG, as a full disk says
+    ENOSPC). The search stops, exit 1, saying the finished trials are kept and how to go
+    on; with room again, --resume finishes the search without losing one."""
+    space, store = tmp_path / "tiny.nas", tmp_path / "s.db"
+    space.write_text(TINY)
+    argv = [sys.executable, "-m", "nasdsl", "search", str(space), *TINY_ARGS, "--trials", "40", "--store", str(store)]
+    full = subprocess.run(argv + ["--json"], capture_output=True, text=True, timeout=300,
+                          preexec_fn=lambda: limit_file_size(60_000))
+    assert full.returncode == 1, full.stderr
+    error = json.loads(full.stdout)["error"]
+    assert error["message"].startswith(f"{store}: cannot write the store: the disk")
+    assert "the trials finished so far are kept in the store" in error["hint"]
+    assert "run the same command with --resume" in error["hint"]
+    assert "internal error" not in full.stderr and "damaged" not in full.stderr
+    before = _done(store)
+    assert 1 <= len(before) < 40
+    budget = len(before) + 2
+    assert run("search", "--store", store, "--resume", "--trials", budget, "--json") == 0, capsys.readouterr().err
+    with Store.open(store) as after:
+        trials = after.trials()
+    assert all(t.status == "done" for t in trials) and len(trials) >= budget
+    assert [t.extra["index"] for t in trials] == list(range(len(trials)))  # none proposed twice
+    assert {i: row for i, row in _done(store).items() if i in before} == before  # kept, not run again
+
+
+def _without_permission_override() -> None:
+    """A child that honours file modes although it runs as root: it drops the
+    capabilities that let root write anything (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH,
+    CAP_FOWNER) from its bounding set, so the program it executes has none of them."""
+    if os.geteuid() == 0:
+        libc = ctypes.CDLL(None, use_errno=True)
+        for capability in (1, 2, 3):
+            if libc.prctl(24, capability, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
+                raise OSError(ctypes.get_errno(), "cannot drop a capability")
+
+
+@pytest.mark.parametrize("read_only", ["store", "folder"])
+def test_resume_on_a_read_only_store_is_a_clear_error_that_touches_nothing(tmp_path, capsys, read_only):
+    """`--resume` writes the store: one that cannot be written (the file 444, or its
+    folder 555) is refused naming the store, exit 1, before SQLite opens it to write --
+    which would leave -wal and -shm files as read-only as the store beside it, so the
+    store stayed unwritable after a chmod. Once writable again, it resumes."""
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    space, store = tmp_path / "tiny.nas", folder / "s.db"
+    space.write_text(TINY)
+    assert run("search", space, *TINY_ARGS, "--trials", 1, "--store", store, "--json") == 0
+    capsys.readouterr()
+    target, mode = (store, 0o444) if read_only == "store" else (folder, 0o555)
+    before = sorted(p.name for p in folder.iterdir())
+    argv = [sys.executable, "-m", "nasdsl", "search", "--store", str(store), "--resume", "--trials", "2", "--json"]
+    target.chmod(mode)
+    try:
+        try:
+            refused = subprocess.run(argv, capture_output=True, text=True, timeout=300,
+                                     preexec_fn=_without_permission_override)
+        except subprocess.SubprocessError:
+            pytest.skip("cannot run a child that honours file modes here")
+        listed = subprocess.run([sys.executable, "-m", "nasdsl", "trials", "--store", str(store), "--json"],
+                                capture_output=True, text=True, timeout=300, preexec_fn=_without_permission_override)
+    finally:
+        target.chmod(0o644 if read_only == "store" else 0o755)
+    assert refused.returncode == 1, refused.stderr
+    error = json.loads(refused.stdout)["error"]
+    assert error["message"] == f"{store}: cannot write the store: it is read-only (Permission denied: {target})"
+    assert error["hint"].startswith("make the store and its folder writable, then run the same command with --resume")
+    assert "internal error" not in refused.stderr and "damaged" not in refused.stderr
+    assert listed.returncode == 0 and len(json.loads(listed.stdout)["trials"]) == 1  # reading it still works
+    assert sorted(p.name for p in folder.iterdir()) == before  # no -wal, no -shm
+    resumed = subprocess.run(argv, capture_output=True, text=True, timeout=300, preexec_fn=_without_permission_override)
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(resumed.stdout)["finished"] == 2
