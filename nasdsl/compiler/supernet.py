@@ -157,7 +157,7 @@ class Supernet(nn.Module):
                     if is_buffer and bn == "train" and not self.training:
                         tensor = tensor.clone()  # batch statistics: the bank's running ones stay as they are
                     (owner._buffers if is_buffer else owner._parameters)[name] = tensor
-                _set_mode(call.template, self.training or bn == "train")
+                _set_mode(call.template, self.training, bn == "train")
                 values[call.node] = call.template(values[call.inputs[0]])
             for gone in call.free:
                 values.pop(gone, None)
@@ -214,8 +214,7 @@ class Supernet(nn.Module):
         """Reset the batch-norm statistics `d` uses and estimate them afresh on `batches`
         (the bank's running statistics are shared by every derivation, so they fit none)."""
         program = self.program(d)
-        norms = [m for call in program if call.template is not None for m in call.template.modules()
-                 if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        norms = [m for call in program if call.template is not None for m in _norms(call.template)]
         with torch.no_grad():
             for call in program:
                 for _, name, is_buffer, key, shape, place in call.tensors:
@@ -375,6 +374,18 @@ def _combine(call: _Call, values: dict, x):
     return inputs[0] if len(inputs) == 1 else tuple(inputs)  # the output, or an op that passes its input on
 
 
-def _set_mode(module: nn.Module, training: bool):
+def _set_mode(module: nn.Module, training: bool, batch_statistics: bool):
+    """Train or eval mode for one call; batch norms use batch statistics if asked, even in eval."""
     if module.training != training:
         module.train(training)
+    if not training:
+        for m in _norms(module):
+            m.training = batch_statistics
+
+
+def _norms(module: nn.Module) -> list:
+    found = getattr(module, "_nasdsl_norms", None)
+    if found is None:
+        found = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        module._nasdsl_norms = found
+    return found
