@@ -1,9 +1,11 @@
-"""Exporting a network: `nasdsl compile --onnx/--export`, whose ONNX runs in onnxruntime
-and whose torch.export program loads back, and standalone Python that loads in a Python
-that cannot import nasdsl, each giving the network's own logits; and failed exports as
-clear errors that leave no file."""
+"""Exporting what a search finds: `nasdsl compile --onnx/--export` and `nasdsl export`,
+whose ONNX runs in onnxruntime, whose torch.export program loads back, and whose
+standalone Python loads in a Python that cannot import nasdsl, each giving the
+network's own logits; and failed exports as clear errors that leave no file."""
 
+import importlib.util
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +14,11 @@ import numpy as np
 import onnxruntime
 import pytest
 import torch
+from nasdsl.runtime.search import Search, SearchConfig, stored_space, trained_module
+from nasdsl.runtime.store import Store
+from nasdsl.runtime.train import TrainConfig
 from support import SMALL, SPACES, look_trained
+from test_runtime import Inline
 from torch import nn
 
 import nasdsl
@@ -101,11 +107,82 @@ def test_standalone_python_needs_only_torch_and_gives_the_modules_logits(tmp_pat
     assert sorted(differences) == sorted(names) and all(float(v) <= TOLERANCE for v in differences.values())
 
 
-def test_without_the_onnx_extra_onnx_is_a_clear_error(tmp_path, capsys, monkeypatch):
+# ---- nasdsl export ---------------------------------------------------------------------
+TINY = """space tiny(num_classes: int = 10, in_channels: int = 1, resolution: int = 8)
+network = conv(out={4, 8}, kernel=3) bn act(kind={relu, hswish}) conv(out=8, kernel=1) bn relu
+          gap flatten linear(num_classes)
+"""
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """A finished search of two trained trials on digits, and a third trial still queued."""
+    folder = tmp_path_factory.mktemp("search")
+    (folder / "tiny.nas").write_text(TINY)
+    config = SearchConfig(space=str(folder / "tiny.nas"), dataset="digits", algorithm="random", trials=2,
+                          train=TrainConfig(epochs=1), limit=200, test_top=1)
+    search = Search.open(config, folder / "s.db")
+    search.run(Inline)
+    search.store.add("(queued)", "0", 0)
+    search.store.close()
+    return folder / "s.db"
+
+
+def test_export_writes_a_trials_trained_network_in_each_form(store, tmp_path, capsys):
+    code, data = run(capsys, "export", "--store", store, "--trial", 2, "--out", tmp_path / "out")
+    assert code == 0 and data["trial"] == 2 and data["input_shape"] == [1, 8, 8]
+    files = {form: Path(path) for form, path in data["files"].items()}
+    assert {form: path.name for form, path in files.items()} == {
+        "onnx": "trial_2.onnx", "pt2": "trial_2.pt2", "py": "trial_2.py", "state_dict": "trial_2.state_dict.pt"}
+    with Store.open(store) as opened:
+        space, shape = stored_space(opened)
+        trial = opened.trial(2)
+        module = trained_module(opened, trial, space, shape).eval()
+    x = torch.randn(5, *shape)
+    with torch.no_grad():
+        expected = module(x)
+    assert close(onnx_logits(files["onnx"], x), expected)
+    assert close(torch.export.load(files["pt2"]).module()(x).detach(), expected)
+    spec = importlib.util.spec_from_file_location("trial_2", files["py"])
+    exported = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(exported)
+    with torch.no_grad():
+        assert close(exported.load()(x), expected)  # the trained weights, not fresh ones
+    assert trial.derivation in files["py"].read_text()
+
+
+def test_export_writes_only_the_forms_asked_for_and_finds_a_moved_space(store, tmp_path, capsys):
+    moved = tmp_path / "moved.nas"
+    moved.write_text(TINY)
+    code, data = run(capsys, "export", "--store", store, "--trial", 1, "--out", tmp_path, "--formats", "py",
+                     "--space", moved)
+    assert code == 0 and sorted(data["files"]) == ["py", "state_dict"]
+    changed = tmp_path / "changed.nas"
+    changed.write_text(TINY.replace("{4, 8}", "{4, 16}"))
+    code, data = run(capsys, "export", "--store", store, "--trial", 1, "--out", tmp_path, "--space", changed)
+    assert code == 1 and "is not the space file this search read" in data["error"]["message"]
+
+
+def test_export_of_a_trial_without_weights_is_a_clear_error(store, tmp_path, capsys):
+    for trial, message in ((3, "trial 3 is queued: it has no trained weights"), (9, "no trial 9")):
+        code, data = run(capsys, "export", "--store", store, "--trial", trial, "--out", tmp_path / "out")
+        assert code == 1 and message in data["error"]["message"]
+        assert "Traceback" not in capsys.readouterr().err
+    lost = tmp_path / "lost"
+    shutil.copytree(store.parent, lost)
+    (lost / "s.db.ckpt" / "trial-1.pt").unlink()
+    code, data = run(capsys, "export", "--store", lost / "s.db", "--trial", 1, "--out", tmp_path / "out")
+    assert code == 1 and "cannot load trial 1's checkpoint" in data["error"]["message"]
+    assert not (tmp_path / "out").exists()
+
+
+def test_without_the_onnx_extra_onnx_is_a_clear_error(store, tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxscript", None)  # as if not installed
-    code, data = run(capsys, "compile", SPACES / "nb201.nas", *NB201, "--onnx", tmp_path / "m.onnx")
-    assert code == 1 and "needs the `onnx` extra (onnxscript is not installed)" in data["error"]["message"]
-    assert data["error"]["hint"] == "pip install 'nasdsl[onnx]'"
+    for argv in (["export", "--store", store, "--trial", 1, "--out", tmp_path],
+                 ["compile", SPACES / "nb201.nas", *NB201, "--onnx", tmp_path / "m.onnx"]):
+        code, data = run(capsys, *argv)
+        assert code == 1 and "needs the `onnx` extra (onnxscript is not installed)" in data["error"]["message"]
+        assert data["error"]["hint"] == "pip install 'nasdsl[onnx]'"
     assert list(tmp_path.iterdir()) == []
 
 

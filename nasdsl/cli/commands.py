@@ -1,5 +1,5 @@
 """The `nasdsl` command: check, count, sample, show, mutate, restrict and compile space files,
-trace PyTorch models, and (from nasdsl.runtime) search, trials and report.
+trace PyTorch models, and (from nasdsl.runtime) search, trials, report and export.
 
 Every command computes one JSON-ready dict; `--json` prints it as is and the
 human form renders the same dict with rich, so the two never disagree.
