@@ -226,16 +226,51 @@ class Search:
 
     def load_module(self, trial: Trial):
         """The trained module of a done trial, from its checkpoint."""
-        import torch
+        return trained_module(self.store, trial, self.space, self.data.input_shape)
 
-        path = self.store.path.parent / trial.checkpoint
-        graph = self.space.graph(self.space.parse(trial.derivation), self.data.input_shape)
-        module = build_module(graph, seed=trial.seed)
-        try:
-            module.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        except (OSError, RuntimeError) as err:
-            raise NasError(f"{path}: cannot load trial {trial.id}'s checkpoint ({err})") from None
-        return module
+
+def trained_module(store: Store, trial: Trial, space, input_shape: tuple):
+    """The trained module of `trial`: its derivation's module in `space` (as the search
+    bound it), with the weights of its checkpoint."""
+    import torch
+
+    if trial.status != "done" or trial.checkpoint is None:
+        state = {"done": "was recorded without a checkpoint", "failed": f"failed ({trial.reason})",
+                 "running": "is still running"}.get(trial.status, f"is {trial.status}")
+        raise NasError(f"{store.path}: trial {trial.id} {state}: it has no trained weights",
+                       hint="`nasdsl trials --store STORE` lists the trials and which are done")
+    path = store.path.parent / trial.checkpoint
+    graph = space.graph(space.parse(trial.derivation), input_shape)
+    module = build_module(graph, seed=trial.seed)
+    try:
+        module.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    except (OSError, RuntimeError) as err:
+        raise NasError(f"{path}: cannot load trial {trial.id}'s checkpoint ({err})") from None
+    return module
+
+
+def stored_space(store: Store, space_file=None) -> tuple:
+    """(space, input shape) of the search a store holds, bound as it was: the space file
+    it read (`space_file` where it has moved; its digest must be the store's) and the
+    data set it trained on, read again for its classes and image shape."""
+    record = dict(store.config)
+    if space_file is not None:
+        record["space_path"] = str(Path(space_file).resolve())
+    elif "space_path" not in record:
+        raise NasError(f"{store.path}: this store does not record where its space file is (it predates that)",
+                       hint="give the space file the search read with --space FILE")
+    config = SearchConfig.from_record(record)
+    path = Path(config.space)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise NasError(f"{path}: cannot read the search's space file ({err.strerror})",
+                       hint="give the space file the search read with --space FILE") from None
+    if hashlib.sha256(text.encode()).hexdigest() != store.config["space"]["sha256"]:
+        raise NasError(f"{path} is not the space file this search read (it has changed since)",
+                       hint="give the space file the search read with --space FILE")
+    data = _dataset(config.dataset, config.val_fraction, config.data_seed, config.limit)
+    return bind_to_data(load(path, config.params), data, config.params), data.input_shape
 
 
 def _outcome(future, trial_id: int) -> tuple[TrialOutcome, bool]:

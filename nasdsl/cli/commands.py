@@ -1,5 +1,5 @@
 """The `nasdsl` command: check, count, sample, show, mutate, restrict and compile space files,
-trace PyTorch models, and (from nasdsl.runtime) search, trials and report.
+trace PyTorch models, and (from nasdsl.runtime) search, trials, report and export.
 
 Every command computes one JSON-ready dict; `--json` prints it as is and the
 human form renders the same dict with rich, so the two never disagree.
@@ -237,10 +237,17 @@ def cmd_compile(args) -> int:
     data = {"space": space.name, "derivation": d.text, "hash": d.hash,
             "input_shape": list(graph.graph["input_shape"]), "output_shape": list(output_shape(graph)),
             "params": graph.graph["params"], "macs": graph.graph["macs"], "nodes": graph.number_of_nodes()}
-    if args.code:
+    files = {form: path for form, path in (("onnx", args.onnx), ("pt2", args.export)) if path}
+    if args.code or files:
         from ..compiler.module import build_module
 
-        data["code"] = build_module(graph).code.strip("\n")
+        module = build_module(graph)
+        if args.code:
+            data["code"] = module.code.strip("\n")
+        if files:
+            from ..compiler.export import write_module
+
+            write_module(module, graph.graph["input_shape"], files)
     if args.dot or args.png:
         from ..compiler.export import to_dot, write_png
 
@@ -424,6 +431,9 @@ def build_parser() -> argparse.ArgumentParser:
     compile_.add_argument("--code", action="store_true", help="also print the generated module's forward code")
     compile_.add_argument("--dot", metavar="FILE", help="write the graph as Graphviz source")
     compile_.add_argument("--png", metavar="FILE", help="draw the graph as a PNG (needs Graphviz's dot)")
+    compile_.add_argument("--onnx", metavar="FILE", help="write the module (its seeded weights) as ONNX "
+                          "(needs the onnx extra)")
+    compile_.add_argument("--export", metavar="FILE", help="write the module as a torch.export program (.pt2)")
 
     restrict = command("restrict", cmd_restrict,
                        "keep some values at some paths; print (or write) the sub-space as a .nas file", [space])

@@ -1,4 +1,4 @@
-"""The runtime's commands: `nasdsl search`, `nasdsl trials`, `nasdsl report`.
+"""The runtime's commands: `nasdsl search`, `nasdsl trials`, `nasdsl report`, `nasdsl export`.
 
 Registered by `nasdsl.cli.commands.build_parser`; torch and the runtime are imported only
 when one of these commands runs, so `nasdsl count` stays quick.
@@ -7,16 +7,21 @@ when one of these commands runs, so `nasdsl count` stays quick.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import attrs
 from rich.console import Console
 from rich.table import Table
 
+from ..language.errors import NasError
 from .common import EXIT_OK, UsageError, emit
+
+FORMATS = ("onnx", "pt2", "py")  # what `nasdsl export` writes (`py` with its state_dict), and their files
+SUFFIXES = {"onnx": ".onnx", "pt2": ".pt2", "py": ".py", "state_dict": ".state_dict.pt"}
 
 
 def add_commands(command, space_parent, positive_int) -> None:
-    """Add the three commands with `nasdsl.cli.commands`'s `command(name, run, help, parents)`."""
+    """Add the four commands with `nasdsl.cli.commands`'s `command(name, run, help, parents)`."""
     search = command("search", cmd_search, "search a space: train proposed architectures, keep them in a store",
                      [space_parent])
     search.add_argument("file", metavar="SPACE", nargs="?", help="the space file (with --resume: the store's)")
@@ -61,6 +66,16 @@ def add_commands(command, space_parent, positive_int) -> None:
     report = command("report", cmd_report, "write a search's Pareto front, progress plot and summary", [])
     report.add_argument("--store", required=True, metavar="PATH", help="the SQLite trial store")
     report.add_argument("--out", required=True, metavar="DIR", help="folder for pareto.png, progress.png, summary.md")
+
+    export = command("export", cmd_export, "write a trial's trained network as ONNX, a torch.export program and "
+                     "standalone Python with its state_dict", [])
+    export.add_argument("--store", required=True, metavar="PATH", help="the SQLite trial store")
+    export.add_argument("--trial", required=True, type=int, metavar="N", help="the trial's id (`nasdsl trials`)")
+    export.add_argument("--out", required=True, metavar="DIR", help="folder for trial_N.onnx, .pt2, .py and "
+                        ".state_dict.pt")
+    export.add_argument("--formats", type=formats_arg, default=FORMATS, metavar="F,F",
+                        help=f"which forms ({','.join(FORMATS)}; default all; py comes with its state_dict)")
+    export.add_argument("--space", metavar="FILE", help="the search's space file, where it has moved since")
 
 
 DEFAULTS: dict = {}  # the search flags' defaults, by dest (`option` above)
@@ -233,3 +248,39 @@ def cmd_report(args) -> int:
         "wrote " + ", ".join(data["report"].values())))
     return EXIT_OK
 
+
+def formats_arg(text: str) -> tuple:
+    """`--formats onnx,py`: some of FORMATS, each once, in the order given."""
+    chosen = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+    unknown = [f for f in chosen if f not in FORMATS]
+    if unknown or not chosen:
+        raise argparse.ArgumentTypeError(f"expected some of {','.join(FORMATS)}, got `{text}`")
+    return chosen
+
+
+def cmd_export(args) -> int:
+    from nasdsl.compiler.export import require_onnx, write_module
+    from nasdsl.runtime.search import stored_space, trained_module
+    from nasdsl.runtime.store import Store
+
+    if "onnx" in args.formats:
+        require_onnx()  # before the store and the data set are read
+    with Store.open(args.store) as store:
+        trial = store.trial(args.trial)
+        space, input_shape = stored_space(store, args.space)
+        module = trained_module(store, trial, space, input_shape)
+    forms = [*args.formats, *(["state_dict"] if "py" in args.formats else [])]
+    out = Path(args.out)
+    files = {form: out / f"trial_{trial.id}{SUFFIXES[form]}" for form in forms}
+    doc = (f"Trial {trial.id} of {args.store}: space `{space.name}`, validation accuracy {trial.val_acc:.4f}, "
+           f"{trial.params:,} params, {trial.macs:,} MACs.\n\nDerivation: {trial.derivation}")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise NasError(f"cannot make {out}: {err.strerror or err}") from None
+    write_module(module, input_shape, files, doc)
+    data = {"trial": trial.id, "derivation": trial.derivation, "space": space.name,
+            "input_shape": list(input_shape), "val_acc": trial.val_acc,
+            "files": {form: str(path) for form, path in files.items()}}
+    emit(args, data, lambda console, d: console.print("wrote " + ", ".join(d["files"].values())))
+    return EXIT_OK

@@ -1,9 +1,16 @@
-"""Graph → JSON (for machines) and Graphviz (for people: one cluster per rule)."""
+"""Graph → JSON (for machines) and Graphviz (for people: one cluster per rule);
+module → the files a found network is used from: ONNX, a `torch.export` program,
+standalone Python with its state_dict."""
 
 from __future__ import annotations
 
+import contextlib
+import io
+import os
+import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import networkx as nx
 
@@ -73,3 +80,97 @@ def write_png(graph: nx.DiGraph, path: str) -> None:
     result = subprocess.run([dot, "-Tpng", "-o", path], input=to_dot(graph), text=True, capture_output=True)
     if result.returncode != 0:
         raise NasError(f"dot could not draw {path}: {result.stderr.strip()}")
+
+
+# ---- a module's files --------------------------------------------------------------
+def require_onnx() -> None:
+    """ONNX is written by torch.onnx's exporter, which needs `onnx` and `onnxscript` (the `onnx` extra)."""
+    try:
+        import onnx  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError as err:
+        raise NasError(f"writing ONNX needs the `onnx` extra ({err.name} is not installed)",
+                       hint="pip install 'nasdsl[onnx]'") from None
+
+
+def write_module(module, input_shape: tuple, files: dict, doc: str = "") -> None:
+    """Write `module`, in eval mode, in the forms `files` maps to paths: `onnx`, `pt2`
+    (`torch.export.save`), `py` (nasdsl.compiler.source; its `load()` reads the
+    `state_dict` file, which must be beside it). The batch size stays free in ONNX and
+    the program. Every file is written whole or not at all: if one form cannot be
+    written (an op ONNX has no function for), none of them is."""
+    import torch
+
+    from .source import check_source, python_source
+
+    if "py" in files and "state_dict" not in files:
+        raise ValueError("the `py` form needs a `state_dict` file beside it")
+    if "onnx" in files:
+        require_onnx()
+    module.eval()
+    example = torch.randn(2, *input_shape, generator=torch.Generator().manual_seed(0))
+    contents = {}
+    for form, path in files.items():
+        if form == "py":
+            source = python_source(module, input_shape, Path(files["state_dict"]).name, doc)
+            check_source(source, module, example)
+            contents[path] = source.text.encode()
+        elif form == "state_dict":
+            contents[path] = _saved(torch.save, module.state_dict())
+        else:
+            contents[path] = _exported(form, module, example)
+    _write_all(contents)
+
+
+def _exported(form: str, module, example) -> bytes:
+    """The bytes of the ONNX model or torch.export program; an exporter's failure
+    (an op it cannot take) is a NasError with the exporter's own reason."""
+    import torch
+
+    dynamic = ({0: torch.export.Dim("batch", min=1)},)  # the batch size stays free
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # the exporters may print; stdout is --json's
+            if form == "pt2":
+                return _saved(torch.export.save, torch.export.export(module, (example,), dynamic_shapes=dynamic))
+            program = torch.onnx.export(module, (example,), dynamo=True, dynamic_shapes=dynamic, verbose=False)
+            return program.model_proto.SerializeToString()
+    except Exception as err:
+        name = {"onnx": "ONNX", "pt2": "a torch.export program"}[form]
+        raise NasError(f"cannot export this network as {name}: {_reason(err)}",
+                       hint="--debug shows the exporter's whole report") from err
+
+
+def _reason(err: BaseException) -> str:
+    """The exporter's reason: the first line of the innermost cause, without colours."""
+    while err.__cause__ is not None:
+        err = err.__cause__
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(err)).strip()
+    line = text.splitlines()[0] if text else type(err).__name__
+    return line if len(line) <= 300 else line[:297] + "..."
+
+
+def _saved(save, value) -> bytes:
+    buffer = io.BytesIO()
+    save(value, buffer)
+    return buffer.getvalue()
+
+
+def _write_all(contents: dict) -> None:
+    """Each file to a hidden name beside it, then all renamed: none is left half-written."""
+    written = []  # (partial, path)
+    try:
+        for path, data in contents.items():
+            path = Path(path)
+            written.append((path.with_name(f".{path.name}.partial"), path))
+            try:
+                written[-1][0].write_bytes(data)
+            except OSError as err:
+                raise NasError(f"cannot write {path}: {err.strerror or err}") from None
+        for partial, path in written:
+            try:
+                os.replace(partial, path)
+            except OSError as err:
+                raise NasError(f"cannot write {path}: {err.strerror or err}") from None
+    finally:
+        for partial, _ in written:
+            partial.unlink(missing_ok=True)

@@ -2,7 +2,10 @@
 
 Their parameter names follow the reference implementations (torchvision's
 SqueezeExcitation: `fc1`, `fc2`; DARTS' FactorizedReduce: `conv_1`, `conv_2`,
-`bn`), so published weights map onto them by name.
+`bn`), so published weights map onto them by name. Like torch's own, each keeps
+its constructor's arguments as attributes of the same names (read from its parts
+where they hold them, so a slicer that cuts a part keeps them true): the standalone
+Python that `nasdsl export` writes constructs them from those.
 """
 
 from __future__ import annotations
@@ -47,6 +50,14 @@ class SqueezeExcitation(nn.Module):
         self.activation = activation
         self.scale_activation = scale_activation
 
+    @property
+    def channels(self) -> int:
+        return self.fc1.in_channels
+
+    @property
+    def squeeze(self) -> int:
+        return self.fc1.out_channels
+
     def forward(self, x):
         scale = self.scale_activation(self.fc2(self.activation(self.fc1(self.avgpool(x)))))
         return scale * x
@@ -61,6 +72,14 @@ class FactorizedReduce(nn.Module):
         self.conv_1 = nn.Conv2d(channels, out // 2, 1, stride=2, padding=0, bias=False)
         self.conv_2 = nn.Conv2d(channels, out // 2, 1, stride=2, padding=0, bias=False)
         self.bn = nn.BatchNorm2d(out)
+
+    @property
+    def channels(self) -> int:
+        return self.conv_1.in_channels
+
+    @property
+    def out(self) -> int:
+        return self.bn.num_features
 
     def forward(self, x):
         x = self.relu(x)
