@@ -11,7 +11,7 @@ SPACES = Path(__file__).resolve().parent.parent / "spaces"
 TEXT = """space t(C: int = 8)
 network = stem cell * {1, 2} add(relu, pick 1 of [bn, block(4)])
     where w = 2 * {4, 8}
-stem = conv(out=C * {1, 2}, kernel=3) | relu
+stem = conv(out={8, 16}, kernel=3) | relu
 cell = dag x {
         a = x > block(w=C) as b1
         out a

@@ -1,13 +1,15 @@
 """Single-path supernets: every derivation runs on one bank of weights, exactly as its
 own compiled module would, and trains only the part of the bank it uses."""
 
+import json
+
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 
 import nasdsl
-from nasdsl.space import plan as planning
 from nasdsl.compiler.supernet import Supernet, SupernetError
+from nasdsl.space import plan as planning
 from nasdsl.space.strategies import derivations
 
 # every shipped space whose supernet fits, at sizes a test can run (hnb201 does not fit: see below)
@@ -36,7 +38,7 @@ def _seeded(module, *args):
 
 
 def bank_grads(net):
-    return {k: (p.grad.clone() if p.grad is not None else torch.zeros_like(p)) for k, p in net.named_parameters()}
+    return {k: (p.grad.clone() if p.grad is not None else torch.zeros_like(p)) for k, p in net.bank.named_parameters()}
 
 
 @pytest.mark.parametrize("name", sorted(FITTING))
@@ -95,14 +97,14 @@ def test_batch_statistics_and_recalibration():
     space, net, shape = supernet("mobilenet3_mt")
     d = space.sample(7)
     batches = [torch.randn(8, *shape) for _ in range(3)]
-    before = {k: b.clone() for k, b in net.named_buffers()}
+    before = {k: b.clone() for k, b in net.bank.named_buffers()}
     net.eval()
     sub = net.subnet(d).eval()
     for m in sub.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
             m.train()  # batch statistics, the rest (dropout) in eval
     torch.testing.assert_close(net(batches[0], d, bn="train"), sub(batches[0]), rtol=1e-5, atol=1e-5)
-    assert all(torch.equal(b, before[k]) for k, b in net.named_buffers())  # bn="train" leaves the bank's alone
+    assert all(torch.equal(b, before[k]) for k, b in net.bank.named_buffers())  # bn="train" leaves the bank's alone
     net.recalibrate(d, batches)
     sub = net.subnet(d)
     alone = net.subnet(d)
@@ -157,3 +159,14 @@ def test_the_cover_reaches_every_option_at_every_place():
     for _ in cover:
         space.root.cover(state, ())
     assert wanted <= state.reached and len(cover) < 50
+
+
+def test_the_cli_measures_a_supernet(capsys):
+    from nasdsl.cli.commands import main
+
+    assert main(["supernet", "spaces/nb201.nas", "--param", "C=8", "--param", "N=2", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    space, net, _ = supernet("nb201")
+    assert data["params"] == net.size.params and data["fits"] and data["cover"] == len(space.cover())
+    assert main(["supernet", "spaces/hnb201.nas", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["fits"] is False

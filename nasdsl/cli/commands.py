@@ -24,6 +24,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..compiler import primitives
+from ..compiler.limits import MAX_SUPERNET_PARAMS
 from ..compiler.space import load
 from ..language.errors import NasError
 from ..language.expr import show
@@ -364,6 +365,29 @@ def positive_int(text: str) -> int:
     return value
 
 
+# ---- supernet ---------------------------------------------------------------------
+def cmd_supernet(args) -> int:
+    """A space's single-path supernet, measured without allocating it."""
+    from ..compiler.graph import default_input_shape
+    from ..compiler.supernet import Supernet
+
+    space = load_space(args)
+    shape = args.input_shape or default_input_shape(space)
+    cover = space.cover()
+    size = Supernet.measure(space, shape)
+    emit(args, {"space": space.name, "input_shape": list(shape), "cover": len(cover), "params": size.params,
+                "bytes": size.bytes, "tensors": size.tensors, "max_params": args.max_supernet_params,
+                "fits": size.params <= args.max_supernet_params}, render_supernet)
+    return EXIT_OK
+
+
+def render_supernet(console, d):
+    fits = "fits" if d["fits"] else f"does not fit (limit {d['max_params']:,})"
+    console.print(f"{d['space']}: a supernet of {d['params']:,} parameters ({d['bytes'] / 2**20:,.1f} MiB, "
+                  f"{d['tensors']:,} tensors) for inputs {tuple(d['input_shape'])}, sized from {d['cover']} "
+                  f"cover derivations: {fits}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     # --debug is accepted before or after the command; SUPPRESS keeps a subcommand
     # from resetting a --debug given before it
@@ -441,6 +465,14 @@ def build_parser() -> argparse.ArgumentParser:
     restrict.add_argument("--keep", action="append", type=keep_pair, required=True, metavar="PATH=V1,V2",
                           help="keep only these values at PATH (`*` for every copy of a repetition); repeatable")
     restrict.add_argument("-o", "--output", metavar="OUT", help="write the restricted space here")
+
+    supernet = command("supernet", cmd_supernet, "the size of a space's weight-sharing supernet (nothing allocated)",
+                       [space])
+    supernet.add_argument("file", metavar="FILE")
+    supernet.add_argument("--input-shape", type=shape_arg, metavar="C,H,W",
+                          help="per-sample input shape (default: the space's in_channels and resolution, else 3,32,32)")
+    supernet.add_argument("--max-supernet-params", type=positive_int, default=MAX_SUPERNET_PARAMS, metavar="N",
+                          help=f"the most parameters a supernet may hold (default {MAX_SUPERNET_PARAMS:,})")
 
     trace_ = command("trace", cmd_trace, "trace a PyTorch model into nasdsl's graph: params, MACs, output shape", [])
     trace_.add_argument("model", metavar="torchvision:NAME", help="a torchvision classification model (random weights)")

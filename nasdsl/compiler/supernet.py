@@ -30,8 +30,9 @@ from ..language import primitives as registry
 from ..language.errors import NasError
 from . import channels
 from .graph import default_input_shape
+from .limits import MAX_SUPERNET_PARAMS
 
-DEFAULT_MAX_PARAMS = 100_000_000  # 400 MB of float32 weights, before gradients and optimiser state
+DEFAULT_MAX_PARAMS = MAX_SUPERNET_PARAMS
 PROGRAMS_KEPT = 256  # derivations whose programs stay built (a sampler's pool, an evolution's population)
 
 
@@ -40,7 +41,7 @@ class SupernetError(NasError):
 
 
 @attrs.frozen
-class Tensor:
+class Entry:
     """One tensor of the bank: its key, largest shape, whether it is trained, and how a
     derivation's tensor lies in it (`(bank, shape) -> pieces`, see `channels.pieces`)."""
 
@@ -82,8 +83,7 @@ class Supernet(nn.Module):
         self.input_shape = tuple(input_shape) if input_shape is not None else default_input_shape(space)
         self._templates: dict = {}
         self._programs: collections.OrderedDict = collections.OrderedDict()
-        derivations = list(space.cover()) + [space.validate(d) for d in cover]
-        graphs = [space.graph(d, self.input_shape) for d in derivations]
+        graphs = _cover_graphs(space, self.input_shape, cover)
         self._tensors = tensors = _bank_tensors(graphs, self._template)
         size = _size(tensors)
         if size.params > max_params:
@@ -92,6 +92,7 @@ class Supernet(nn.Module):
                                 hint="raise max_params (--max-supernet-params), or shrink the space "
                                      "(`nasdsl restrict`, smaller widths or depths)")
         self.size = size
+        self.bank = nn.Module()  # its state_dict keys are the children's
         self._owners: dict = {}  # key -> (the module holding it, its name there)
         if seed is not None:
             torch.manual_seed(seed)
@@ -109,9 +110,8 @@ class Supernet(nn.Module):
     def measure(space, input_shape=None, cover=()) -> Size:
         """Parameters and bytes of the supernet, without allocating it."""
         shape = tuple(input_shape) if input_shape is not None else default_input_shape(space)
-        graphs = [space.graph(d, shape) for d in list(space.cover()) + [space.validate(d) for d in cover]]
         templates: dict = {}
-        return _size(_bank_tensors(graphs, lambda a: _template(templates, a)))
+        return _size(_bank_tensors(_cover_graphs(space, shape, cover), lambda a: _template(templates, a)))
 
     def _template(self, attrs_):
         return _template(self._templates, attrs_)
@@ -119,7 +119,7 @@ class Supernet(nn.Module):
     def _holder(self, key: str):
         """The module that owns `key` in the bank (made on first use), and the tensor's name."""
         path, _, name = key.rpartition(".")
-        module = self
+        module = self.bank
         for part in path.split("."):
             child = module._modules.get(part)
             if child is None:
@@ -128,7 +128,7 @@ class Supernet(nn.Module):
             module = child
         return module, name
 
-    def bank(self, key: str) -> torch.Tensor:
+    def tensor(self, key: str) -> torch.Tensor:
         """The bank's tensor at `key` (looked up each time: moving the module replaces buffers)."""
         holder, name = self._owners[key]
         found = holder._parameters.get(name)
@@ -137,7 +137,7 @@ class Supernet(nn.Module):
     @property
     def device(self) -> torch.device:
         first = next(iter(self._owners), None)
-        return self.bank(first).device if first is not None else torch.device("cpu")
+        return self.tensor(first).device if first is not None else torch.device("cpu")
 
     # ---- one derivation -------------------------------------------------------------------
     def forward(self, x, d, bn: str = "running"):
@@ -153,7 +153,7 @@ class Supernet(nn.Module):
                 values[call.node] = _combine(call, values, x)
             else:
                 for owner, name, is_buffer, key, shape, place in call.tensors:
-                    tensor = channels.window(place(self.bank(key), shape))
+                    tensor = channels.window(place(self.tensor(key), shape))
                     if is_buffer and bn == "train" and not self.training:
                         tensor = tensor.clone()  # batch statistics: the bank's running ones stay as they are
                     (owner._buffers if is_buffer else owner._parameters)[name] = tensor
@@ -201,7 +201,7 @@ class Supernet(nn.Module):
                                 + (f"unexpected {', '.join(extra[:3])}" if extra else f"missing {', '.join(missing[:3])}"))
 
     def _place(self, key, shape):
-        return self._tensors[key].place(self.bank(key), shape)
+        return self._tensors[key].place(self.tensor(key), shape)
 
     def _read(self, key, shape, like):
         return channels.window(self._place(key, shape)).detach().clone().to(like.dtype)
@@ -219,7 +219,7 @@ class Supernet(nn.Module):
             for call in program:
                 for _, name, is_buffer, key, shape, place in call.tensors:
                     if is_buffer:
-                        for view, _ in place(self.bank(key), shape):
+                        for view, _ in place(self.tensor(key), shape):
                             view.fill_(1 if name == "running_var" else 0)
             momenta = [m.momentum for m in norms]
             for m in norms:
@@ -236,6 +236,11 @@ class Supernet(nn.Module):
 
 
 # ---- building ---------------------------------------------------------------------------------
+def _cover_graphs(space, input_shape, extra) -> list:
+    """The graphs the bank is sized from: the space's cover derivations and any `extra`."""
+    return [space.graph(d, input_shape) for d in list(space.cover()) + [space.validate(d) for d in extra]]
+
+
 def _template(cache: dict, a: dict):
     """The module of one op for its arguments and input shapes, on the meta device."""
     key = (a["op"], tuple(sorted(a["args"].items())), tuple(tuple(s) for s in a["in_shapes"]))
@@ -288,7 +293,7 @@ def _bank_tensors(graphs, template) -> dict:
                                         hint="give the two operations different labels (`as NAME`)")
                 if seen is not None:
                     shape = tuple(max(a_, b_) for a_, b_ in zip(seen.shape, shape))
-                tensors[key] = Tensor(key, shape, t.dtype, not is_buffer, window_for(dotted))
+                tensors[key] = Entry(key, shape, t.dtype, not is_buffer, window_for(dotted))
     return tensors
 
 
