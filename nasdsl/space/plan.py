@@ -482,12 +482,10 @@ class PScope(_Tabled):
     def _covering_variant(self, state, parts) -> int:
         """The live variant nearest what a cover wants of each name (the largest number,
         the symbol least taken), ties to the larger numbers."""
-        values: dict = {}
-        for v in self.variants:
-            for n, x in v.assignment:
-                values.setdefault(n, {})[type_name(x), x] = x
-        wanted = {n: max(xs.values()) if all(_number(x) for x in xs.values()) else
-                  state.least((*parts, n), tuple(xs.values())) for n, xs in values.items()}
+        if self._by_assignment is None:
+            self._index()
+        wanted = {n: max(xs) if all(_number(x) for x in xs) else state.least((*parts, n), xs)
+                  for n, xs in self._values_of.items()}
 
         def score(i):
             assignment = self.variants[i].assignment
