@@ -243,7 +243,7 @@ def _cover_graphs(space, input_shape, extra) -> list:
 
 def _template(cache: dict, a: dict):
     """The module of one op for its arguments and input shapes, on the meta device."""
-    key = (a["op"], tuple(sorted(a["args"].items())), tuple(tuple(s) for s in a["in_shapes"]))
+    key = _op_key(a)
     found = cache.get(key)
     if found is None:
         factory = registry.get(a["op"]).module
@@ -252,6 +252,11 @@ def _template(cache: dict, a: dict):
         if found is not None and hasattr(found, "inplace"):
             found.inplace = False  # one template serves many nodes
     return found
+
+
+def _op_key(a: dict) -> tuple:
+    """What makes one op's module: the primitive, its arguments and its input shapes."""
+    return a["op"], tuple(sorted(a["args"].items())), tuple(tuple(s) for s in a["in_shapes"])
 
 
 def _tensors_of(template: nn.Module):
@@ -313,7 +318,7 @@ def _initial_values(graphs, tensors: dict) -> dict:
     for graph in graphs:
         for node, a in graph.nodes(data=True):
             prim = registry.get(a["op"])
-            key = (node, a["op"], tuple(sorted(a["args"].items())), tuple(tuple(s) for s in a["in_shapes"]))
+            key = (node, _op_key(a))
             if prim is None or prim.module is None or key in done:
                 continue
             done.add(key)

@@ -572,13 +572,11 @@ class PScope(_Tabled):
 
     def _read_each_assigned(self, given, path):
         """A value that no variant has for its name is an error about that name alone."""
-        allowed: dict = {}
-        for variant in self.variants:
-            for name, value in variant.assignment:
-                allowed.setdefault(name, {})[type_name(value), value] = value
-        for name, values in allowed.items():
+        if self._by_assignment is None:
+            self._index()
+        for name, values in self._values_of.items():
             if name in given:
-                PValue(tuple(values.values()), None).read(given[name], _join(path, name))
+                PValue(values, None).read(given[name], _join(path, name))
 
 
 class Splice:
