@@ -32,6 +32,10 @@ class Reporter:
                                                  status=self._status(None))
             self._progress.start()
 
+    def note(self, text: str) -> None:
+        """A line about the search as a whole (a supernet epoch, a ranking)."""
+        self.console.print(text)
+
     def finished(self, search, trial) -> None:
         self.count += 1
         if trial.status == "done" and (self.best is None or trial.val_acc > self.best):

@@ -7,6 +7,9 @@
                     (MENAS's slimming curve: tickets replace the models they were cut from)
     lineage.png     the family tree: depth = generations from a random ancestor, colour =
                     accuracy, size = params, dashed = a model to its lottery ticket
+    supernet.png    a one-shot search's supernet loss and training accuracy per epoch
+    ranking.png     a one-shot search's shared-weight accuracy against stand-alone accuracy
+                    of the retrained derivations, with Kendall's tau
     summary.md      the search's settings, the best trials, the front, the failures
 """
 
@@ -30,6 +33,11 @@ def write_report(store: Store, out) -> dict:
     trials = store.trials()
     done = [t for t in trials if t.status == "done"]
     written = {name: out / f"{name}.png" for name in ("pareto", "progress", "population", "lineage")}
+    epochs = store.get_state("supernet_epochs")
+    if epochs:
+        written.update(supernet=out / "supernet.png", ranking=out / "ranking.png")
+        plot_supernet(epochs, written["supernet"])
+        plot_ranking(done, written["ranking"])
     written["summary"] = out / "summary.md"
     plot_pareto(done, written["pareto"])
     plot_progress(trials, written["progress"])
@@ -54,6 +62,58 @@ def plot_pareto(done: list[Trial], path: Path) -> None:
     axes[0].set_ylabel("validation accuracy")
     fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=2)  # off the points
     fig.suptitle(f"{len(done)} trained architectures: accuracy against cost")
+    save(fig, path)
+
+
+def kendall_tau(a, b) -> float | None:
+    """Kendall's tau-b of two lists of scores (ties, common in accuracies on small
+    sets, are corrected for); None where either list is constant."""
+    pairs = tied_a = tied_b = score = 0
+    for i in range(len(a)):
+        for j in range(i + 1, len(a)):
+            da, db = (a[i] > a[j]) - (a[i] < a[j]), (b[i] > b[j]) - (b[i] < b[j])
+            pairs += 1
+            tied_a += da == 0
+            tied_b += db == 0
+            score += da * db
+    denominator = math.sqrt((pairs - tied_a) * (pairs - tied_b))
+    return score / denominator if denominator else None
+
+
+def shared_and_alone(done: list[Trial]) -> tuple[list, list]:
+    """(shared-weight, stand-alone validation) accuracies of a one-shot search's retrained trials."""
+    ranked = [t for t in done if "shared_acc" in t.extra]
+    return [t.extra["shared_acc"] for t in ranked], [t.val_acc for t in ranked]
+
+
+def plot_supernet(epochs: list[dict], path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    xs = [e["epoch"] for e in epochs]
+    ax.plot(xs, [e["loss"] for e in epochs], marker="o", color="C0", label="training loss")
+    ax.set_xlabel("supernet epoch (each step trains one sampled derivation)")
+    ax.set_ylabel("training loss")
+    ax.grid(alpha=0.3)
+    twin = ax.twinx()
+    twin.plot(xs, [e["acc"] for e in epochs], marker=".", color="C1", label="training accuracy")
+    twin.set_ylabel("training accuracy")
+    fig.legend(loc="upper center", ncols=2)
+    save(fig, path)
+
+
+def plot_ranking(done: list[Trial], path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    shared, alone = shared_and_alone(done)
+    tau = kendall_tau(shared, alone)
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    ax.scatter(shared, alone, s=18, color="C0")
+    ax.set_xlabel("shared-weight accuracy (supernet)")
+    ax.set_ylabel("stand-alone validation accuracy")
+    shown = "-" if tau is None else f"{tau:.3f}"
+    ax.set_title(f"{len(shared)} retrained derivations: Kendall tau {shown}")
+    ax.grid(alpha=0.3)
     save(fig, path)
 
 
@@ -185,6 +245,7 @@ def summary_markdown(store: Store, trials: list[Trial]) -> str:
              f"batch {train.get('batch_size')}" + (f", {config['limit']} training images" if config.get("limit") else ""),
              f"- constraints: max params {config.get('max_params') or '-'}, max MACs {config.get('max_macs') or '-'}",
              f"- seed {config['seed']}; store `{store.path}`", "",
+             *_one_shot_lines(store, done),
              "![Pareto front](pareto.png)", "", "![progress](progress.png)", "",
              "![living population](population.png)", "", "![lineage](lineage.png)", "",
              "## Best trials (by validation accuracy)", "", *_table(sorted(done, key=lambda t: -t.val_acc)[:10]),
@@ -192,6 +253,19 @@ def summary_markdown(store: Store, trials: list[Trial]) -> str:
     if failed:
         lines += ["", "## Failed trials", "", *(f"- trial {t.id}: {t.reason}" for t in failed)]
     return "\n".join(lines) + "\n"
+
+
+def _one_shot_lines(store: Store, done: list[Trial]) -> list[str]:
+    epochs = store.get_state("supernet_epochs")
+    if not epochs:
+        return []
+    shared, alone = shared_and_alone(done)
+    tau = kendall_tau(shared, alone)
+    return [f"- supernet: {len(epochs)} epochs, final training loss {epochs[-1]['loss']:.4f}; "
+            f"{len(store.evaluations())} derivations measured on shared weights; {len(shared)} retrained, "
+            f"Kendall tau of shared-weight against stand-alone accuracy "
+            f"{'-' if tau is None else f'{tau:.3f}'}", "",
+            "![supernet training](supernet.png)", "", "![shared against stand-alone](ranking.png)", ""]
 
 
 def _table(trials: list[Trial]) -> list[str]:

@@ -27,8 +27,9 @@ from nasdsl.space.space import convert_param
 
 from . import data as datasets
 from .algorithms import create
+from .oneshot import Ranks
 from .propose import Proposer, trial_rng
-from .store import Store, Trial
+from .store import Store, Trial, checkpoint_dir
 from .train import TrainConfig, accuracy
 from .trial import TrialJob, TrialOutcome, _dataset
 
@@ -109,16 +110,22 @@ def bind_to_data(space, data: datasets.Dataset, given: dict):
 
 
 class Search:
-    """An open search: its config, bound space, data, store and algorithm."""
+    """An open search: its config, bound space, data, store and algorithm; `ranks`, the
+    processes a one-shot algorithm trains its supernet on (torchrun), of which only the
+    lead has the store."""
 
-    def __init__(self, config: SearchConfig, store: Store, space, data, algorithm):
+    def __init__(self, config: SearchConfig, store: Store | None, space, data, algorithm, *,
+                 store_path=None, ranks: Ranks = Ranks()):
         self.config, self.store, self.space, self.data, self.algorithm = config, store, space, data, algorithm
         self.proposer = Proposer(space, data.input_shape, config.max_params, config.max_macs)
+        self.ranks = ranks
+        self.checkpoint_dir = checkpoint_dir(Path(store_path) if store_path is not None else store.path)
 
     @classmethod
-    def open(cls, config: SearchConfig, store_path, resume: bool = False) -> "Search":
+    def open(cls, config: SearchConfig, store_path, resume: bool = False, ranks: Ranks = Ranks()) -> "Search":
         """Check everything, then create (or, with `resume`, reopen) the store: bad
-        input is refused before any file is written."""
+        input is refused before any file is written. A rank other than the lead opens
+        no store."""
         if config.trials < 1:
             raise NasError(f"--trials must be at least 1, got {config.trials}")
         if config.train.epochs < 1:
@@ -131,17 +138,19 @@ class Search:
         algorithm = create(config.algorithm, config.settings)
         data = _dataset(config.dataset, config.val_fraction, config.data_seed, config.limit)
         space = bind_to_data(load(path, config.params), data, config.params)
+        if not ranks.lead:
+            return cls(config, None, space, data, algorithm, store_path=store_path, ranks=ranks)
         identity = config.identity(text, algorithm)
         store = (Store.resume(store_path, identity, ignore=RESUMABLE) if resume
                  else Store.create(store_path, identity))
-        return cls(config, store, space, data, algorithm)
+        return cls(config, store, space, data, algorithm, ranks=ranks)
 
     def job(self, trial: Trial) -> TrialJob:
         checkpoint = self.store.checkpoint_dir() / f"trial-{trial.id}.pt"
         return TrialJob(trial.id, str(Path(self.config.space).resolve()), tuple(sorted(self.space.params.items())),
                         trial.derivation, trial.seed, self.config.dataset, self.config.val_fraction,
-                        self.config.data_seed, self.config.limit, self.config.train, str(checkpoint),
-                        self.algorithm.job_settings(self, trial))
+                        self.config.data_seed, self.config.limit, self.algorithm.trial_train(self.config.train),
+                        str(checkpoint), self.algorithm.job_settings(self, trial))
 
     def propose(self, index: int) -> Trial:
         """The `index`-th trial (0-based), proposed by the algorithm and queued in the store."""
@@ -155,6 +164,7 @@ class Search:
     def run(self, make_executor, reporter=None) -> None:
         """Run until the store holds `config.trials` finished (done or failed) trials.
         `make_executor()` gives a fresh executor (again if a worker process dies)."""
+        self.algorithm.prepare(self, reporter)
         workers = self.config.workers
         queue = [self.store.trial(i) for i in self.store.requeue_unfinished()]
         proposed = sum("index" in t.extra for t in self.store.trials())  # linked trials were not proposed

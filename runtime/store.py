@@ -53,11 +53,42 @@ CREATE TABLE IF NOT EXISTS trials (
     finished    REAL
 );
 CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS evaluations (
+    id          INTEGER PRIMARY KEY,
+    derivation  TEXT NOT NULL,
+    hash        TEXT NOT NULL,
+    epoch       INTEGER NOT NULL,
+    method      TEXT NOT NULL,
+    shared_acc  REAL NOT NULL,
+    params      INTEGER NOT NULL,
+    macs        INTEGER NOT NULL,
+    created     REAL NOT NULL,
+    UNIQUE (hash, epoch, method)
+);
 """
 
 
 class StoreError(NasError):
     """A store that cannot be used: unreadable, unwritable, corrupt, or from another search."""
+
+
+@attrs.frozen
+class Evaluation:
+    """A one-shot search's measurement of one derivation on the supernet's shared
+    weights after `epoch` supernet epochs (`method`: how batch norm was treated)."""
+
+    id: int
+    derivation: str
+    hash: str
+    epoch: int
+    method: str
+    shared_acc: float
+    params: int
+    macs: int
+    created: float
+
+    def to_json(self) -> dict:
+        return attrs.asdict(self)
 
 
 @attrs.frozen
@@ -154,6 +185,7 @@ class Store:
             store._read_meta()
             with store._writing():  # a disk that refuses writes is refused now, not at the first trial
                 store._db.execute("UPDATE meta SET value = value WHERE key = 'schema'")
+                store._db.executescript(SCHEMA)  # tables added since the store was made (evaluations)
         except BaseException:
             if store is not None:
                 store.close()
@@ -291,6 +323,28 @@ class Store:
         return [_trial(r) for r in self._db.execute(
             "SELECT * FROM trials WHERE status = 'done' ORDER BY finished, id")]
 
+    # ---- shared-weight evaluations (one-shot searches)
+    def add_evaluation(self, derivation: str, hash: str, *, epoch: int, method: str, shared_acc: float,
+                       params: int, macs: int) -> int:
+        with self._writing():
+            cursor = self._db.execute(
+                "INSERT INTO evaluations (derivation, hash, epoch, method, shared_acc, params, macs, created) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (derivation, hash, epoch, method, shared_acc, params, macs, time.time()))
+        return cursor.lastrowid
+
+    def evaluations(self, *, hash: str | None = None, epoch: int | None = None,
+                    method: str | None = None) -> list[Evaluation]:
+        """The shared-weight evaluations (those matching the arguments given), in the
+        order they were made; none in a store older than them."""
+        where = [(f"{k} = ?", v) for k, v in (("hash", hash), ("epoch", epoch), ("method", method)) if v is not None]
+        query = "SELECT * FROM evaluations" + (" WHERE " + " AND ".join(c for c, _ in where) if where else "")
+        try:
+            rows = self._db.execute(query + " ORDER BY id", [v for _, v in where]).fetchall()
+        except sqlite3.OperationalError:  # a read-only store from before evaluations: it has none
+            return []
+        return [Evaluation(**dict(row)) for row in rows]
+
     # ---- algorithm state
     def get_state(self, key: str, default=None):
         row = self._db.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
@@ -301,8 +355,12 @@ class Store:
             self._db.execute("INSERT OR REPLACE INTO state VALUES (?, ?)", (key, json.dumps(value)))
 
     def checkpoint_dir(self) -> Path:
-        """Where trials' weights go: a folder beside the store, named after it."""
-        return self.path.with_name(self.path.name + ".ckpt")
+        return checkpoint_dir(self.path)
+
+
+def checkpoint_dir(store_path: Path) -> Path:
+    """Where a search's weights go: a folder beside its store, named after it."""
+    return store_path.with_name(store_path.name + ".ckpt")
 
 
 def _differences(stored: dict, given: dict, ignore: tuple, prefix: str = "") -> dict:

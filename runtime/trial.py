@@ -60,14 +60,18 @@ class CheckpointError(Exception):
 
 
 def save_checkpoint(state: dict, path) -> None:
-    """`torch.save` to a temporary name, then rename: a checkpoint file is whole or absent."""
+    """`torch.save` to a temporary name, fsync, then rename: a checkpoint file is whole
+    or absent, even after a power cut."""
     import torch
 
     path = Path(path)
     partial = path.with_name(path.name + ".partial")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(state, partial)
+        with open(partial, "wb") as file:
+            torch.save(state, file)
+            file.flush()
+            os.fsync(file.fileno())
         os.replace(partial, path)
     except (OSError, RuntimeError) as err:  # torch reports a full disk as a RuntimeError ("enforce fail")
         partial.unlink(missing_ok=True)

@@ -388,12 +388,12 @@ def test_a_checkpoint_that_cannot_be_written_stops_the_search_and_resume_reruns_
     real_save = torch.save
     calls = []
 
-    def full_disk(state, path):
-        calls.append(path)
+    def full_disk(state, file):
+        calls.append(file)
         if len(calls) == 2:
-            Path(path).write_bytes(b"half")
+            file.write(b"half")
             raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
-        real_save(state, path)
+        real_save(state, file)
 
     monkeypatch.setattr(torch, "save", full_disk)
     search = Search.open(quick_config(), tmp_path / "s.db")

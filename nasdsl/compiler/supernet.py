@@ -20,6 +20,7 @@ more than the bank holds is a SupernetError naming the tensor, never a silent sl
 from __future__ import annotations
 
 import collections
+import contextlib
 import math
 
 import attrs
@@ -82,6 +83,7 @@ class Supernet(nn.Module):
         self.space = space
         self.input_shape = tuple(input_shape) if input_shape is not None else default_input_shape(space)
         self._templates: dict = {}
+        self.bn_momentum: float | None = None  # batch-norm momentum while training; None keeps each op's
         self._programs: collections.OrderedDict = collections.OrderedDict()
         graphs = _cover_graphs(space, self.input_shape, cover)
         self._tensors = tensors = _bank_tensors(graphs, self._template)
@@ -114,7 +116,31 @@ class Supernet(nn.Module):
         return _size(_bank_tensors(_cover_graphs(space, shape, cover), lambda a: _template(templates, a)))
 
     def _template(self, attrs_):
-        return _template(self._templates, attrs_)
+        found = _template(self._templates, attrs_)
+        if found is not None and self.bn_momentum is not None:
+            for m in _norms(found):
+                m.momentum = self.bn_momentum
+        return found
+
+    def set_bn_momentum(self, momentum: float | None) -> None:
+        """The batch-norm momentum of every op while training (as `TrainConfig.bn_momentum`)."""
+        self.bn_momentum = momentum
+        if momentum is not None:
+            for template in self._templates.values():
+                for m in _norms(template) if template is not None else ():
+                    m.momentum = momentum
+
+    @contextlib.contextmanager
+    def statistics_kept(self):
+        """Every buffer (the batch-norm statistics) back as it was on exit, so that a
+        recalibration made for one evaluation changes nothing the next one sees."""
+        saved = [(b, b.clone()) for b in self.bank.buffers()]
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for b, value in saved:
+                    b.copy_(value)
 
     def _holder(self, key: str):
         """The module that owns `key` in the bank (made on first use), and the tensor's name."""

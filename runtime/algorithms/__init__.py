@@ -96,6 +96,20 @@ class Algorithm:
     def job_settings(self, search, trial) -> dict:
         return {}
 
+    def trial_train(self, train):
+        """How a trial trains (`--epochs` and the rest); a one-shot algorithm retrains
+        for its own `--retrain-epochs`, since its `--epochs` train the supernet."""
+        return train
+
+    def prepare(self, search, reporter=None) -> None:
+        """Work before the first proposal (a one-shot algorithm's supernet); nothing here."""
+
+    def follow(self, search) -> None:
+        """A torchrun rank other than the lead: only a one-shot algorithm's supernet
+        training runs on several processes."""
+        raise NasError(f"--algorithm {self.name} trains each trial in one process; only one-shot algorithms "
+                       "train under torchrun", hint="run it without torchrun (--workers trains trials in parallel)")
+
     def notes(self, search) -> list[str]:
         """What a user should know before this search starts (said once, at the start):
         settings that make it something other than what its name says."""

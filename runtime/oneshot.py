@@ -1,0 +1,389 @@
+"""The one-shot runtime: train one supernet, rank derivations on its shared weights,
+retrain the best alone.
+
+    OneShot.prepare(search)        before the search loop proposes anything
+      ├─ train_supernet            epochs of single-path steps, one derivation per step from
+      │                            the algorithm's `sample`; after every epoch a checkpoint
+      │                            (bank, optimizer, schedule, every random stream), so a
+      │                            search killed at any instant resumes bit-identical
+      ├─ algorithm.rank(...)       shared-weight accuracies (`SharedWeights`), each kept as
+      │                            an `evaluations` row of the store
+      └─ the ranking, kept in the store
+    Search.run                     the ranking's first --trials derivations, retrained
+                                   stand-alone as ordinary trials (pool or Ray executors)
+
+An algorithm is one file: a subclass of `OneShot` giving `sample` (the training
+distribution) and `rank` (the search over shared-weight accuracy). Supernet training
+runs data-parallel under `torchrun` (`Ranks`): every rank takes the lead's derivation
+and its share of each batch, and the summed gradients make each step the global
+batch's step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import random
+import time
+from pathlib import Path
+
+import attrs
+import torch
+from torch import nn
+
+from nasdsl.compiler.supernet import DEFAULT_MAX_PARAMS, Supernet
+from nasdsl.language.errors import NasError
+
+from .algorithms import Algorithm, setting
+from .data import Split
+from .propose import Proposal
+from .train import TrainConfig, TrialFailed, device_of, make_optimizer, seed_everything, warmup_cosine
+from .trial import CheckpointError, save_checkpoint
+
+CHECKPOINT = "supernet.pt"  # in the store's checkpoint folder
+BN_METHODS = ("recalibrate", "train", "running")
+
+
+@attrs.frozen
+class SupernetEpoch:
+    epoch: int
+    loss: float  # mean training loss over the epoch's steps (each its own derivation)
+    acc: float  # training accuracy of those steps
+    lr: float  # at the epoch's end
+    seconds: float
+
+
+# ---- the processes that train one supernet ----------------------------------------------------
+@attrs.frozen
+class Ranks:
+    """The processes training one supernet with torch.distributed, or this one alone."""
+
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def lead(self) -> bool:
+        return self.rank == 0
+
+
+def ranks_from_environment() -> Ranks:
+    """The ranks `torchrun` started (WORLD_SIZE, RANK), joined in one process group: gloo
+    on CPU, NCCL on GPUs (one per rank, by LOCAL_RANK)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Ranks()
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        cuda = torch.cuda.is_available()
+        if cuda:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group("nccl" if cuda else "gloo")
+    return Ranks(dist.get_rank(), dist.get_world_size())
+
+
+def _broadcast(value, ranks: Ranks):
+    """The lead's `value` on every rank (a derivation's text, a message)."""
+    if ranks.world == 1:
+        return value
+    import torch.distributed as dist
+
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _sum_gradients(net: Supernet, d, ranks: Ranks) -> None:
+    """All-reduce (sum) the gradients of the bank tensors `d` uses; a rank whose share
+    of the batch was empty contributes zeros."""
+    import torch.distributed as dist
+
+    params = _used_parameters(net, d)
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    offset = 0
+    for p, g in zip(params, grads):
+        p.grad = flat[offset:offset + g.numel()].view_as(g)
+        offset += g.numel()
+
+
+def _used_parameters(net: Supernet, d) -> list:
+    seen, used = set(), []
+    for call in net.program(d):
+        for _, _, is_buffer, key, _, _ in call.tensors:
+            if not is_buffer and key not in seen:
+                seen.add(key)
+                used.append(net.tensor(key))
+    return used
+
+
+def _average_buffers(net: Supernet, ranks: Ranks) -> None:
+    """Every rank's batch-norm statistics averaged, so the ranks' banks agree."""
+    import torch.distributed as dist
+
+    for b in net.bank.buffers():
+        if b.is_floating_point():
+            dist.all_reduce(b)
+            b.div_(ranks.world)
+        else:
+            dist.broadcast(b, src=0)
+
+
+# ---- training ---------------------------------------------------------------------------------
+def train_supernet(net: Supernet, data, config: TrainConfig, sample, *, seed: int, checkpoint: Path | None,
+                   on_epoch=None, ranks: Ranks = Ranks(), device: torch.device | None = None) -> list[SupernetEpoch]:
+    """`config.epochs` epochs of single-path training: each step draws a derivation with
+    `sample(rng)` (on the lead; None elsewhere) and trains the part of the bank it uses.
+    Continues from `checkpoint` where one is, and writes it (atomically) after every
+    epoch; returns every epoch's record. `on_epoch(record, history)` follows each."""
+    device = device or device_of()
+    cuda = device.type == "cuda"
+    net.to(device)
+    net.set_bn_momentum(config.bn_momentum)
+    seed_everything(seed)
+    n = len(data.train.y)
+    steps = math.ceil(n / config.batch_size)
+    total, warmup = steps * config.epochs, int(config.warmup_epochs * steps)
+    optimizer = make_optimizer(net, config, device)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, total, warmup))
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing, reduction="sum")
+    shuffle = torch.Generator(device="cpu").manual_seed(seed)
+    rng = random.Random(f"{seed}:supernet")
+    history: list[SupernetEpoch] = []
+    if checkpoint is not None and checkpoint.exists():
+        history = _restore(checkpoint, net, optimizer, schedule, shuffle, rng, device)
+    if ranks.world > 1:
+        _same_bank(net)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
+    train_x, train_y = data.train.x, data.train.y
+    for epoch in range(len(history), config.epochs):
+        net.train()
+        start = time.perf_counter()
+        order = torch.randperm(n, generator=shuffle)
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        try:
+            for i in range(0, n, config.batch_size):
+                index = order[i:i + config.batch_size]
+                d = net.space.parse(_broadcast(sample(rng).text if ranks.lead else None, ranks))
+                mine = index[ranks.rank::ranks.world]
+                optimizer.zero_grad(set_to_none=True)
+                if len(mine):
+                    x, y = train_x[mine].to(device, non_blocking=True), train_y[mine].to(device, non_blocking=True)
+                    with autocast:
+                        logits = net(x, d)
+                        loss = loss_fn(logits.float(), y) / len(index)  # the global batch's mean
+                    loss.backward()
+                    loss_sum += loss.detach() * len(index)
+                    correct += (logits.argmax(1) == y).sum()
+                if ranks.world > 1:
+                    _sum_gradients(net, d, ranks)
+                optimizer.step()
+                schedule.step()
+        except torch.OutOfMemoryError as err:
+            raise TrialFailed(f"CUDA out of memory training the supernet at batch size {config.batch_size}: "
+                              f"{str(err).splitlines()[0]}") from None
+        if ranks.world > 1:
+            import torch.distributed as dist
+
+            dist.all_reduce(loss_sum)
+            dist.all_reduce(correct)
+            _average_buffers(net, ranks)
+        mean_loss = loss_sum.item() / n
+        if not math.isfinite(mean_loss):
+            raise TrialFailed(f"the supernet's loss became {mean_loss} in epoch {epoch + 1} (try a lower --lr)")
+        record = SupernetEpoch(epoch + 1, mean_loss, correct.item() / n, schedule.get_last_lr()[0],
+                               time.perf_counter() - start)
+        history.append(record)
+        if checkpoint is not None and ranks.lead:
+            _save(checkpoint, net, optimizer, schedule, shuffle, rng, history)
+        if on_epoch is not None:
+            on_epoch(record, history)
+    return history
+
+
+def _save(path: Path, net, optimizer, schedule, shuffle, rng, history) -> None:
+    state = {"bank": net.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+             "torch_rng": torch.get_rng_state(), "shuffle": shuffle.get_state(), "sampler": rng.getstate(),
+             "history": [attrs.asdict(e) for e in history]}
+    if torch.cuda.is_available():
+        state["cuda_rng"] = torch.cuda.get_rng_state_all()
+    try:
+        save_checkpoint(state, path)
+    except CheckpointError as err:
+        raise NasError(f"the search stopped after supernet epoch {len(history)}: {err}",
+                       hint="free disk space (or make the folder writable), then run the same command with "
+                            "--resume: the supernet continues from its last checkpoint") from None
+
+
+def _restore(path: Path, net, optimizer, schedule, shuffle, rng, device) -> list[SupernetEpoch]:
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+        net.load_state_dict(state["bank"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+    except (OSError, RuntimeError, KeyError, ValueError) as err:
+        raise NasError(f"{path}: cannot resume the supernet from this checkpoint ({err})",
+                       hint="it belongs to another search, or is damaged: start a new --store") from None
+    torch.set_rng_state(state["torch_rng"].cpu())
+    shuffle.set_state(state["shuffle"].cpu())
+    version, internal, gauss = state["sampler"]
+    rng.setstate((version, tuple(internal), gauss))
+    if "cuda_rng" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
+    return [SupernetEpoch(**e) for e in state["history"]]
+
+
+def _same_bank(net: Supernet) -> None:
+    """Every rank starts from the lead's bank (and the lead's resumed checkpoint)."""
+    import torch.distributed as dist
+
+    with torch.no_grad():
+        for t in list(net.bank.parameters()) + list(net.bank.buffers()):
+            dist.broadcast(t, src=0)
+
+
+# ---- shared-weight evaluation ---------------------------------------------------------------
+@torch.no_grad()
+def shared_accuracy(net: Supernet, d, split: Split, *, method: str = "recalibrate", calibration=(),
+                    batch_size: int = 1024) -> float:
+    """Top-1 accuracy of `d` on `split` with the bank's weights. Batch norm: `recalibrate`
+    re-estimates `d`'s statistics on the `calibration` batches first (and puts the bank's
+    back afterwards), `train` uses each batch's own, `running` the bank's shared ones."""
+    if method not in BN_METHODS:
+        raise NasError(f"unknown batch-norm method `{method}`", hint=f"choose one of: {', '.join(BN_METHODS)}")
+    net.eval()
+    device = net.device
+    kept = net.statistics_kept() if method == "recalibrate" else contextlib.nullcontext()
+    with kept:
+        if method == "recalibrate":
+            net.recalibrate(d, [x.to(device) for x in calibration])
+        correct = 0
+        for i in range(0, len(split.y), batch_size):
+            x, y = split.x[i:i + batch_size].to(device), split.y[i:i + batch_size].to(device)
+            correct += (net(x, d, bn="train" if method == "train" else "running").argmax(1) == y).sum().item()
+    return correct / max(1, len(split.y))
+
+
+class SharedWeights:
+    """The shared-weight accuracy of derivations after `epoch` supernet epochs, measured
+    once each and kept as an `evaluations` row of the store, so a resumed search reads
+    what it measured before instead of measuring it again."""
+
+    def __init__(self, search, net: Supernet, epoch: int, method: str, calibration_batches: int,
+                 eval_images: int):
+        self.search, self.net, self.epoch, self.method = search, net, epoch, method
+        data, batch = search.data, search.config.train.batch_size
+        self.split = Split(data.val.x[:eval_images], data.val.y[:eval_images])
+        order = torch.randperm(len(data.train.y), generator=torch.Generator().manual_seed(search.config.seed))
+        self.calibration = [data.train.x[order[i:i + batch]]
+                            for i in range(0, min(len(order), calibration_batches * batch), batch)]
+        self.measured = 0  # evaluations made here, not read back
+
+    def __call__(self, d) -> float:
+        store = self.search.store
+        found = store.evaluations(hash=d.hash, epoch=self.epoch, method=self.method)
+        if found:
+            return found[0].shared_acc
+        acc = shared_accuracy(self.net, d, self.split, method=self.method, calibration=self.calibration,
+                              batch_size=self.search.config.train.eval_batch_size)
+        cost = self.search.proposer.cost(d)
+        store.add_evaluation(d.text, d.hash, epoch=self.epoch, method=self.method, shared_acc=acc,
+                             params=cost.params, macs=cost.macs)
+        self.measured += 1
+        return acc
+
+
+# ---- the algorithms' common part -----------------------------------------------------------------
+@attrs.frozen
+class OneShot(Algorithm):
+    """What every one-shot algorithm shares. `--epochs` are the supernet's training
+    epochs and `--trials` the derivations retrained stand-alone at the end; a subclass
+    gives `sample(search, rng)` and `rank(search, evaluate, rng)`."""
+
+    retrain_epochs: int = setting(3, "epochs of each stand-alone retraining at the end (--epochs trains the "
+                                     "supernet)")
+    shared_bn: str = setting("recalibrate", "batch norm in shared-weight evaluation: recalibrate (fresh "
+                                            "statistics per derivation), train (each batch's) or running",
+                             choices=BN_METHODS)
+    calibration_batches: int = setting(4, "training batches that re-estimate batch norm for each evaluation")
+    eval_images: int = setting(1000, "validation images per shared-weight evaluation")
+    max_supernet_params: int = setting(DEFAULT_MAX_PARAMS, "largest supernet built, in parameters")
+
+    def __attrs_post_init__(self):
+        for name in ("retrain_epochs", "calibration_batches", "eval_images", "max_supernet_params"):
+            if getattr(self, name) < 1:
+                raise NasError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+
+    # what a subclass gives
+    def sample(self, search, rng: random.Random):
+        """The derivation of one supernet training step (uniform over the space here)."""
+        return search.space.sample(rng=rng)
+
+    def rank(self, search, evaluate, rng: random.Random) -> list:
+        """Derivations worth retraining, measured with `evaluate(d) -> shared accuracy`."""
+        raise NotImplementedError
+
+    # the search loop's hooks
+    def trial_train(self, train: TrainConfig) -> TrainConfig:
+        return attrs.evolve(train, epochs=self.retrain_epochs, patience=None)
+
+    def supernet(self, search) -> Supernet:
+        return Supernet(search.space, search.data.input_shape, seed=search.config.seed,
+                        max_params=self.max_supernet_params)
+
+    def checkpoint(self, search) -> Path:
+        return search.checkpoint_dir / CHECKPOINT
+
+    def follow(self, search) -> None:
+        """On a rank other than the lead: train the supernet alongside it (the lead
+        chooses every step's derivation, and whether there is anything to train)."""
+        if _broadcast(None, search.ranks):
+            train_supernet(self.supernet(search), search.data, search.config.train, None, seed=search.config.seed,
+                           checkpoint=self.checkpoint(search), ranks=search.ranks)
+
+    def prepare(self, search, reporter=None) -> None:
+        """Train the supernet and rank on it, unless the store already holds the ranking."""
+        store, ranks = search.store, search.ranks
+        if not _broadcast(store.get_state("ranking") is None, ranks):
+            return
+        net = self.supernet(search)
+
+        def recorded(record, history):
+            store.set_state("supernet_epochs", [attrs.asdict(e) for e in history])
+            if reporter:
+                reporter.note(f"supernet epoch {record.epoch}/{search.config.train.epochs}: loss {record.loss:.4f}, "
+                              f"train acc {record.acc:.4f}, {record.seconds:.1f} s")
+
+        history = train_supernet(net, search.data, search.config.train, lambda rng: self.sample(search, rng),
+                                 seed=search.config.seed, checkpoint=self.checkpoint(search), on_epoch=recorded,
+                                 ranks=ranks)
+        store.set_state("supernet_epochs", [attrs.asdict(e) for e in history])
+        evaluate = SharedWeights(search, net, len(history), self.shared_bn, self.calibration_batches,
+                                 self.eval_images)
+        ranked = self.rank(search, evaluate, random.Random(f"{search.config.seed}:rank"))
+        ranking, seen = [], set()
+        for d in sorted(ranked, key=evaluate, reverse=True):  # stable: equals keep the algorithm's order
+            if d.hash not in seen:
+                seen.add(d.hash)
+                ranking.append({"derivation": d.text, "shared_acc": evaluate(d)})
+        if len(ranking) < search.config.trials:
+            raise NasError(f"{self.name} ranked {len(ranking)} derivations, fewer than --trials "
+                           f"{search.config.trials} to retrain", hint="lower --trials, or widen the search "
+                                                                      "(--population, --generations)")
+        if reporter:
+            reporter.note(f"{self.name}: {len(ranking)} derivations ranked on the shared weights "
+                          f"({evaluate.measured} measured now); retraining the best {search.config.trials}")
+        store.set_state("ranking", ranking)
+
+    def propose(self, proposer, store, index: int, seed: int) -> Proposal:
+        ranking = store.get_state("ranking")
+        if index >= len(ranking):
+            raise NasError(f"the supernet's ranking holds {len(ranking)} derivations; --trials asks for more",
+                           hint=f"resume with --trials {len(ranking)} or fewer")
+        entry = ranking[index]
+        return Proposal(proposer.space.parse(entry["derivation"]),
+                        extra={"shared_acc": entry["shared_acc"], "shared_rank": index + 1})
+

@@ -1,0 +1,178 @@
+"""The one-shot runtime and SPOS: a supernet trained in one long job that survives
+SIGKILL bit for bit, ranks on shared weights kept in the store, retraining through the
+ordinary trial loop, and data-parallel training on two gloo ranks."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from nasdsl.runtime.algorithms import create
+from nasdsl.runtime.oneshot import CHECKPOINT, shared_accuracy
+from nasdsl.runtime.report import kendall_tau
+from nasdsl.runtime.store import Store
+
+import nasdsl
+from nasdsl.cli import main
+from nasdsl.compiler.supernet import Supernet
+from nasdsl.language.errors import NasError
+
+ROOT = Path(__file__).resolve().parent.parent
+TUTORIAL = str(ROOT / "spaces" / "tutorial.nas")
+SPOS = ["--dataset", "digits", "--limit", "400", "--algorithm", "spos", "--epochs", "2", "--trials", "2",
+        "--retrain-epochs", "1", "--population", "4", "--generations", "1", "--parents", "2", "--test-top", "1"]
+
+
+def test_spos_trains_the_supernet_ranks_on_shared_weights_and_retrains_the_best(tmp_path, capsys):
+    store_path = tmp_path / "s.db"
+    assert main(["search", TUTORIAL, *SPOS, "--store", str(store_path), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["finished"] == 2 and out["failed"] == 0
+    with Store.open(store_path) as store:
+        epochs = store.get_state("supernet_epochs")
+        evaluations = store.evaluations()
+        ranking = store.get_state("ranking")
+        trials = store.trials()
+    assert [e["epoch"] for e in epochs] == [1, 2] and all(e["loss"] > 0 for e in epochs)
+    # population 4, then 2 children of the best 2: six derivations, each measured once after epoch 2
+    assert len(evaluations) == 6 == len({e.hash for e in evaluations})
+    assert {(e.epoch, e.method) for e in evaluations} == {(2, "recalibrate")}
+    assert [r["shared_acc"] for r in ranking] == sorted((e.shared_acc for e in evaluations), reverse=True)
+    # the best two by shared weights, retrained stand-alone for --retrain-epochs as ordinary trials
+    assert [t.derivation for t in trials] == [r["derivation"] for r in ranking[:2]]
+    assert [t.extra["shared_rank"] for t in trials] == [1, 2] and all(t.epochs == 1 for t in trials)
+    space = nasdsl.load(TUTORIAL, {"resolution": 8})
+    for e in evaluations:  # each row's cost is its derivation's
+        graph = space.graph(space.parse(e.derivation), (1, 8, 8))
+        assert (e.params, e.macs) == (graph.graph["params"], graph.graph["macs"])
+    assert (tmp_path / "s.db.ckpt" / CHECKPOINT).exists()
+    # the report draws the supernet's training and the shared against stand-alone ranking
+    assert main(["report", "--store", str(store_path), "--out", str(tmp_path / "report")]) == 0
+    summary = (tmp_path / "report" / "summary.md").read_text()
+    assert "supernet: 2 epochs" in summary and "6 derivations measured on shared weights; 2 retrained" in summary
+    assert (tmp_path / "report" / "supernet.png").stat().st_size > 0
+    assert (tmp_path / "report" / "ranking.png").stat().st_size > 0
+
+
+def _run(argv, **kwargs):
+    return subprocess.run([sys.executable, "-m", "nasdsl", "search", *argv], capture_output=True, text=True,
+                          timeout=300, **kwargs)
+
+
+def test_a_one_shot_search_killed_with_sigkill_resumes_bit_identical(tmp_path):
+    argv = [TUTORIAL, *SPOS, "--epochs", "4", "--limit", "300", "--batch-size", "32", "--trials", "1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # the same threads in every run: the same sums
+    straight = tmp_path / "straight.db"
+    assert _run([*argv, "--store", str(straight)], env=env).returncode == 0
+    killed = tmp_path / "killed.db"
+    checkpoint = tmp_path / "killed.db.ckpt" / CHECKPOINT
+    process = subprocess.Popen([sys.executable, "-m", "nasdsl", "search", *argv, "--store", str(killed)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.monotonic() + 120
+    while not checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    with Store.open(killed) as store:
+        trained = len(store.get_state("supernet_epochs", []))
+    assert 1 <= trained < 4, "the kill came after the supernet's training: nothing was resumed"
+    resumed = _run(["--store", str(killed), "--resume"], env=env)
+    assert resumed.returncode == 0, resumed.stderr
+    a = torch.load(tmp_path / "straight.db.ckpt" / CHECKPOINT, weights_only=True)
+    b = torch.load(checkpoint, weights_only=True)
+    assert a["bank"].keys() == b["bank"].keys()
+    assert all(torch.equal(a["bank"][k], b["bank"][k]) for k in a["bank"])
+    assert a["history"][-1]["loss"] == b["history"][-1]["loss"]
+    with Store.open(straight) as s, Store.open(killed) as k:
+        assert [(e.hash, e.shared_acc) for e in s.evaluations()] == [(e.hash, e.shared_acc) for e in k.evaluations()]
+        assert [(t.derivation, t.val_acc) for t in s.trials()] == [(t.derivation, t.val_acc) for t in k.trials()]
+
+
+def test_two_gloo_ranks_reach_the_weights_of_one_process_with_the_global_batch(tmp_path):
+    script = str(ROOT / "tests" / "distributed_supernet.py")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    one = subprocess.run([sys.executable, script, str(tmp_path / "one.pt")], capture_output=True, text=True,
+                         env={k: v for k, v in env.items() if k not in ("WORLD_SIZE", "RANK")}, timeout=300)
+    assert one.returncode == 0, one.stderr
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                          script, str(tmp_path / "two.pt")], capture_output=True, text=True, env=env, timeout=300)
+    assert two.returncode == 0, two.stderr[-3000:]
+    a, b = torch.load(tmp_path / "one.pt"), torch.load(tmp_path / "two.pt")
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6, msg=key)
+    # and the training did move the weights: the check is not between two untouched banks
+    sys.path.insert(0, str(ROOT / "tests"))
+    from distributed_supernet import SPACE
+
+    start = Supernet(nasdsl.loads(SPACE), (1, 8, 8), seed=0).state_dict()
+    assert any(not torch.equal(start[k], a[k]) for k in a)
+
+
+def test_a_spos_search_runs_under_torchrun(tmp_path):
+    store = tmp_path / "s.db"
+    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "nasdsl",
+            "search", TUTORIAL, *SPOS, "--store", str(store), "--json"]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1])["finished"] == 2  # the lead alone speaks
+    with Store.open(store) as s:
+        assert len(s.get_state("supernet_epochs")) == 2 and len(s.trials("done")) == 2
+
+
+def test_shared_weight_evaluation_keeps_the_banks_statistics():
+    space = nasdsl.load(TUTORIAL, {"resolution": 8})
+    net = Supernet(space, (1, 8, 8))
+    d = space.sample(seed=1)
+    before = {k: v.clone() for k, v in net.bank.named_buffers()}
+    from nasdsl.runtime.data import Split
+
+    g = torch.Generator().manual_seed(0)
+    split = Split(torch.randn(32, 1, 8, 8, generator=g), torch.randint(0, 10, (32,), generator=g))
+    calibration = [torch.randn(16, 1, 8, 8, generator=g) for _ in range(2)]
+    recalibrated = shared_accuracy(net, d, split, method="recalibrate", calibration=calibration)
+    assert all(torch.equal(before[k], v) for k, v in net.bank.named_buffers())  # put back after
+    # the same statistics, estimated on a stand-alone child, give the same accuracy
+    child = net.subnet(d)
+    with torch.no_grad():
+        for m in child.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.reset_running_stats()
+                m.momentum = None
+        child.train()
+        for x in calibration:
+            child(x)
+        child.eval()
+        expected = (child(split.x).argmax(1) == split.y).float().mean().item()
+    assert recalibrated == pytest.approx(expected)
+    with pytest.raises(NasError, match="unknown batch-norm method `nope`"):
+        shared_accuracy(net, d, split, method="nope")
+
+
+def test_bad_one_shot_settings_are_clear_errors(tmp_path, capsys):
+    with pytest.raises(NasError, match="--parents must be between 1 and --population"):
+        create("spos", {"population": 4, "parents": 5})
+    with pytest.raises(NasError, match="--retrain-epochs must be at least 1"):
+        create("spos", {"retrain_epochs": 0})
+    code = main(["search", TUTORIAL, *SPOS, "--max-supernet-params", "1000", "--store", str(tmp_path / "a.db")])
+    assert code == 1 and "would hold" in capsys.readouterr().err
+    code = main(["search", TUTORIAL, *SPOS, "--trials", "40", "--store", str(tmp_path / "b.db")])
+    assert code == 1 and "ranked 6 derivations, fewer than --trials 40" in capsys.readouterr().err
+    with pytest.raises(NasError, match="only one-shot algorithms train under torchrun"):
+        create("evolution").follow(None)
+
+
+def test_kendall_tau_matches_scipy():
+    scipy_stats = pytest.importorskip("scipy.stats")
+    rng = random.Random(0)
+    for n in (2, 5, 20):
+        a = [rng.choice([0.1, 0.2, 0.3, 0.4]) for _ in range(n)]  # ties, as accuracies on small sets have
+        b = [x + rng.gauss(0, 0.1) for x in a]
+        expected = scipy_stats.kendalltau(a, b).statistic
+        assert kendall_tau(a, b) == pytest.approx(expected) or (expected != expected and kendall_tau(a, b) is None)
