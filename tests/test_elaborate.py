@@ -31,18 +31,23 @@ class Recording:
     def option(self, site):
         here = self._join(site) if site is not None else self.path
         self.asked.add(here)
-        label, below = self.inner.option(site)
-        return label, Recording(below, here, self.asked)
+        return [(label, Recording(below, here, self.asked)) for label, below in self.inner.option(site)]
 
     def copies(self, site, count):
         if site in self.inner.node.names():  # a chosen count (a fixed one is no choice)
             self.asked.add(self._join(site))
         return [Recording(c, self._join(site, i), self.asked) for i, c in enumerate(self.inner.copies(site, count))]
 
-    def picked(self, site):
+    def branches(self, sites):
+        return self.inner.branches(sites)
+
+    def picked(self, site, summed):
         self.asked.add(self._join(site))
         return [(label, Recording(below, self._join(site, label), self.asked))
-                for label, below in self.inner.picked(site)]
+                for label, below in self.inner.picked(site, summed)]
+
+    def record(self, site, kind):
+        return self.inner.record(site, kind)
 
     def shared(self, rule):
         return Recording(self.inner.shared(rule), rule, self.asked)

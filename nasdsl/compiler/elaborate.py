@@ -3,8 +3,11 @@
 At each choice site the elaborator asks a *chooser* what to take: which option of an
 alternative, the values of `where` and argument choices, how many copies a repeat
 makes, which candidates a pick keeps. `DerivationChooser` answers from one
-derivation, which gives today's graphs; a supernet chooser (every option, the
-largest values) plugs in at the same place, and nothing else in the walk changes.
+derivation, which gives today's graphs. A chooser may answer several options at an
+alternative, several candidates beyond what a pick takes (in an `add`), or several
+values of a value site (`branches`): the walk then builds each under its own path
+(`site.label`, `site.name=value`) and joins them in a `gsum` node at the site's path,
+a sum under the site's gate (the parallel form, `nasdsl.compiler.parallel`).
 
 The walk emits one graph node per operation (see `nasdsl.compiler.graph` for the
 attributes). Scoping follows the planner's rules (`nasdsl.space.scope`): rules of the
@@ -29,6 +32,10 @@ from . import primitives
 _ABSENT = object()
 
 
+class SupernetError(NasError):
+    """A derivation or a space that a supernet cannot hold."""
+
+
 class Chooser(Protocol):
     """What the elaborator asks at one position of the walk. Each answer that leads
     deeper is again a chooser, for the position below."""
@@ -39,14 +46,23 @@ class Chooser(Protocol):
     def values(self, sites) -> dict:
         """The chosen values of value-choice sites (where, argument and count choices)."""
 
-    def option(self, site: str | None) -> tuple[str, "Chooser"]:
-        """The chosen alternative at `site` (None: the rule's own body is the alternative)."""
+    def branches(self, sites) -> list[tuple[str, "Chooser"]]:
+        """Value sites among `sites` that run side by side: (label, the chooser with
+        that value) per value of the first such site; empty where none does."""
+
+    def option(self, site: str | None) -> list[tuple[str, "Chooser"]]:
+        """The chosen alternatives at `site` (None: the rule's own body is the
+        alternative): one for a derivation; several run side by side, summed."""
 
     def copies(self, site: str, count) -> list["Chooser"]:
         """One chooser per copy of a repeat; `count` evaluates a fixed count."""
 
-    def picked(self, site: str) -> list[tuple[str, "Chooser"]]:
-        """The chosen candidates of a pick, in order."""
+    def picked(self, site: str, summed: bool) -> list[tuple[str, "Chooser"]]:
+        """The chosen candidates of a pick, in order; in a sum (`summed`) a chooser
+        may give more than the pick takes, and they are summed under a gate."""
+
+    def record(self, site: str | None, kind: str):
+        """What the joining node of a site that answered several keeps (`choice`)."""
 
     def shared(self, rule: str) -> "Chooser":
         """The position of a shared rule (derived once for all its uses)."""
@@ -72,17 +88,23 @@ class DerivationChooser:
         # a choice in an `if` branch not taken is not in the node, and is not read
         return {s: v for s in sites if (v := self.node.get(s, _ABSENT)) is not _ABSENT}
 
+    def branches(self, sites):
+        return ()
+
     def option(self, site):
         alt = (self.value if isinstance(self.value, Alt) else self.node["alt"]) if site is None else self.node[site]
-        return alt.label, self._below(alt.node)
+        return [(alt.label, self._below(alt.node))]
 
     def copies(self, site, count):
         rep = self.node.get(site)
         items = rep.items if isinstance(rep, Rep) else (EMPTY_NODE,) * count()
         return [self._below(item) for item in items]  # an item may be an Alt: a repeated rule's option
 
-    def picked(self, site):
+    def picked(self, site, summed):
         return [(chosen.label, self._below(chosen.node)) for chosen in self.node[site].items]
+
+    def record(self, site, kind):
+        return None
 
     def shared(self, rule):
         return self._below(self._shared.get(rule, EMPTY_NODE))
@@ -141,6 +163,10 @@ class Elaborator:
 
     # -- rules
     def rule(self, rule: ir.Rule, args: tuple, choose, ins, parts, rules):
+        if rule.wheres:
+            forks = choose.branches(tuple(s for w in rule.wheres for s in w.sites))
+            if forks:
+                return self.fork(forks, parts, rules, lambda c, here: self.rule(rule, args, c, ins, here, rules))
         names = rule_names(self.space.params, self.space._file, rule, args)
         for w in rule.wheres:
             names[w.name] = evaluate(w.value, Scope(names, choose.values(w.sites)))
@@ -152,9 +178,42 @@ class Elaborator:
         return self.net(body, scope, choose, ins, parts, rules)
 
     def option(self, alt: ir.Alt, site, scope, choose, ins, parts, rules):
-        label, below = choose.option(site)
-        opt = next(o for o in alt.options if o.label == label)
-        return self.net(opt.body, scope, below, ins, (*parts, label), rules)
+        chosen = choose.option(site)
+        bodies = {o.label: o.body for o in alt.options}
+        if len(chosen) == 1:
+            label, below = chosen[0]
+            return self.net(bodies[label], scope, below, ins, (*parts, label), rules)
+        outs = [self.net(bodies[label], scope, below, ins, (*parts, label), rules) for label, below in chosen]
+        return (self.join(parts, [label for label, _ in chosen], outs, rules, choose.record(site, "alt")),)
+
+    def fork(self, forks, parts, rules, build):
+        """One branch per value of a value site, joined: `build(chooser, parts)` builds
+        one (each branch's chooser knows the value it pins, and records the site)."""
+        if not parts:
+            raise SupernetError("a value choice of `network` itself cannot run side by side",
+                                hint="move the choice into a rule that `network` calls")
+        outs = [build(below, (*parts, label)) for label, below in forks]
+        return (self.join(parts, [label for label, _ in forks], outs, rules, forks[0][1].record(None, "value")),)
+
+    def join(self, parts, labels, outs, rules, choice):
+        """The gated sum of a parallel site's branches (one tensor each, one shape)."""
+        path = _path(parts)
+        if "gate" in labels:
+            raise SupernetError(f"`{path}`: an option labelled `gate` clashes with the site's gate",
+                                hint="label the option otherwise")
+        for label, out in zip(labels, outs):
+            if len(out) != 1:
+                raise SupernetError(f"`{path}`: option `{label}` gives {len(out)} tensors; a parallel site sums one")
+        sources = [out[0] for out in outs]
+        shapes = [self.graph.nodes[s]["shape"] for s in sources]
+        if any(shape != shapes[0] for shape in shapes):
+            found = ", ".join(f"`{label}` {_fmt(shape)}" for label, shape in zip(labels, shapes))
+            raise SupernetError(f"`{path}`: the options disagree in shape ({found}); a parallel site sums them",
+                                hint="only options of one output shape can run side by side; "
+                                     "build the single-path `Supernet` for this space")
+        # the gate's numbers are parameters; elementwise work counts no MACs, as for `add`
+        return self.add(path, "gsum", {"labels": tuple(labels), "choice": choice}, sources, rules, shapes, shapes[0],
+                        params=len(labels))
 
     # -- network expressions: each returns the output node ids (a tuple)
     def net(self, node, scope: Scope, choose, ins, parts, rules):
@@ -198,11 +257,23 @@ class Elaborator:
         callee = self.space.rules[node.rule]
         if node.shared:
             choose = choose.shared(node.rule)
+        if node.arg_sites:
+            forks = choose.branches(node.arg_sites)
+            if forks:
+                return self.fork(forks, parts, rules,
+                                 lambda c, here: self._called(node, callee, scope, c, ins, here, rules))
+        return self._called(node, callee, scope, choose, ins, parts, rules)
+
+    def _called(self, node, callee, scope, choose, ins, parts, rules):
         choices = choose.values(node.arg_sites) if node.arg_sites else {}
         args = tuple(evaluate(a, Scope(scope.names, choices)) for a in node.args)
         return self.rule(callee, args, choose, ins, parts, rules)
 
     def prim(self, node: ir.PrimCall, scope, choose, ins, parts, rules):
+        if node.arg_sites:
+            forks = choose.branches(node.arg_sites)
+            if forks:
+                return self.fork(forks, parts, rules, lambda c, here: (self.prim(node, scope, c, ins, here, rules),))[0]
         prim = primitives.get(node.prim)
         path = _path(parts)
         choices = choose.values(node.arg_sites)
@@ -226,8 +297,15 @@ class Elaborator:
         for b in node.branches:
             if isinstance(b, ir.Pick):
                 candidates = dict(b.candidates)
-                for label, below in choose.picked(b.site):
-                    sources.extend(self.branch(candidates[label], scope, below, ins, (*parts, b.site, label), rules))
+                chosen = choose.picked(b.site, node.kind == "add")
+                outs = [self.branch(candidates[label], scope, below, ins, (*parts, b.site, label), rules)
+                        for label, below in chosen]
+                if node.kind == "add" and len(chosen) > 1 and len(chosen) != evaluate(b.k, scope):
+                    sources.append(self.join((*parts, b.site), [label for label, _ in chosen], outs, rules,
+                                             choose.record(b.site, "pick")))
+                else:
+                    for out in outs:
+                        sources.extend(out)
             else:
                 sources.extend(self.branch(b, scope, choose, ins, parts, rules))
         shapes = [self.graph.nodes[s]["shape"] for s in sources]

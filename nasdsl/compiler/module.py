@@ -17,10 +17,18 @@ import torch
 import torch.fx
 
 from . import primitives
+from .modules import GatedSum
 
 
 def build_module(graph: nx.DiGraph, seed: int | None = 0) -> torch.fx.GraphModule:
     """The module of a graph from `nasdsl.compiler.graph.build_graph`."""
+    modules, fx = module_parts(graph, seed)
+    return torch.fx.GraphModule(modules, fx, class_name=_class_name(graph.graph.get("space", "Network")))
+
+
+def module_parts(graph: nx.DiGraph, seed: int | None = 0) -> tuple[dict, torch.fx.Graph]:
+    """The submodules (by node id) and the fx graph of a graph's module: what a
+    `GraphModule`, or a subclass of it (the parallel supernet), is made of."""
     modules: dict[str, torch.nn.Module] = {}
     fx = torch.fx.Graph()
     values: dict[str, torch.fx.Node] = {}
@@ -44,6 +52,9 @@ def build_module(graph: nx.DiGraph, seed: int | None = 0) -> torch.fx.GraphModul
             values[node_id] = result
         elif op == "concat":
             values[node_id] = fx.call_function(torch.cat, (tuple(inputs),), {"dim": 1})
+        elif op == "gsum":  # a parallel site: its branches' modules sit below it, by path
+            modules[node_id] = GatedSum(len(inputs))
+            values[node_id] = fx.call_module(node_id, tuple(inputs))
         else:
             factory = primitives.get(op).module
             if factory is None:  # identity: the value passes on, nothing is built
@@ -54,8 +65,7 @@ def build_module(graph: nx.DiGraph, seed: int | None = 0) -> torch.fx.GraphModul
                 module.inplace = _may_overwrite(graph, attrs["inputs"][0])
             modules[node_id] = module
             values[node_id] = fx.call_module(node_id, (inputs[0],))
-    module = torch.fx.GraphModule(modules, fx, class_name=_class_name(graph.graph.get("space", "Network")))
-    return module
+    return modules, fx
 
 
 def _may_overwrite(graph, source: str) -> bool:
@@ -67,7 +77,7 @@ def _may_overwrite(graph, source: str) -> bool:
         source = graph.nodes[source]["inputs"][0]
     op = graph.nodes[source]["op"]
     prim = primitives.get(op)
-    saved = prim.keeps_output if prim else op not in ("add", "concat")
+    saved = prim.keeps_output if prim else op not in ("add", "concat", "gsum")
     return not saved and _readers(graph, source) == 1
 
 

@@ -14,6 +14,21 @@ import torch
 from torch import nn
 
 
+class GatedSum(nn.Module):
+    """`sum_i gate[i] * x_i`: the join of a parallel site's branches. The gate starts
+    at ones (the plain sum); a one-hot gate passes one option's output exactly."""
+
+    def __init__(self, n: int):
+        super().__init__()
+        self.gate = nn.Parameter(torch.ones(n))
+
+    def forward(self, *xs):
+        total = xs[0] * self.gate[0]
+        for i in range(1, len(xs)):
+            total = total + xs[i] * self.gate[i]
+        return total
+
+
 class Zero(nn.Module):
     """Zeros shaped like the input (channels `out` if given), subsampled by `stride`."""
 

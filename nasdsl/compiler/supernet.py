@@ -28,17 +28,13 @@ import torch
 from torch import nn
 
 from ..language import primitives as registry
-from ..language.errors import NasError
 from . import channels
+from .elaborate import SupernetError
 from .graph import default_input_shape
 from .limits import MAX_SUPERNET_PARAMS
 
 DEFAULT_MAX_PARAMS = MAX_SUPERNET_PARAMS
 PROGRAMS_KEPT = 256  # derivations whose programs stay built (a sampler's pool, an evolution's population)
-
-
-class SupernetError(NasError):
-    """A derivation or a space that the supernet cannot hold."""
 
 
 @attrs.frozen

@@ -378,6 +378,19 @@ class PScope(_Tabled):
         except (KeyError, TypeError):
             raise KeyError("no variant") from None
 
+    def site_plan(self, node, name):
+        """The plan of site `name` in `node` (a node of this scope), looking into spliced
+        groups (a rule's whole-body alternative is `alt`); None where `name` holds an
+        assigned value or nothing: what a walk beside a derivation descends into."""
+        for site in self.variants[self._variant_of(node)].sites:
+            if site.spliced:
+                found = site.plan.site_plan(_project(node, site.plan), name)
+                if found is not None:
+                    return found
+            elif site.name == name or (site.name is None and name == "alt"):
+                return site.plan
+        return None
+
     def iterate(self):
         for v, plans in enumerate(self._site_plans):
             if self.counts[v]:
