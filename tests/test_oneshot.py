@@ -52,6 +52,12 @@ def test_spos_trains_the_supernet_ranks_on_shared_weights_and_retrains_the_best(
         graph = space.graph(space.parse(e.derivation), (1, 8, 8))
         assert (e.params, e.macs) == (graph.graph["params"], graph.graph["macs"])
     assert (tmp_path / "s.db.ckpt" / CHECKPOINT).exists()
+    capsys.readouterr()
+    assert main(["trials", "--store", str(store_path), "--evaluations", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)["evaluations"]
+    assert [e["shared_acc"] for e in listed] == [r["shared_acc"] for r in ranking]
+    assert main(["trials", "--store", str(store_path), "--evaluations"]) == 0
+    assert "shared-weight evaluations" in capsys.readouterr().out
     # the report draws the supernet's training and the shared against stand-alone ranking
     assert main(["report", "--store", str(store_path), "--out", str(tmp_path / "report")]) == 0
     summary = (tmp_path / "report" / "summary.md").read_text()

@@ -62,6 +62,8 @@ def add_commands(command, space_parent, positive_int) -> None:
 
     trials = command("trials", cmd_trials, "the trials in a store", [])
     trials.add_argument("--store", required=True, metavar="PATH", help="the SQLite trial store")
+    trials.add_argument("--evaluations", action="store_true",
+                        help="a one-shot search's shared-weight evaluations instead, best first")
 
     report = command("report", cmd_report, "write a search's Pareto front, progress plot and summary", [])
     report.add_argument("--store", required=True, metavar="PATH", help="the SQLite trial store")
@@ -220,9 +222,26 @@ def cmd_trials(args) -> int:
     from nasdsl.runtime.store import Store
 
     with Store.open(args.store) as store:
+        if args.evaluations:
+            rows = sorted(store.evaluations(), key=lambda e: (-e.epoch, -e.shared_acc, e.id))
+            emit(args, {"evaluations": [e.to_json() for e in rows]}, render_evaluations)
+            return EXIT_OK
         data = {"trials": [t.to_json() for t in store.trials()]}
     emit(args, data, render_trials)
     return EXIT_OK
+
+
+def render_evaluations(console: Console, data: dict) -> None:
+    table = Table(title="shared-weight evaluations (supernet epoch, batch norm, accuracy)")
+    for column in ("id", "epoch", "bn", "shared acc", "params", "MACs"):
+        table.add_column(column, no_wrap=True, justify="right")
+    table.add_column("derivation", overflow="ellipsis", no_wrap=True, max_width=max(12, console.width - 70))
+    for e in data["evaluations"]:
+        table.add_row(str(e["id"]), str(e["epoch"]), e["method"], f"{e['shared_acc']:.4f}", f"{e['params']:,}",
+                      f"{e['macs']:,}", e["derivation"])
+    console.print(table)
+    if not data["evaluations"]:
+        console.print("no shared-weight evaluations: this store is not a one-shot search's")
 
 
 def render_trials(console: Console, data: dict, title: str = "trials", pareto=frozenset()) -> None:
