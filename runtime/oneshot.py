@@ -43,6 +43,7 @@ from .trial import CheckpointError, save_checkpoint
 
 CHECKPOINT = "supernet.pt"  # in the store's checkpoint folder
 BN_METHODS = ("recalibrate", "train", "running")
+SAMPLINGS = ("uniform", "params")
 
 
 @attrs.frozen
@@ -301,7 +302,7 @@ class SharedWeights:
 class OneShot(Algorithm):
     """What every one-shot algorithm shares. `--epochs` are the supernet's training
     epochs and `--trials` the derivations retrained stand-alone at the end; a subclass
-    gives `sample(search, rng)` and `rank(search, evaluate, rng)`."""
+    gives `rank(search, evaluate, rng)` and may give its own `sampler`."""
 
     retrain_epochs: int = setting(3, "epochs of each stand-alone retraining at the end (--epochs trains the "
                                      "supernet)")
@@ -311,16 +312,27 @@ class OneShot(Algorithm):
     calibration_batches: int = setting(4, "training batches that re-estimate batch norm for each evaluation")
     eval_images: int = setting(1000, "validation images per shared-weight evaluation")
     max_supernet_params: int = setting(DEFAULT_MAX_PARAMS, "largest supernet built, in parameters")
+    sampling: str = setting("uniform", "the supernet's training distribution: uniform over the space, or params "
+                                       "(in proportion to each derivation's parameters: NAO-V2's balanced sampling)",
+                            choices=SAMPLINGS)
 
     def __attrs_post_init__(self):
         for name in ("retrain_epochs", "calibration_batches", "eval_images", "max_supernet_params"):
             if getattr(self, name) < 1:
                 raise NasError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.sampling not in SAMPLINGS or self.shared_bn not in BN_METHODS:
+            raise NasError(f"--sampling is one of {', '.join(SAMPLINGS)} and --shared-bn one of "
+                           f"{', '.join(BN_METHODS)}; got {self.sampling} and {self.shared_bn}")
 
     # what a subclass gives
-    def sample(self, search, rng: random.Random):
-        """The derivation of one supernet training step (uniform over the space here)."""
-        return search.space.sample(rng=rng)
+    def sampler(self, search, net: Supernet):
+        """`rng -> derivation`: each supernet training step's, drawn per `--sampling`.
+        Size-proportional draws are exact rejection sampling from the uniform sampler,
+        bounded by the bank's size (no derivation holds more parameters than the bank)."""
+        if self.sampling == "uniform":
+            return lambda rng: search.space.sample(rng=rng)
+        bound = net.size.params
+        return lambda rng: search.space.sample_weighted(lambda d: search.proposer.cost(d).params, bound, rng=rng)
 
     def rank(self, search, evaluate, rng: random.Random) -> list:
         """Derivations worth retraining, measured with `evaluate(d) -> shared accuracy`."""
@@ -357,7 +369,7 @@ class OneShot(Algorithm):
                 reporter.note(f"supernet epoch {record.epoch}/{search.config.train.epochs}: loss {record.loss:.4f}, "
                               f"train acc {record.acc:.4f}, {record.seconds:.1f} s")
 
-        history = train_supernet(net, search.data, search.config.train, lambda rng: self.sample(search, rng),
+        history = train_supernet(net, search.data, search.config.train, self.sampler(search, net),
                                  seed=search.config.seed, checkpoint=self.checkpoint(search), on_epoch=recorded,
                                  ranks=ranks)
         store.set_state("supernet_epochs", [attrs.asdict(e) for e in history])

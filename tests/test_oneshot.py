@@ -24,6 +24,7 @@ from nasdsl.compiler.supernet import Supernet
 from nasdsl.language.errors import NasError
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))  # distributed_supernet: the script torchrun runs, and its space
 TUTORIAL = str(ROOT / "spaces" / "tutorial.nas")
 SPOS = ["--dataset", "digits", "--limit", "400", "--algorithm", "spos", "--epochs", "2", "--trials", "2",
         "--retrain-epochs", "1", "--population", "4", "--generations", "1", "--parents", "2", "--test-top", "1"]
@@ -114,7 +115,6 @@ def test_two_gloo_ranks_reach_the_weights_of_one_process_with_the_global_batch(t
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6, msg=key)
     # and the training did move the weights: the check is not between two untouched banks
-    sys.path.insert(0, str(ROOT / "tests"))
     from distributed_supernet import SPACE
 
     start = Supernet(nasdsl.loads(SPACE), (1, 8, 8), seed=0).state_dict()
@@ -182,3 +182,22 @@ def test_kendall_tau_matches_scipy():
         b = [x + rng.gauss(0, 0.1) for x in a]
         expected = scipy_stats.kendalltau(a, b).statistic
         assert kendall_tau(a, b) == pytest.approx(expected) or (expected != expected and kendall_tau(a, b) is None)
+
+
+def test_size_weighted_sampling_draws_in_proportion_to_parameters():
+    from types import SimpleNamespace
+
+    from distributed_supernet import SPACE
+    from nasdsl.runtime.propose import Proposer
+
+    space = nasdsl.loads(SPACE)
+    search = SimpleNamespace(space=space, proposer=Proposer(space, (1, 8, 8)))
+    net = Supernet(space, (1, 8, 8))
+    sizes = [search.proposer.cost(d).params for d in space.enumerate()]
+    expected = sum(p * p for p in sizes) / sum(sizes)  # the mean size under p(d) ~ params(d)
+    rng = random.Random(0)
+    for sampling, mean in (("params", expected), ("uniform", sum(sizes) / len(sizes))):
+        draw = create("spos", {"sampling": sampling}).sampler(search, net)
+        drawn = [search.proposer.cost(draw(rng)).params for _ in range(3000)]
+        assert sum(drawn) / len(drawn) == pytest.approx(mean, rel=0.02)
+    assert expected > sum(sizes) / len(sizes) * 1.05  # the two differ enough to tell apart
