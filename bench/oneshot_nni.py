@@ -26,17 +26,25 @@ neither side validates. Memory: the resident-set high-water mark of each process
 first epoch is reported apart (it includes first-call costs); "s/epoch" is the median
 over the later epochs of all repetitions.
 
-    .venv/bin/python bench/oneshot_nni.py                       # -> bench/results/oneshot_nni.json
-    .venv/bin/python bench/oneshot_nni.py --ours-only --quick   # no NNI needed (the test's run)
+    .venv/bin/python bench/oneshot_nni.py [--eager-edges] [--probes]   # -> bench/results/oneshot_nni.json
+    .venv/bin/python bench/oneshot_nni.py --threads 1 --quiet 1 ...    # on a machine others keep busy
+    .venv/bin/python bench/oneshot_nni.py --ours-only --quick          # no NNI needed (the test's run)
+
+By default each run waits (up to --patience seconds) for other processes to leave the
+CPUs idle (--quiet), and records how busy they kept the CPUs while it ran
+(`others_cpu_share`); on a machine that is never quiet, read the CPU times at one thread
+(docs/benchmarks.md says why).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import random
 import resource
+import signal
 import statistics
 import subprocess
 import sys
@@ -147,7 +155,41 @@ def ours_checks(space, shape, bank_params: int, seed: int) -> dict:
     return {"uniform_mean_params": statistics.mean(uniform), "size_weighted_mean_params": statistics.mean(weighted),
             "size_weighted_s_per_sample": per_sample, "bound": bank_params,
             "expected_size_weighted_mean": statistics.mean(w * w for w in uniform) / statistics.mean(uniform),
-            "seeded_paths_repeat": again[0] == again[1]}
+            "seeded_paths_repeat": again[0] == again[1], "resumes_bit_identical": resumes_bit_identical(seed)}
+
+
+def resumes_bit_identical(seed: int) -> bool:
+    """A supernet loop's whole state is the bank, the optimizer and the sampler's stream: 3 steps,
+    a save, 3 more; then a fresh process-alike (new supernet, new optimizer) restored from the
+    save runs the same 3 steps. True when both end with the same bank to the bit."""
+    space = nasdsl.load(SPACE, {"C": 4, "cells": 1})
+    x, y = torch.randn(8, 1, 28, 28, generator=torch.Generator().manual_seed(seed)), torch.arange(8) % 10
+
+    def fresh():
+        torch.manual_seed(seed)
+        net = Supernet(space, (1, 28, 28)).train()
+        return net, torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
+
+    def steps(net, optimizer, rng, n):
+        for _ in range(n):
+            loss = nn.functional.cross_entropy(net(x, space.sample(rng=rng)), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+    net, optimizer = fresh()
+    rng = random.Random(seed)
+    steps(net, optimizer, rng, 3)
+    saved = {"bank": {k: v.clone() for k, v in net.state_dict().items()},
+             "optimizer": copy.deepcopy(optimizer.state_dict()), "rng": rng.getstate()}
+    steps(net, optimizer, rng, 3)
+    again, optimizer2 = fresh()
+    again.load_state_dict(saved["bank"])
+    optimizer2.load_state_dict(saved["optimizer"])
+    rng2 = random.Random()
+    rng2.setstate(saved["rng"])
+    steps(again, optimizer2, rng2, 3)
+    return all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), again.state_dict().values()))
 
 
 def probes(args) -> list[dict]:
@@ -201,8 +243,8 @@ def summary(runs: list[dict]) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--limit", type=int, default=3000, help="training images (Fashion-MNIST, stratified)")
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--limit", type=int, default=2000, help="training images (Fashion-MNIST, stratified)")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--lr", type=float, default=0.05)
     parser.add_argument("--channels", type=int, default=16)
@@ -225,6 +267,7 @@ def main(argv=None) -> int:
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # a killed run still removes its temporary folder
     if args.worker:
         result = ours(args)
         args.out.write_text(json.dumps(result, indent=2) + "\n")

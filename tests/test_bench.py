@@ -39,4 +39,6 @@ def test_oneshot_nni_runs_our_side_without_nni(tmp_path):
     assert set(result["summary"]) == {"ours"} and "ratios_ours_over_nni" not in result
     (run,) = result["runs"]["ours"]
     assert run["supernet_params"] == result["supernet_params"] and run["epochs"][0]["steps"] > 0
-    assert result["summary"]["ours"]["peak_rss_mib"] > 0 and result["ours_checks"]["seeded_paths_repeat"]
+    checks = result["ours_checks"]
+    assert result["summary"]["ours"]["peak_rss_mib"] > 0 and checks["seeded_paths_repeat"]
+    assert checks["resumes_bit_identical"]  # docs/benchmarks.md says so

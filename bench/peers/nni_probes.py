@@ -13,6 +13,7 @@ themselves are not timed.
 
 from __future__ import annotations
 
+import atexit
 import collections
 import contextlib
 import json
@@ -319,11 +320,11 @@ if __name__ == "__main__":
         sys.exit(0)
     names = sys.argv[1:] or ["all"]
     WORKDIR = tempfile.mkdtemp(prefix="nni-probes-")
-    try:
-        for name in PROBES if names == ["all"] else names:
-            try:
-                PROBES[name]()
-            except Exception as e:
-                report(name, probe_failed=error(e))
-    finally:
-        shutil.rmtree(WORKDIR, ignore_errors=True)
+    # registered before any experiment exists, so it runs after NNI's own exit handlers, which
+    # stop the experiments and write their checkpoints into this folder
+    atexit.register(shutil.rmtree, WORKDIR, True)
+    for name in PROBES if names == ["all"] else names:
+        try:
+            PROBES[name]()
+        except Exception as e:
+            report(name, probe_failed=error(e))

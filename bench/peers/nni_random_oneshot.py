@@ -178,7 +178,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", help="a .pt file of {'x', 'y'} training tensors (bench/oneshot_nni.py writes it)")
     parser.add_argument("--out", help="where the JSON result goes (else stdout)")
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--lr", type=float, default=0.05)
     parser.add_argument("--channels", type=int, default=16)
@@ -223,6 +223,7 @@ def main(argv=None) -> int:
         start = time.perf_counter()
         experiment.run()
         result["run_s"] = time.perf_counter() - start
+        experiment.stop()  # now, not at exit, when it would write its checkpoint into the removed folder
     result["peak_rss_kib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     result["supernet_params"] = sum(p.numel() for p in space.parameters())
     result["epochs"] = clock.epochs
