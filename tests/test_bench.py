@@ -26,3 +26,19 @@ def test_space_ops_runs_on_a_small_space(tmp_path):
                     str(BENCH.parent / "spaces" / "nb201.nas")], check=True, capture_output=True, timeout=120)
     (row,) = json.loads(out.read_text())["results"]
     assert row["count"] == "15625" and row["uniform_samples_per_s"] > 0
+
+
+def test_oneshot_nni_runs_our_side_without_nni(tmp_path):
+    """The ours-only smoke run of the NNI comparison: our supernet trains one epoch on the
+    benchmark's cell space, and nothing of NNI is needed (no NNI venv on this machine)."""
+    out = tmp_path / "oneshot_nni.json"
+    subprocess.run([sys.executable, str(BENCH / "oneshot_nni.py"), "--quick", "--ours-only", "--nni-python",
+                    str(tmp_path / "no-nni" / "python"), "--out", str(out)], check=True, capture_output=True,
+                   timeout=300)
+    result = json.loads(out.read_text())
+    assert set(result["summary"]) == {"ours"} and "ratios_ours_over_nni" not in result
+    (run,) = result["runs"]["ours"]
+    assert run["supernet_params"] == result["supernet_params"] and run["epochs"][0]["steps"] > 0
+    checks = result["ours_checks"]
+    assert result["summary"]["ours"]["peak_rss_mib"] > 0 and checks["seeded_paths_repeat"]
+    assert checks["resumes_bit_identical"]  # docs/benchmarks.md says so
