@@ -86,8 +86,7 @@ def test_a_one_shot_search_killed_with_sigkill_resumes_bit_identical(tmp_path):
         time.sleep(0.02)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
-    with Store.open(killed) as store:
-        trained = len(store.get_state("supernet_epochs", []))
+    trained = len(torch.load(checkpoint, weights_only=True)["history"])  # the store may not have heard yet
     assert 1 <= trained < 4, "the kill came after the supernet's training: nothing was resumed"
     resumed = _run(["--store", str(killed), "--resume"], env=env)
     assert resumed.returncode == 0, resumed.stderr
