@@ -134,11 +134,18 @@ def _average_buffers(net: Supernet, ranks: Ranks) -> None:
 
 # ---- training ---------------------------------------------------------------------------------
 def train_supernet(net: Supernet, data, config: TrainConfig, sample, *, seed: int, checkpoint: Path | None,
+                   start: Path | None = None, span: tuple[int, int] | None = None, stream: str = "supernet",
                    on_epoch=None, ranks: Ranks = Ranks(), device: torch.device | None = None) -> list[SupernetEpoch]:
     """`config.epochs` epochs of single-path training: each step draws a derivation with
     `sample(rng)` (on the lead; None elsewhere) and trains the part of the bank it uses.
     Continues from `checkpoint` where one is, and writes it (atomically) after every
-    epoch; returns every epoch's record. `on_epoch(record, history)` follows each."""
+    epoch; returns every epoch's record. `on_epoch(record, history)` follows each.
+
+    A search that trains in phases (NAO's iterations) gives each phase its own
+    `checkpoint` and `stream` (the name of its random streams), and `start`, the
+    previous phase's checkpoint: its bank and optimizer carry over, the learning-rate
+    schedule starts afresh; `span=(first, total)` places the phase's epochs inside one
+    schedule of `total` epochs instead (a schedule that continues across phases)."""
     device = device or device_of()
     cuda = device.type == "cuda"
     net.to(device)
@@ -146,14 +153,18 @@ def train_supernet(net: Supernet, data, config: TrainConfig, sample, *, seed: in
     seed_everything(seed)
     n = len(data.train.y)
     steps = math.ceil(n / config.batch_size)
-    total, warmup = steps * config.epochs, int(config.warmup_epochs * steps)
+    first, epochs = span or (0, config.epochs)
+    total, warmup, offset = steps * epochs, int(config.warmup_epochs * steps), steps * first
     optimizer = make_optimizer(net, config, device)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, total, warmup))
+    resuming = checkpoint is not None and checkpoint.exists()
+    if start is not None and not resuming:
+        _carry_over(start, net, optimizer, config, device)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s + offset, total, warmup))
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing, reduction="sum")
-    shuffle = torch.Generator(device="cpu").manual_seed(seed)
-    rng = random.Random(f"{seed}:supernet")
+    rng = random.Random(f"{seed}:{stream}")  # the sampler's
+    shuffle = torch.Generator(device="cpu").manual_seed(random.Random(f"{seed}:{stream}:order").randrange(2**63))
     history: list[SupernetEpoch] = []
-    if checkpoint is not None and checkpoint.exists():
+    if resuming:
         history = _restore(checkpoint, net, optimizer, schedule, shuffle, rng, device)
     if ranks.world > 1:
         _same_bank(net)
@@ -235,6 +246,21 @@ def _restore(path: Path, net, optimizer, schedule, shuffle, rng, device) -> list
     if "cuda_rng" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
     return [SupernetEpoch(**e) for e in state["history"]]
+
+
+def _carry_over(path: Path, net, optimizer, config: TrainConfig, device) -> None:
+    """The bank and optimizer state a finished phase left, at the start of the next one
+    (its learning rate back at the peak: the next phase's schedule sets it)."""
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+        net.load_state_dict(state["bank"])
+        optimizer.load_state_dict(state["optimizer"])
+    except (OSError, RuntimeError, KeyError, ValueError) as err:
+        raise NasError(f"{path}: cannot start the next supernet phase from this checkpoint ({err})",
+                       hint="it belongs to another search, or is damaged: start a new --store") from None
+    for group in optimizer.param_groups:
+        group["lr"] = config.lr
+        group.pop("initial_lr", None)
 
 
 def _same_bank(net: Supernet) -> None:

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import attrs
 import pytest
 import torch
 from nasdsl.runtime.algorithms import create
@@ -200,3 +201,51 @@ def test_size_weighted_sampling_draws_in_proportion_to_parameters():
         drawn = [search.proposer.cost(draw(rng)).params for _ in range(3000)]
         assert sum(drawn) / len(drawn) == pytest.approx(mean, rel=0.02)
     assert expected > sum(sizes) / len(sizes) * 1.05  # the two differ enough to tell apart
+
+
+def _plain():
+    from distributed_supernet import SPACE
+    from nasdsl.runtime.data import Dataset, Split
+    from nasdsl.runtime.train import TrainConfig
+
+    space = nasdsl.loads(SPACE)
+    g = torch.Generator().manual_seed(0)
+    split = lambda n: Split(torch.randn(n, 1, 8, 8, generator=g), torch.randint(0, 4, (n,), generator=g))  # noqa: E731
+    data = Dataset(name="random", train=split(48), val=split(8), test=split(8), num_classes=4,
+                   input_shape=(1, 8, 8), note=None)
+    return space, data, TrainConfig(epochs=2, batch_size=16, lr=0.05)
+
+
+def test_phases_carry_the_bank_and_optimizer_over_and_resume_inside_a_phase(tmp_path):
+    from nasdsl.runtime.oneshot import train_supernet
+
+    space, data, config = _plain()
+    sample = lambda rng: space.sample(rng=rng)  # noqa: E731
+    cpu = torch.device("cpu")
+
+    def phase(net, k, **kwargs):
+        return train_supernet(net, data, config, sample, seed=0, checkpoint=tmp_path / f"{k}.pt", stream=f"p{k}",
+                              start=tmp_path / f"{k - 1}.pt" if k > 1 else None, device=cpu, **kwargs)
+
+    net = Supernet(space, (1, 8, 8), seed=0)
+    first, second = phase(net, 1), phase(net, 2)
+    assert [e.lr for e in second] == [e.lr for e in first]  # the schedule restarts each phase
+    straight = {k: v.clone() for k, v in net.state_dict().items()}
+
+    class Killed(Exception):
+        pass
+
+    def kill(record, history):
+        raise Killed
+
+    (tmp_path / "2.pt").unlink()
+    with pytest.raises(Killed):  # phase 2 stops after its first epoch's checkpoint
+        phase(Supernet(space, (1, 8, 8), seed=0), 2, on_epoch=kill)
+    again = Supernet(space, (1, 8, 8), seed=0)  # a new process: phase 2 resumes from its own checkpoint
+    assert [e.lr for e in phase(again, 2)] == [e.lr for e in second]
+    assert all(torch.equal(straight[k], v) for k, v in again.state_dict().items())
+    # a schedule that continues across phases: the second phase ends where one long run would
+    long = train_supernet(Supernet(space, (1, 8, 8), seed=0), data, attrs.evolve(config, epochs=4), sample, seed=0,
+                          checkpoint=None, device=cpu)
+    spanned = phase(Supernet(space, (1, 8, 8), seed=0), 3, span=(2, 4))
+    assert [e.lr for e in spanned] == pytest.approx([e.lr for e in long[2:]])
