@@ -209,6 +209,13 @@ def test_a_space_without_choices_has_no_encoding():
         space.encoding()
 
 
+def test_a_range_too_large_for_a_vocabulary():
+    space = nasdsl.loads("space big\nnetwork = relu linear(0..2000000)\n")
+    with pytest.raises(NasError, match="choice `out` has 2000001 values: too many to encode") as err:
+        space.encoding()
+    assert err.value.pos is not None
+
+
 # ---- generated spaces -------------------------------------------------------------------
 def all_walks(enc, prefix=()):
     """Every complete sequence of allowed tokens (a small space's whole trie)."""

@@ -57,11 +57,10 @@ class Slot:
 
 
 def slot(kind: str, name: str, values, free: bool) -> Slot:
-    values = tuple(values)
-    if len(values) > MAX_VOCABULARY:
+    if len(values) > MAX_VOCABULARY:  # before listing them: a range may have 10**15
         raise NasError(f"choice `{name}` has {len(values)} values: too many to encode as tokens "
                        f"(at most {MAX_VOCABULARY})")
-    return Slot(kind, name, values, free)
+    return Slot(kind, name, tuple(values), free)
 
 
 def _union(a: tuple, b: tuple) -> tuple:
@@ -224,6 +223,7 @@ class Encoding:
     slots: tuple
     vocabulary: tuple
     ids: dict  # token key -> id
+    keys: tuple  # id - 1 -> token key
 
     @property
     def length(self) -> int:
@@ -304,14 +304,10 @@ class Encoding:
         return min(allowed)
 
     def key_of(self, token):
-        return None if token == PAD else self._keys[token - 1]
+        return None if token == PAD else self.keys[token - 1]
 
     def keys_of(self, tokens):
         return [(t, self.key_of(t)) for t in tokens]
-
-    @property
-    def _keys(self):
-        return tuple(self.ids)
 
 
 def build(space) -> Encoding:
@@ -321,7 +317,10 @@ def build(space) -> Encoding:
         raise NasError(f"space `{space.name}` has a single derivation: there is no choice to encode",
                        space.header.pos, "an encoding needs at least one alternative, value or repetition "
                                          "with more than one possibility")
-    shape = root.shape("", {})
+    try:
+        shape = root.shape("", {})
+    except NasError as err:
+        raise NasError(f"space `{space.name}`: {err.message}", err.pos or space.header.pos, err.hint) from None
     paths, slots, ids = [], [], {}
     for path, s in layout(shape):
         paths.append(path)
@@ -332,4 +331,4 @@ def build(space) -> Encoding:
         raise NasError(f"space `{space.name}` needs {len(ids)} tokens; at most {MAX_VOCABULARY}",
                        space.header.pos)
     vocabulary = ("<pad>", *(meaning(k) for k in ids))
-    return Encoding(space, shape, tuple(paths), tuple(slots), vocabulary, ids)
+    return Encoding(space, shape, tuple(paths), tuple(slots), vocabulary, ids, tuple(ids))
