@@ -36,6 +36,10 @@ PAD = 0
 MAX_VOCABULARY = 1_000_000  # tokens of one space (a range choice gives one per value)
 
 
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
 def _typed(value):
     """A value as a key that keeps 1, 1.0 and true apart."""
     return type_name(value), value
@@ -288,16 +292,13 @@ class Encoding:
     def nearest(self, token, allowed) -> int:
         """The allowed token nearest `token`: the same choice's closest number, else the
         same value of another choice, else the first allowed."""
-        from .plan import _nearest_value, _number
-
         keys = {t: k for t, k in self.keys_of(allowed)}
         want = self.key_of(token)
         if want is not None:
             same = [t for t, k in keys.items() if k is not None and k[:2] == want[:2]]
-            numbers = [keys[t][3] for t in same if _number(keys[t][3])]
+            numbers = [t for t in same if _number(keys[t][3])]
             if numbers and _number(want[3]):
-                value = _nearest_value(numbers, want[3])
-                return next(t for t in same if keys[t][3] == value and _number(keys[t][3]))
+                return min(numbers, key=lambda t: (abs(keys[t][3] - want[3]), keys[t][3]))
             for t, k in keys.items():
                 if k is not None and k[2:] == want[2:]:
                     return t
