@@ -96,12 +96,6 @@ class Shape:
         size = own + inner if self.kind != "repeat" else own + self.copies * inner
         object.__setattr__(self, "size", size if self.kind != "pick" else self.copies * (own + inner))
 
-    def child(self, key):
-        for k, shape in self.children:
-            if k == key:
-                return shape
-        raise KeyError(key)
-
 
 def merge(a: Shape | None, b: Shape) -> Shape:
     """The shape both `a` and `b` fit in (None: no shape yet)."""
