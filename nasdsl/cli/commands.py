@@ -1,4 +1,4 @@
-"""The `nasdsl` command: check, count, sample, show, mutate, restrict and compile space files,
+"""The `nasdsl` command: check, count, sample, show, mutate, encode, restrict and compile space files,
 trace PyTorch models, and (from nasdsl.runtime) search, trials, report and export.
 
 Every command computes one JSON-ready dict; `--json` prints it as is and the
@@ -222,6 +222,54 @@ def render_mutate(console, data):
         print(f"d={dist}  {child}")
 
 
+# ---- encode ------------------------------------------------------------------------
+def cmd_encode(args) -> int:
+    space = load_space(args)
+    if args.preset is not None:
+        space = space.preset_space(args.preset)
+    enc = space.encoding()
+    data = {"space": space.name, "length": enc.length, "vocabulary_size": len(enc.vocabulary)}
+    if args.vocabulary:
+        data["vocabulary"] = list(enc.vocabulary)
+        data["positions"] = list(enc.paths)
+    if args.tokens is not None:
+        chosen = [space.decode(args.tokens, repair=args.repair)]
+    elif args.derivation is not None:
+        chosen = [space.parse(args.derivation)]
+    elif args.preset is not None:
+        chosen = [space.preset(args.preset)]
+    elif args.sample is not None:
+        chosen = space.samples(args.sample, seed=args.seed)
+    else:
+        chosen = []
+    data["sequences"] = [{"derivation": d.text, "tokens": list(enc.encode(d)),
+                          "meanings": [enc.vocabulary[t] for t in enc.encode(d)]} for d in chosen]
+    emit(args, data, lambda console, d: render_encode(d, enc.paths))
+    return EXIT_OK
+
+
+def render_encode(data, paths):
+    print(f"{data['space']}: {data['length']} positions, {data['vocabulary_size']} tokens (0 is <pad>)")
+    if "vocabulary" in data:
+        for t, meaning in enumerate(data["vocabulary"]):
+            print(f"token {t:>5}  {meaning}")
+        for i, path in enumerate(data["positions"]):
+            print(f"position {i:>5}  {path}")
+    for seq in data["sequences"]:
+        print(" ".join(map(str, seq["tokens"])))
+        if len(data["sequences"]) == 1:  # one derivation: each position beside its meaning
+            print(seq["derivation"])
+            for i, (t, meaning) in enumerate(zip(seq["tokens"], seq["meanings"])):
+                print(f"{i:>5}  {t:>5}  {paths[i] or '(root)'}: {meaning}")
+
+
+def token_list(text: str) -> list:
+    try:
+        return [int(t) for t in text.replace(",", " ").split()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected token ids like `3,0,7`, got `{text}`") from None
+
+
 # ---- compile -----------------------------------------------------------------------
 def cmd_compile(args) -> int:
     space = load_space(args)
@@ -443,6 +491,19 @@ def build_parser() -> argparse.ArgumentParser:
     mutate.add_argument("-n", type=positive_int, default=1, help="how many children (default 1)")
     mutate.add_argument("--kind", choices=("choice", "subtree"), default="choice",
                         help="change one choice (default) or re-draw one subtree")
+
+    encode = command("encode", cmd_encode, "derivations as token sequences for learned controllers, and back",
+                     [space])
+    encode.add_argument("file", metavar="FILE")
+    which = encode.add_mutually_exclusive_group()
+    which.add_argument("--derivation", metavar="TEXT", help="encode this derivation")
+    which.add_argument("--preset", metavar="NAME", help="encode a preset of the file")
+    which.add_argument("--sample", type=positive_int, metavar="N", help="encode N uniform samples")
+    which.add_argument("--tokens", type=token_list, metavar="T,T,...", help="decode these tokens")
+    encode.add_argument("--seed", type=int, default=0, help="random seed for --sample (default 0)")
+    encode.add_argument("--repair", action="store_true",
+                        help="with --tokens: take the nearest allowed token where one is not allowed")
+    encode.add_argument("--vocabulary", action="store_true", help="also list every token and position")
 
     compile_ = command("compile", cmd_compile, "compile a derivation: params, MACs, output shape, graph, code", [space])
     compile_.add_argument("file", metavar="FILE")

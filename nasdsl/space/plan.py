@@ -33,6 +33,7 @@ from ..language import ast, ir, primitives
 from ..language.errors import DerivationError, NasError, did_you_mean
 from ..language.expr import SYMBOLIC, Scope, evaluate, show, type_name
 from .derivation import Alt, Node, Picked, Rep, scalar_text
+from .encoding import Shape, choose, merge, pad, slot
 from .scope import coerce, rule_names
 
 MAX_REPEAT = 1000  # copies in one repetition
@@ -157,6 +158,14 @@ class _Plan:
         r = rng.randrange(self.count - 1)
         return self.unrank(r + 1 if r >= old else r)
 
+    def shape(self, name, memo):
+        """The token layout of this place (see nasdsl.space.encoding), once per plan and name."""
+        key = (id(self), name)
+        found = memo.get(key)
+        if found is None:
+            found = memo[key] = self._shape(name, memo)
+        return found
+
 
 class _Tabled(_Plan):
     """Uniform sampling of a small site: one draw from the list of all its
@@ -223,6 +232,19 @@ class PValue(_Plan):
 
     def draw(self, index):
         return self.values[index(self.count) if self.count > 1 else 0]
+
+    # -- tokens (nasdsl.space.encoding)
+    kind = "value"
+
+    def _shape(self, name, memo):
+        return Shape("value", (slot("value", name, self.values, self.count > 1),))
+
+    def encode(self, value, shape, out):
+        _emit(out, shape.slots[0], value)
+
+    def decode(self, shape, ids):
+        s = shape.slots[0]
+        return self.values[(yield from choose(ids, s, [s.key(v) for v in self.values]))]
 
     def cover(self, state, parts):
         """A value for a cover derivation (see `Space.cover`): the largest number, or the
@@ -484,6 +506,56 @@ class PScope(_Tabled):
         v = _draw_live(index, self.counts)
         return self._node(v, [s.draw(index) for s in self._site_plans[v]])
 
+    # -- tokens: the assigned values (one slot per name), then the sites, keyed by name and kind
+    kind = "scope"
+
+    def _shape(self, name, memo):
+        live = [v for v, c in zip(self.variants, self.counts) if c]
+        assigned = [dict(v.assignment) for v in live]
+        slots = []
+        for n in dict.fromkeys(n for v in live for n, _ in v.assignment):
+            values = tuple({_hashable(a[n]): a[n] for a in assigned if n in a}.values())
+            missing = any(n not in a for a in assigned)
+            slots.append(slot("where", n, values, len(values) + missing > 1))
+        children: dict = {}
+        for v in live:
+            for s in v.sites:
+                key = _site_key(s)
+                children[key] = merge(children.get(key), s.plan.shape(key[0], memo))
+        return Shape("scope", tuple(slots), tuple(children.items()))
+
+    def encode(self, node, shape, out):
+        variant = self.variants[self._variant_of(node)]
+        assigned = dict(variant.assignment)
+        for s in shape.slots:
+            _emit(out, s, assigned.get(s.name, _NONE))
+        sites = {_site_key(s): s for s in variant.sites}
+        for key, child in shape.children:
+            site = sites.get(key)
+            if site is None:
+                out.extend([None] * child.size)
+            else:
+                site.plan.encode(_part(site, node), child, out)
+
+    def decode(self, shape, ids):
+        """The variant, one assigned name at a time (the values still possible with the
+        earlier ones), then its sites; a site of the shape it lacks is padding."""
+        live = [(i, dict(v.assignment)) for i, (v, c) in enumerate(zip(self.variants, self.counts)) if c]
+        for s in shape.slots:
+            keys = list({_token_key(s, a.get(s.name, _NONE)): None for _, a in live})
+            chosen = keys[(yield from choose(ids, s, keys))]
+            live = [(i, a) for i, a in live if _token_key(s, a.get(s.name, _NONE)) == chosen]
+        v = live[0][0]
+        sites = {_site_key(s): s for s in self.variants[v].sites}
+        values = {}
+        for key, child in shape.children:
+            site = sites.get(key)
+            if site is None:
+                yield from pad(child.size)
+            else:
+                values[key] = yield from site.plan.decode(child, ids)
+        return self._node(v, [values[_site_key(s)] for s in self.variants[v].sites])
+
     def cover(self, state, parts):
         v = self._covering_variant(state, parts) if len(self.variants) > 1 else 0
         for n, x in self.variants[v].assignment:
@@ -637,6 +709,21 @@ def _in_order(items, order) -> Node:
     return Node(tuple(items)) if items else EMPTY_NODE
 
 
+def _site_key(site: Site) -> tuple:
+    """Where a site's positions sit in its scope's shape: its name and plan kind."""
+    return site.name or "alt", "splice" if site.spliced else site.plan.kind
+
+
+def _token_key(s, value):
+    """A value's token key at slot `s` (None: PAD, for a name the variant does not assign)."""
+    return None if value is _NONE else s.key(value)
+
+
+def _emit(out, s, value):
+    if s.free:
+        out.append(_token_key(s, value))
+
+
 def _key(names, values) -> tuple:
     """A variant's assignment as a dict key; `values` maps names (a Node's `get` or a dict)."""
     return tuple((n, type_name(x), x) for n in names for x in (values.get(n, _NONE),))
@@ -744,6 +831,28 @@ class PAlt(_Tabled):
     def draw(self, index):
         o = self.options[_draw_live(index, self.counts)]
         return Alt(o.label, o.scope.draw(index))
+
+    # -- tokens: the label, then the union of the options' scopes
+    kind = "alt"
+
+    def _live(self):
+        return [o for o, c in zip(self.options, self.counts) if c]
+
+    def _shape(self, name, memo):
+        inner = None
+        for o in self._live():
+            inner = merge(inner, o.scope.shape("", memo))
+        return Shape("alt", (slot("alt", name, [o.label for o in self._live()], len(self._live()) > 1),),
+                     ((("", "scope"), inner),))
+
+    def encode(self, alt, shape, out):
+        _emit(out, shape.slots[0], alt.label)
+        self.options[self._index(alt.label)].scope.encode(alt.node, shape.children[0][1], out)
+
+    def decode(self, shape, ids):
+        s, live = shape.slots[0], self._live()
+        o = live[(yield from choose(ids, s, [s.key(o.label) for o in live]))]
+        return Alt(o.label, (yield from o.scope.decode(shape.children[0][1], ids)))
 
     def cover(self, state, parts):
         label = state.take(parts, tuple(o.label for o, c in zip(self.options, self.counts) if c))
@@ -854,6 +963,36 @@ class PRepeat(_Tabled):
     def draw(self, index):
         n = self.lengths[_draw_live(index, self.counts, key=self.lengths.__getitem__)]
         return Rep(tuple(self.elem.draw(index) for _ in range(n)))
+
+    # -- tokens: the number of copies, then the most copies of the element (padding beyond the chosen)
+    kind = "repeat"
+
+    def _shape(self, name, memo):
+        live = [n for n, c in zip(self.lengths, self.counts) if c]
+        return Shape("repeat", (slot("len", name, live, len(live) > 1),),
+                     (((name, self.elem.kind), self.elem.shape(name, memo)),), max(live))
+
+    def encode(self, rep, shape, out):
+        _emit(out, shape.slots[0], len(rep.items))
+        for i in range(shape.copies):
+            for key, child in shape.children:
+                if i < len(rep.items) and key[1] == self.elem.kind:
+                    self.elem.encode(rep.items[i], child, out)
+                else:
+                    out.extend([None] * child.size)
+
+    def decode(self, shape, ids):
+        s = shape.slots[0]
+        live = [n for n, c in zip(self.lengths, self.counts) if c]
+        n = live[(yield from choose(ids, s, [s.key(n) for n in live]))]
+        items = []
+        for i in range(shape.copies):
+            for key, child in shape.children:
+                if i < n and key[1] == self.elem.kind:
+                    items.append((yield from self.elem.decode(child, ids)))
+                else:
+                    yield from pad(child.size)
+        return Rep(tuple(items))
 
     def cover(self, state, parts):
         return Rep(tuple(self.elem.cover(state, (*parts, i)) for i in range(self._longest())))
@@ -981,6 +1120,39 @@ class PPick(_Tabled):
     def draw(self, index):
         subset = self.subsets[_draw_live(index, self.counts)]
         return Picked(tuple(Alt(c.label, c.scope.draw(index)) for c in (self.candidates[i] for i in subset)))
+
+    # -- tokens: k times (a candidate, in the written order, then the union of the candidates' scopes)
+    kind = "pick"
+
+    def _shape(self, name, memo):
+        live = [s for s, c in zip(self.subsets, self.counts) if c]
+        used = sorted({i for s in live for i in s})
+        inner = None
+        for i in used:
+            inner = merge(inner, self.candidates[i].scope.shape("", memo))
+        return Shape("pick", (slot("pick", name, [self.labels[i] for i in used], len(live) > 1),),
+                     ((("", "scope"), inner or Shape("scope")),), self.k)
+
+    def encode(self, picked, shape, out):
+        inner = shape.children[0][1]
+        for a in picked.items:
+            _emit(out, shape.slots[0], a.label)
+            self.candidates[self.labels.index(a.label)].scope.encode(a.node, inner, out)
+        out.extend([None] * (shape.size - (shape.size // shape.copies) * self.k if shape.copies else 0))
+
+    def decode(self, shape, ids):
+        """Candidates one at a time, each after the one before (a pick's order is the written one)."""
+        s, inner = shape.slots[0], shape.children[0][1]
+        live = [sub for sub, c in zip(self.subsets, self.counts) if c]
+        chosen, items = (), []
+        for j in range(self.k):
+            following = sorted({sub[j] for sub in live if sub[:j] == chosen})
+            i = following[(yield from choose(ids, s, [s.key(self.labels[x]) for x in following]))]
+            chosen += (i,)
+            c = self.candidates[i]
+            items.append(Alt(c.label, (yield from c.scope.decode(inner, ids))))
+        yield from pad(shape.size - (shape.size // shape.copies) * self.k if shape.copies else 0)
+        return Picked(tuple(items))
 
     def cover(self, state, parts):
         """The live subset of the candidates least taken here so far."""

@@ -19,6 +19,7 @@ from ..language.errors import DerivationError, NasError, Pos, did_you_mean
 from ..language.expr import SYMBOLIC, Scope, evaluate, show, type_name
 from ..language.printer import value as expr_text
 from ..language.syntax import parse_derivation_text
+from . import encoding as encoding_
 from . import operations
 from . import plan as planning
 from . import restrict as restriction
@@ -401,6 +402,24 @@ class Space:
         except DerivationError:
             return False
         return True
+
+    # ---- token sequences (nasdsl.space.encoding)
+    def encoding(self) -> encoding_.Encoding:
+        """The space's fixed-length token layout and vocabulary, built once."""
+        return self._encoding
+
+    @functools.cached_property
+    def _encoding(self) -> encoding_.Encoding:
+        return encoding_.build(self)
+
+    def encode(self, d: Derivation) -> tuple:
+        """`d` as `encoding().length` token ids (see nasdsl.space.encoding)."""
+        return self._encoding.encode(d)
+
+    def decode(self, seq, repair: bool = False) -> Derivation:
+        """The derivation a token sequence encodes; a DerivationError names the first
+        position that is not allowed (or, with `repair`, the nearest allowed token is taken)."""
+        return self._encoding.decode(seq, repair)
 
     # ---- presets
     @property
