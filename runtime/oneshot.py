@@ -41,7 +41,7 @@ from .propose import Proposal
 from .train import TrainConfig, TrialFailed, device_of, make_optimizer, seed_everything, warmup_cosine
 from .trial import CheckpointError, save_checkpoint
 
-CHECKPOINT = "supernet.pt"  # in the store's checkpoint folder
+CHECKPOINT = "supernet.pt"  # the single phase's, in the store's checkpoint folder
 BN_METHODS = ("recalibrate", "train", "running")
 SAMPLINGS = ("uniform", "params")
 
@@ -372,36 +372,22 @@ class OneShot(Algorithm):
         return Supernet(search.space, search.data.input_shape, seed=search.config.seed,
                         max_params=self.max_supernet_params)
 
-    def checkpoint(self, search) -> Path:
-        return search.checkpoint_dir / CHECKPOINT
-
     def follow(self, search) -> None:
-        """On a rank other than the lead: train the supernet alongside it (the lead
-        chooses every step's derivation, and whether there is anything to train)."""
-        if _broadcast(None, search.ranks):
-            train_supernet(self.supernet(search), search.data, search.config.train, None, seed=search.config.seed,
-                           checkpoint=self.checkpoint(search), ranks=search.ranks)
+        """On a rank other than the lead: train each phase of the supernet alongside it
+        (the lead says which, and chooses every step's derivation), then stop."""
+        net = self.supernet(search)
+        while (phase := _broadcast(None, search.ranks)) is not None:
+            self._train(search, net, phase, None)
 
     def prepare(self, search, reporter=None) -> None:
         """Train the supernet and rank on it, unless the store already holds the ranking."""
-        store, ranks = search.store, search.ranks
-        if not _broadcast(store.get_state("ranking") is None, ranks):
+        store = search.store
+        if store.get_state("ranking") is not None:
+            _broadcast(None, search.ranks)  # no phase to train: the other ranks stop
             return
         net = self.supernet(search)
-
-        def recorded(record, history):
-            store.set_state("supernet_epochs", [attrs.asdict(e) for e in history])
-            if reporter:
-                reporter.note(f"supernet epoch {record.epoch}/{search.config.train.epochs}: loss {record.loss:.4f}, "
-                              f"train acc {record.acc:.4f}, {record.seconds:.1f} s")
-
-        history = train_supernet(net, search.data, search.config.train, self.sampler(search, net),
-                                 seed=search.config.seed, checkpoint=self.checkpoint(search), on_epoch=recorded,
-                                 ranks=ranks)
-        store.set_state("supernet_epochs", [attrs.asdict(e) for e in history])
-        evaluate = SharedWeights(search, net, len(history), self.shared_bn, self.calibration_batches,
-                                 self.eval_images)
-        ranked = self.rank(search, evaluate, random.Random(f"{search.config.seed}:rank"))
+        ranked, evaluate = self.run(search, net, reporter)
+        _broadcast(None, search.ranks)
         ranking, seen = [], set()
         for d in sorted(ranked, key=evaluate, reverse=True):  # stable: equals keep the algorithm's order
             if d.hash not in seen:
@@ -415,6 +401,44 @@ class OneShot(Algorithm):
             reporter.note(f"{self.name}: {len(ranking)} derivations ranked on the shared weights "
                           f"({evaluate.measured} measured now); retraining the best {search.config.trials}")
         store.set_state("ranking", ranking)
+
+    def run(self, search, net: Supernet, reporter=None) -> tuple[list, "SharedWeights"]:
+        """The one-shot search: (derivations worth retraining, the evaluation that ranks
+        them). Here one phase of `--epochs`, then `rank`; NAO-V2 alternates phases with
+        its controller."""
+        history = self.train_phase(search, net, reporter, sample=self.sampler(search, net))
+        evaluate = self.evaluator(search, net, len(history))
+        return self.rank(search, evaluate, random.Random(f"{search.config.seed}:rank")), evaluate
+
+    def evaluator(self, search, net: Supernet, epoch: int) -> "SharedWeights":
+        return SharedWeights(search, net, epoch, self.shared_bn, self.calibration_batches, self.eval_images)
+
+    def train_phase(self, search, net: Supernet, reporter=None, *, sample, name: str = "supernet",
+                    start: str | None = None, epochs: int | None = None, span=None, offset: int = 0) -> list:
+        """One phase of supernet training (checkpoint `name`.pt, starting from phase
+        `start`'s), told to the other ranks first so they train it alongside; the store's
+        `supernet_epochs` gathers every phase's epochs (`offset`: the earlier phases')."""
+        phase = {"checkpoint": name, "start": start, "epochs": epochs or search.config.train.epochs, "span": span}
+        _broadcast(phase, search.ranks)
+        store = search.store
+        earlier = store.get_state("supernet_epochs", [])[:offset]
+
+        def recorded(record, history):
+            store.set_state("supernet_epochs", earlier + [attrs.asdict(e) for e in history])
+            if reporter:
+                reporter.note(f"{name} epoch {record.epoch}/{phase['epochs']}: loss {record.loss:.4f}, "
+                              f"train acc {record.acc:.4f}, {record.seconds:.1f} s")
+
+        history = self._train(search, net, phase, sample, recorded)
+        store.set_state("supernet_epochs", earlier + [attrs.asdict(e) for e in history])
+        return history
+
+    def _train(self, search, net, phase: dict, sample, on_epoch=None) -> list:
+        folder = search.checkpoint_dir
+        return train_supernet(net, search.data, attrs.evolve(search.config.train, epochs=phase["epochs"]), sample,
+                              seed=search.config.seed, checkpoint=folder / f"{phase['checkpoint']}.pt",
+                              start=folder / f"{phase['start']}.pt" if phase["start"] else None,
+                              span=phase["span"], stream=phase["checkpoint"], on_epoch=on_epoch, ranks=search.ranks)
 
     def propose(self, proposer, store, index: int, seed: int) -> Proposal:
         ranking = store.get_state("ranking")

@@ -249,3 +249,30 @@ def test_phases_carry_the_bank_and_optimizer_over_and_resume_inside_a_phase(tmp_
                           checkpoint=None, device=cpu)
     spanned = phase(Supernet(space, (1, 8, 8), seed=0), 3, span=(2, 4))
     assert [e.lr for e in spanned] == pytest.approx([e.lr for e in long[2:]])
+
+
+NAO = ["--dataset", "digits", "--limit", "200", "--algorithm", "nao", "--epochs", "1", "--iterations", "2",
+       "--seed-pool", "6", "--new-archs", "3", "--top-seeds", "3", "--controller-epochs", "20", "--trials", "2",
+       "--retrain-epochs", "1", "--test-top", "1"]
+
+
+def test_nao_alternates_supernet_phases_with_its_controller(tmp_path, capsys):
+    store_path = tmp_path / "nao.db"
+    assert main(["search", TUTORIAL, *NAO, "--store", str(store_path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["finished"] == 2
+    with Store.open(store_path) as store:
+        epochs, log = store.get_state("supernet_epochs"), store.get_state("nao_controller")
+        evaluations, ranking = store.evaluations(), store.get_state("ranking")
+    assert len(epochs) == 2 and [e["iteration"] for e in log] == [1]  # the last iteration only measures
+    first = {e.hash for e in evaluations if e.epoch == 1}
+    second = {e.hash for e in evaluations if e.epoch == 2}
+    assert len(first) == 6 and first < second  # the pool the controller generated joins every earlier one
+    assert len(ranking) == len(second)
+    for phase in (1, 2):
+        assert (tmp_path / "nao.db.ckpt" / f"supernet-{phase}.pt").exists()
+    # a finished one-shot phase is not run again: resuming with a larger budget only retrains
+    assert main(["search", "--store", str(store_path), "--resume", "--trials", "3", "--json"]) == 0
+    with Store.open(store_path) as store:
+        assert len(store.trials("done")) == 3 and len(store.get_state("supernet_epochs")) == 2
+    with pytest.raises(NasError, match="--independent is one of restart, reinit, continue"):
+        create("nao", {"independent": "sometimes"})
