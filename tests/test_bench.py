@@ -1,6 +1,7 @@
 """The bench scripts keep working as the code moves: each one imports, and the
-space-operations benchmark runs end to end on a small space (a smoke run; the
-numbers themselves are measured with `make bench`, never asserted here)."""
+space-operations and Kendall-tau benchmarks run end to end at small sizes (smoke
+runs; the numbers themselves are measured with `make bench` or the scripts' own
+commands, never asserted here)."""
 
 import importlib.util
 import json
@@ -26,3 +27,15 @@ def test_space_ops_runs_on_a_small_space(tmp_path):
                     str(BENCH.parent / "spaces" / "nb201.nas")], check=True, capture_output=True, timeout=120)
     (row,) = json.loads(out.read_text())["results"]
     assert row["count"] == "15625" and row["uniform_samples_per_s"] > 0
+
+
+def test_kendall_quick_runs_end_to_end(tmp_path):
+    out = tmp_path / "kendall.json"
+    subprocess.run([sys.executable, str(BENCH / "kendall.py"), "--quick", "--out", str(out),
+                    "--checkpoints", str(tmp_path / "ckpt")], check=True, capture_output=True, timeout=300)
+    result = json.loads(out.read_text())
+    (run,) = result["seeds"]
+    assert result["settings"]["quick"] and len(result["derivations"]) == 4 == len({d["hash"] for d in result["derivations"]})
+    assert all(0 <= a <= 1 for m in ("recalibrate", "train") for a in run["shared"][m])
+    assert all(0 <= a["val_acc"] <= 1 for a in run["alone"]) and len(run["supernet"]["epochs"]) == 1
+    assert set(run["tau"]) == {"recalibrate", "train"} and not (tmp_path / "ckpt").exists()
