@@ -1,6 +1,7 @@
 """The bench scripts keep working as the code moves: each one imports, and the
-space-operations benchmark runs end to end on a small space (a smoke run; the
-numbers themselves are measured with `make bench`, never asserted here)."""
+space-operations and Kendall-tau benchmarks run end to end at small sizes (smoke
+runs; the numbers themselves are measured with `make bench` or the scripts' own
+commands, never asserted here)."""
 
 import importlib.util
 import json
@@ -42,3 +43,15 @@ def test_oneshot_nni_runs_our_side_without_nni(tmp_path):
     checks = result["ours_checks"]
     assert result["summary"]["ours"]["peak_rss_mib"] > 0 and checks["seeded_paths_repeat"]
     assert checks["resumes_bit_identical"]  # docs/benchmarks.md says so
+
+
+def test_kendall_quick_runs_end_to_end(tmp_path):
+    out = tmp_path / "kendall.json"
+    subprocess.run([sys.executable, str(BENCH / "kendall.py"), "--quick", "--out", str(out),
+                    "--checkpoints", str(tmp_path / "ckpt")], check=True, capture_output=True, timeout=300)
+    result = json.loads(out.read_text())
+    (run,) = result["seeds"]
+    assert result["settings"]["quick"] and len(result["derivations"]) == 4 == len({d["hash"] for d in result["derivations"]})
+    assert all(0 <= a <= 1 for m in ("recalibrate", "train") for a in run["shared"][m])
+    assert all(0 <= a["val_acc"] <= 1 for a in run["alone"]) and len(run["supernet"]["epochs"]) == 1
+    assert set(run["tau"]) == {"recalibrate", "train"} and not (tmp_path / "ckpt").exists()
