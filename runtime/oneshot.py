@@ -67,6 +67,16 @@ class Ranks:
     def lead(self) -> bool:
         return self.rank == 0
 
+    def close(self) -> None:
+        """Leave the process group once the supernet is trained: a rank that exits while
+        gloo's threads still run aborts, and torchrun then stops the others."""
+        if self.world > 1:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.barrier()
+                dist.destroy_process_group()
+
 
 def ranks_from_environment() -> Ranks:
     """The ranks `torchrun` started (WORLD_SIZE, RANK), joined in one process group: gloo
@@ -378,16 +388,19 @@ class OneShot(Algorithm):
         net = self.supernet(search)
         while (phase := _broadcast(None, search.ranks)) is not None:
             self._train(search, net, phase, None)
+        search.ranks.close()
 
     def prepare(self, search, reporter=None) -> None:
         """Train the supernet and rank on it, unless the store already holds the ranking."""
         store = search.store
         if store.get_state("ranking") is not None:
             _broadcast(None, search.ranks)  # no phase to train: the other ranks stop
+            search.ranks.close()
             return
         net = self.supernet(search)
         ranked, evaluate = self.run(search, net, reporter)
         _broadcast(None, search.ranks)
+        search.ranks.close()
         ranking, seen = [], set()
         for d in sorted(ranked, key=evaluate, reverse=True):  # stable: equals keep the algorithm's order
             if d.hash not in seen:

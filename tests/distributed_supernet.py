@@ -33,6 +33,7 @@ def main(out: str) -> None:
                    device=torch.device("cpu"))
     if ranks.lead:
         torch.save(net.state_dict(), out)
+    ranks.close()
 
 
 if __name__ == "__main__":
