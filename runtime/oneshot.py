@@ -353,12 +353,16 @@ class OneShot(Algorithm):
                             choices=SAMPLINGS)
 
     def __attrs_post_init__(self):
-        for name in ("retrain_epochs", "calibration_batches", "eval_images", "max_supernet_params"):
-            if getattr(self, name) < 1:
-                raise NasError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        self.at_least_one("retrain_epochs", "calibration_batches", "eval_images", "max_supernet_params")
         if self.sampling not in SAMPLINGS or self.shared_bn not in BN_METHODS:
             raise NasError(f"--sampling is one of {', '.join(SAMPLINGS)} and --shared-bn one of "
                            f"{', '.join(BN_METHODS)}; got {self.sampling} and {self.shared_bn}")
+
+    def at_least_one(self, *names: str) -> None:
+        """Refuse a count setting below 1, naming its flag."""
+        for name in names:
+            if getattr(self, name) < 1:
+                raise NasError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
 
     # what a subclass gives
     def sampler(self, search, net: Supernet):

@@ -59,9 +59,7 @@ class NaoV2(OneShot):
 
     def __attrs_post_init__(self):
         super().__attrs_post_init__()
-        for name in ("iterations", "seed_pool", "new_archs", "top_seeds", "max_step", "controller_epochs"):
-            if getattr(self, name) < 1:
-                raise NasError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        self.at_least_one("iterations", "seed_pool", "new_archs", "top_seeds", "max_step", "controller_epochs")
         if self.independent not in INDEPENDENCE:
             raise NasError(f"--independent is one of {', '.join(INDEPENDENCE)}, got {self.independent}")
         if not 0 <= self.trade_off <= 1:
