@@ -47,6 +47,7 @@ import record  # bench/record.py, beside this script
 import torch
 from nasdsl.runtime.data import FASHION_MNIST_ROOT, load
 from nasdsl.runtime.oneshot import shared_accuracy, train_supernet
+from nasdsl.runtime.propose import Proposer
 from nasdsl.runtime.report import kendall_tau
 from nasdsl.runtime.search import bind_to_data
 from nasdsl.runtime.train import TrainConfig, train
@@ -126,6 +127,19 @@ def summarise(result: dict) -> dict:
     return summary
 
 
+def reuse_alone(result: dict, earlier: dict, path: Path, parser) -> None:
+    """The stand-alone accuracies of `earlier`, where it trained the same derivations the same way."""
+    same = ("limit", "val_fraction", "data_seed", "alone_epochs", "batch_size", "train_config", "params")
+    differ = [k for k in same if earlier["settings"].get(k) != result["settings"][k]]
+    if differ or [d["hash"] for d in earlier["derivations"]] != [d["hash"] for d in result["derivations"]]:
+        parser.error(f"{path} trained other derivations or trained them otherwise ({', '.join(differ) or 'derivations'})")
+    by_seed = {run["seed"]: run["alone"] for run in earlier["seeds"]}
+    for run in result["seeds"]:
+        run["alone"] = list(by_seed.get(run["seed"], run["alone"]))
+    full = path.resolve()
+    result["alone_from"] = str(full.relative_to(ROOT) if full.is_relative_to(ROOT) else full)
+
+
 def save(path: Path, result: dict) -> None:
     """The run so far, written whole or not at all."""
     result["summary"] = summarise(result)
@@ -133,6 +147,15 @@ def save(path: Path, result: dict) -> None:
     partial = path.with_name(path.name + ".partial")
     partial.write_text(json.dumps(result, indent=2) + "\n")
     os.replace(partial, path)
+
+
+def sampler(space, net, shape, sampling: str):
+    """Each supernet step's derivation: uniform, or in proportion to its parameters (NAO-V2's
+    balanced sampling; exact rejection sampling bounded by the bank's size, as the runtime does)."""
+    if sampling == "uniform":
+        return lambda rng: space.sample(rng=rng)
+    proposer = Proposer(space, shape)
+    return lambda rng: space.sample_weighted(lambda d: proposer.cost(d).params, net.size.params, rng=rng)
 
 
 def run_seed(run: dict, result: dict, space, data, derivations, args, out: Path, checkpoints: Path) -> None:
@@ -145,7 +168,7 @@ def run_seed(run: dict, result: dict, space, data, derivations, args, out: Path,
             print(f"  seed {seed} supernet epoch {epoch.epoch}/{args.supernet_epochs}: loss {epoch.loss:.3f}, "
                   f"train acc {epoch.acc:.3f}, {epoch.seconds:.1f} s", flush=True)
 
-        history = train_supernet(net, data, config, lambda rng: space.sample(rng=rng), seed=seed,
+        history = train_supernet(net, data, config, sampler(space, net, shape, args.sampling), seed=seed,
                                  checkpoint=checkpoints / f"supernet-{seed}.pt", on_epoch=progress)
         run["supernet"] = {"epochs": [{"epoch": e.epoch, "loss": e.loss, "acc": e.acc, "lr": e.lr,
                                        "seconds": e.seconds} for e in history],
@@ -204,13 +227,19 @@ def main(argv=None) -> int:
                              "25x slower than one)")
     parser.add_argument("--checkpoints", type=Path, default=None,
                         help="where the supernets' per-epoch checkpoints go (removed after a whole run)")
+    parser.add_argument("--sampling", choices=("uniform", "params"), default="uniform",
+                        help="the supernet's training paths: uniform (SPOS) or in proportion to their parameters")
+    parser.add_argument("--alone-from", type=Path, metavar="JSON",
+                        help="take the stand-alone accuracies from an earlier run of the same derivations, seeds "
+                             "and stand-alone settings (they do not depend on the supernet)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out")
     parser.add_argument("--quick", action="store_true",
                         help="a smoke run of a few seconds: 1 seed, 4 derivations, 1 epoch each, 600 images")
     args = parser.parse_args(argv)
     if args.quick:
         args.seeds, args.derivations, args.supernet_epochs, args.alone_epochs, args.limit = 1, 4, 1, 1, 600
-    out = args.out or ROOT / "bench" / "results" / ("kendall_quick.json" if args.quick else "kendall.json")
+    name = "kendall" + ("" if args.sampling == "uniform" else f"_{args.sampling}") + ("_quick" if args.quick else "")
+    out = args.out or ROOT / "bench" / "results" / f"{name}.json"
     checkpoints = args.checkpoints or Path(tempfile.gettempdir()) / f"nasdsl-{out.stem}-checkpoints"
     if not FASHION_MNIST_ROOT.exists():  # no silent fallback to digits: the numbers would not compare
         parser.error(f"Fashion-MNIST is not installed ({FASHION_MNIST_ROOT}); `make debian-packages`")
@@ -229,7 +258,9 @@ def main(argv=None) -> int:
                 "supernet_params": Supernet.measure(space, data.input_shape).params,
                 "train_config": {k: v for k, v in attrs.asdict(TrainConfig()).items()
                                  if k not in ("epochs", "batch_size")},
-                "sampling": "uniform single path, one space.sample per step", "bn_methods": list(METHODS),
+                "sampling": "uniform single path, one space.sample per step" if args.sampling == "uniform" else
+                            "single path, each step's derivation drawn with p proportional to its parameters",
+                "bn_methods": list(METHODS),
                 "alone_accuracy": "train()'s best epoch on the validation split", "threads": args.threads,
                 "quick": args.quick}
     if args.resume and out.exists():
@@ -250,6 +281,8 @@ def main(argv=None) -> int:
                        "alone": [None] * len(derivations)} for s in range(args.seeds)],
             "seconds_before_resume": 0.0,
         }
+    if args.alone_from is not None and not args.resume:
+        reuse_alone(result, json.loads(args.alone_from.read_text()), args.alone_from, parser)
     start = time.perf_counter()
     print(f"nb201 C={args.C} N={args.N} on {len(data.train.y)} Fashion-MNIST images ({len(data.val.y)} val), "
           f"{args.derivations} derivations, seeds 0-{args.seeds - 1}, supernet {args.supernet_epochs} epochs, "

@@ -55,3 +55,14 @@ def test_kendall_quick_runs_end_to_end(tmp_path):
     assert all(0 <= a <= 1 for m in ("recalibrate", "train") for a in run["shared"][m])
     assert all(0 <= a["val_acc"] <= 1 for a in run["alone"]) and len(run["supernet"]["epochs"]) == 1
     assert set(run["tau"]) == {"recalibrate", "train"} and not (tmp_path / "ckpt").exists()
+
+
+def test_kendall_quick_with_size_weighted_sampling_reuses_the_stand_alone_runs(tmp_path):
+    uniform, weighted = tmp_path / "uniform.json", tmp_path / "params.json"
+    for argv in (["--out", str(uniform)], ["--sampling", "params", "--alone-from", str(uniform), "--out", str(weighted)]):
+        subprocess.run([sys.executable, str(BENCH / "kendall.py"), "--quick", "--checkpoints", str(tmp_path / "c"),
+                        *argv], check=True, capture_output=True, timeout=300)
+    a, b = json.loads(uniform.read_text()), json.loads(weighted.read_text())
+    assert "proportional to its parameters" in b["settings"]["sampling"]
+    assert b["seeds"][0]["alone"] == a["seeds"][0]["alone"] and b["alone_from"] == str(uniform)
+    assert set(b["seeds"][0]["tau"]) == {"recalibrate", "train"}
