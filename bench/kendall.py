@@ -46,7 +46,7 @@ import attrs
 import record  # bench/record.py, beside this script
 import torch
 from nasdsl.runtime.data import FASHION_MNIST_ROOT, load
-from nasdsl.runtime.oneshot import shared_accuracy, train_supernet
+from nasdsl.runtime.oneshot import path_sampler, shared_accuracy, train_supernet
 from nasdsl.runtime.propose import Proposer
 from nasdsl.runtime.report import kendall_tau
 from nasdsl.runtime.search import bind_to_data
@@ -149,15 +149,6 @@ def save(path: Path, result: dict) -> None:
     os.replace(partial, path)
 
 
-def sampler(space, net, shape, sampling: str):
-    """Each supernet step's derivation: uniform, or in proportion to its parameters (NAO-V2's
-    balanced sampling; exact rejection sampling bounded by the bank's size, as the runtime does)."""
-    if sampling == "uniform":
-        return lambda rng: space.sample(rng=rng)
-    proposer = Proposer(space, shape)
-    return lambda rng: space.sample_weighted(lambda d: proposer.cost(d).params, net.size.params, rng=rng)
-
-
 def run_seed(run: dict, result: dict, space, data, derivations, args, out: Path, checkpoints: Path) -> None:
     seed, shape = run["seed"], data.input_shape
     config = TrainConfig(epochs=args.supernet_epochs, batch_size=args.batch_size)
@@ -168,7 +159,7 @@ def run_seed(run: dict, result: dict, space, data, derivations, args, out: Path,
             print(f"  seed {seed} supernet epoch {epoch.epoch}/{args.supernet_epochs}: loss {epoch.loss:.3f}, "
                   f"train acc {epoch.acc:.3f}, {epoch.seconds:.1f} s", flush=True)
 
-        history = train_supernet(net, data, config, sampler(space, net, shape, args.sampling), seed=seed,
+        history = train_supernet(net, data, config, path_sampler(args.sampling, space, Proposer(space, shape), net.size.params), seed=seed,
                                  checkpoint=checkpoints / f"supernet-{seed}.pt", on_epoch=progress)
         run["supernet"] = {"epochs": [{"epoch": e.epoch, "loss": e.loss, "acc": e.acc, "lr": e.lr,
                                        "seconds": e.seconds} for e in history],

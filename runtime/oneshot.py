@@ -3,7 +3,7 @@ retrain the best alone.
 
     OneShot.prepare(search)        before the search loop proposes anything
       ├─ train_supernet            epochs of single-path steps, one derivation per step from
-      │                            the algorithm's `sample`; after every epoch a checkpoint
+      │                            the algorithm's `sampler`; after every epoch a checkpoint
       │                            (bank, optimizer, schedule, every random stream), so a
       │                            search killed at any instant resumes bit-identical
       ├─ algorithm.rank(...)       shared-weight accuracies (`SharedWeights`), each kept as
@@ -12,11 +12,11 @@ retrain the best alone.
     Search.run                     the ranking's first --trials derivations, retrained
                                    stand-alone as ordinary trials (pool or Ray executors)
 
-An algorithm is one file: a subclass of `OneShot` giving `sample` (the training
-distribution) and `rank` (the search over shared-weight accuracy). Supernet training
-runs data-parallel under `torchrun` (`Ranks`): every rank takes the lead's derivation
-and its share of each batch, and the summed gradients make each step the global
-batch's step.
+An algorithm is one file: a subclass of `OneShot` giving `rank` (the search over
+shared-weight accuracy) and, where it trains differently, `sampler` or `run` (NAO-V2's
+phases). Supernet training runs data-parallel under `torchrun` (`Ranks`): every rank
+takes the lead's derivation and its share of each batch, and the summed gradients make
+each step the global batch's step.
 """
 
 from __future__ import annotations
@@ -41,7 +41,8 @@ from .propose import Proposal
 from .train import TrainConfig, TrialFailed, device_of, make_optimizer, seed_everything, warmup_cosine
 from .trial import CheckpointError, save_checkpoint
 
-CHECKPOINT = "supernet.pt"  # the single phase's, in the store's checkpoint folder
+PHASE = "supernet"  # the single phase's name, and its checkpoint's, in the store's checkpoint folder
+CHECKPOINT = f"{PHASE}.pt"
 BN_METHODS = ("recalibrate", "train", "running")
 SAMPLINGS = ("uniform", "params")
 
@@ -144,7 +145,7 @@ def _average_buffers(net: Supernet, ranks: Ranks) -> None:
 
 # ---- training ---------------------------------------------------------------------------------
 def train_supernet(net: Supernet, data, config: TrainConfig, sample, *, seed: int, checkpoint: Path | None,
-                   start: Path | None = None, span: tuple[int, int] | None = None, stream: str = "supernet",
+                   start: Path | None = None, span: tuple[int, int] | None = None, stream: str = PHASE,
                    on_epoch=None, ranks: Ranks = Ranks(), device: torch.device | None = None) -> list[SupernetEpoch]:
     """`config.epochs` epochs of single-path training: each step draws a derivation with
     `sample(rng)` (on the lead; None elsewhere) and trains the part of the bank it uses.
@@ -182,7 +183,7 @@ def train_supernet(net: Supernet, data, config: TrainConfig, sample, *, seed: in
     train_x, train_y = data.train.x, data.train.y
     for epoch in range(len(history), config.epochs):
         net.train()
-        start = time.perf_counter()
+        began = time.perf_counter()
         order = torch.randperm(n, generator=shuffle)
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
@@ -217,7 +218,7 @@ def train_supernet(net: Supernet, data, config: TrainConfig, sample, *, seed: in
         if not math.isfinite(mean_loss):
             raise TrialFailed(f"the supernet's loss became {mean_loss} in epoch {epoch + 1} (try a lower --lr)")
         record = SupernetEpoch(epoch + 1, mean_loss, correct.item() / n, schedule.get_last_lr()[0],
-                               time.perf_counter() - start)
+                               time.perf_counter() - began)
         history.append(record)
         if checkpoint is not None and ranks.lead:
             _save(checkpoint, net, optimizer, schedule, shuffle, rng, history)
@@ -240,15 +241,22 @@ def _save(path: Path, net, optimizer, schedule, shuffle, rng, history) -> None:
                             "--resume: the supernet continues from its last checkpoint") from None
 
 
-def _restore(path: Path, net, optimizer, schedule, shuffle, rng, device) -> list[SupernetEpoch]:
+def _load(path: Path, net, optimizer, device, doing: str, schedule=None) -> dict:
+    """A checkpoint's state, its bank and optimizer (and `schedule`) loaded, or a clear error."""
     try:
         state = torch.load(path, map_location=device, weights_only=True)
         net.load_state_dict(state["bank"])
         optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["schedule"])
+        if schedule is not None:
+            schedule.load_state_dict(state["schedule"])
     except (OSError, RuntimeError, KeyError, ValueError) as err:
-        raise NasError(f"{path}: cannot resume the supernet from this checkpoint ({err})",
+        raise NasError(f"{path}: cannot {doing} from this checkpoint ({err})",
                        hint="it belongs to another search, or is damaged: start a new --store") from None
+    return state
+
+
+def _restore(path: Path, net, optimizer, schedule, shuffle, rng, device) -> list[SupernetEpoch]:
+    state = _load(path, net, optimizer, device, "resume the supernet", schedule)
     torch.set_rng_state(state["torch_rng"].cpu())
     shuffle.set_state(state["shuffle"].cpu())
     version, internal, gauss = state["sampler"]
@@ -261,13 +269,7 @@ def _restore(path: Path, net, optimizer, schedule, shuffle, rng, device) -> list
 def _carry_over(path: Path, net, optimizer, config: TrainConfig, device) -> None:
     """The bank and optimizer state a finished phase left, at the start of the next one
     (its learning rate back at the peak: the next phase's schedule sets it)."""
-    try:
-        state = torch.load(path, map_location=device, weights_only=True)
-        net.load_state_dict(state["bank"])
-        optimizer.load_state_dict(state["optimizer"])
-    except (OSError, RuntimeError, KeyError, ValueError) as err:
-        raise NasError(f"{path}: cannot start the next supernet phase from this checkpoint ({err})",
-                       hint="it belongs to another search, or is damaged: start a new --store") from None
+    _load(path, net, optimizer, device, "start the next supernet phase")
     for group in optimizer.param_groups:
         group["lr"] = config.lr
         group.pop("initial_lr", None)
@@ -280,6 +282,26 @@ def _same_bank(net: Supernet) -> None:
     with torch.no_grad():
         for t in list(net.bank.parameters()) + list(net.bank.buffers()):
             dist.broadcast(t, src=0)
+
+
+def path_sampler(sampling: str, space, proposer, bound: int):
+    """`rng -> derivation` per `sampling`: uniform, or in proportion to parameters (exact
+    rejection sampling from the uniform sampler; `bound`, the bank's size, bounds them)."""
+    if sampling == "uniform":
+        return lambda rng: space.sample(rng=rng)
+    return lambda rng: space.sample_weighted(lambda d: proposer.cost(d).params, bound, rng=rng)
+
+
+def novel(draws, seen: dict, wanted: int) -> list:
+    """Up to `wanted` of `draws` not in `seen` (hash -> derivation), each added to it."""
+    found = []
+    for d in draws:
+        if d.hash not in seen:
+            seen[d.hash] = d
+            found.append(d)
+            if len(found) == wanted:
+                break
+    return found
 
 
 # ---- shared-weight evaluation ---------------------------------------------------------------
@@ -318,8 +340,14 @@ class SharedWeights:
         self.calibration = [data.train.x[order[i:i + batch]]
                             for i in range(0, min(len(order), calibration_batches * batch), batch)]
         self.measured = 0  # evaluations made here, not read back
+        self._known: dict = {}  # hash -> accuracy, of the rows read or written here
 
     def __call__(self, d) -> float:
+        if d.hash not in self._known:
+            self._known[d.hash] = self._measure(d)
+        return self._known[d.hash]
+
+    def _measure(self, d) -> float:
         store = self.search.store
         found = store.evaluations(hash=d.hash, epoch=self.epoch, method=self.method)
         if found:
@@ -369,10 +397,7 @@ class OneShot(Algorithm):
         """`rng -> derivation`: each supernet training step's, drawn per `--sampling`.
         Size-proportional draws are exact rejection sampling from the uniform sampler,
         bounded by the bank's size (no derivation holds more parameters than the bank)."""
-        if self.sampling == "uniform":
-            return lambda rng: search.space.sample(rng=rng)
-        bound = net.size.params
-        return lambda rng: search.space.sample_weighted(lambda d: search.proposer.cost(d).params, bound, rng=rng)
+        return path_sampler(self.sampling, search.space, search.proposer, net.size.params)
 
     def rank(self, search, evaluate, rng: random.Random) -> list:
         """Derivations worth retraining, measured with `evaluate(d) -> shared accuracy`."""
@@ -430,12 +455,12 @@ class OneShot(Algorithm):
     def evaluator(self, search, net: Supernet, epoch: int) -> "SharedWeights":
         return SharedWeights(search, net, epoch, self.shared_bn, self.calibration_batches, self.eval_images)
 
-    def train_phase(self, search, net: Supernet, reporter=None, *, sample, name: str = "supernet",
-                    start: str | None = None, epochs: int | None = None, span=None, offset: int = 0) -> list:
+    def train_phase(self, search, net: Supernet, reporter=None, *, sample, name: str = PHASE,
+                    start: str | None = None, span=None, offset: int = 0) -> list:
         """One phase of supernet training (checkpoint `name`.pt, starting from phase
         `start`'s), told to the other ranks first so they train it alongside; the store's
         `supernet_epochs` gathers every phase's epochs (`offset`: the earlier phases')."""
-        phase = {"checkpoint": name, "start": start, "epochs": epochs or search.config.train.epochs, "span": span}
+        phase = {"checkpoint": name, "start": start, "span": span}
         _broadcast(phase, search.ranks)
         store = search.store
         earlier = store.get_state("supernet_epochs", [])[:offset]
@@ -443,7 +468,7 @@ class OneShot(Algorithm):
         def recorded(record, history):
             store.set_state("supernet_epochs", earlier + [attrs.asdict(e) for e in history])
             if reporter:
-                reporter.note(f"{name} epoch {record.epoch}/{phase['epochs']}: loss {record.loss:.4f}, "
+                reporter.note(f"{name} epoch {record.epoch}/{search.config.train.epochs}: loss {record.loss:.4f}, "
                               f"train acc {record.acc:.4f}, {record.seconds:.1f} s")
 
         history = self._train(search, net, phase, sample, recorded)
@@ -452,7 +477,7 @@ class OneShot(Algorithm):
 
     def _train(self, search, net, phase: dict, sample, on_epoch=None) -> list:
         folder = search.checkpoint_dir
-        return train_supernet(net, search.data, attrs.evolve(search.config.train, epochs=phase["epochs"]), sample,
+        return train_supernet(net, search.data, search.config.train, sample,
                               seed=search.config.seed, checkpoint=folder / f"{phase['checkpoint']}.pt",
                               start=folder / f"{phase['start']}.pt" if phase["start"] else None,
                               span=phase["span"], stream=phase["checkpoint"], on_epoch=on_epoch, ranks=search.ranks)

@@ -30,7 +30,7 @@ import torch
 from nasdsl.language.errors import NasError
 
 from ..controller import Controller, ControllerConfig, pairwise_accuracy
-from ..oneshot import SAMPLINGS, OneShot
+from ..oneshot import SAMPLINGS, OneShot, novel
 from . import register, setting
 
 INDEPENDENCE = ("restart", "reinit", "continue")
@@ -70,16 +70,16 @@ class NaoV2(OneShot):
         seed, epochs, proposer = search.config.seed, search.config.train.epochs, search.proposer
         rng = random.Random(f"{seed}:nao")
         seen: dict = {}  # hash -> derivation, in the order first met
-        pool = self._novel((proposer.sample(rng) for _ in range(self.seed_pool * 20)), seen, self.seed_pool)
+        pool = novel((proposer.sample(rng) for _ in range(self.seed_pool * 20)), seen, self.seed_pool)
         fresh = {k: v.clone() for k, v in net.state_dict().items()} if self.independent == "reinit" else None
         for i in range(self.iterations):
             if fresh is not None:
                 net.load_state_dict(fresh)  # every iteration from the same initial weights
             sizes = [proposer.cost(d).params for d in pool]
             weights = sizes if self.sampling == "params" else None
-            sample = (lambda pool, weights: lambda r: r.choices(pool, weights=weights)[0])(pool, weights)
             self.train_phase(
-                search, net, reporter, sample=sample, name=f"supernet-{i + 1}", offset=i * epochs,
+                search, net, reporter, sample=lambda r: r.choices(pool, weights=weights)[0], name=f"supernet-{i + 1}",
+                offset=i * epochs,
                 start=f"supernet-{i}" if i and self.independent != "reinit" else None,
                 span=(i * epochs, self.iterations * epochs) if self.independent == "continue" else None)
             evaluate = self.evaluator(search, net, (i + 1) * epochs)  # rows name the epochs trained so far
@@ -134,17 +134,6 @@ class NaoV2(OneShot):
                     if len(found) == self.new_archs:
                         return found
         return found
-
-    @staticmethod
-    def _novel(draws, seen: dict, wanted: int) -> list:
-        pool = []
-        for d in draws:
-            if d.hash not in seen:
-                seen[d.hash] = d
-                pool.append(d)
-                if len(pool) == wanted:
-                    break
-        return pool
 
     @staticmethod
     def _record(search, i: int, pairwise, size: int, reporter) -> None:

@@ -18,7 +18,7 @@ import attrs
 
 from nasdsl.language.errors import NasError
 
-from ..oneshot import OneShot
+from ..oneshot import OneShot, novel
 from . import register, setting
 
 TRIES = 50  # draws for a child not yet seen, before a generation is left smaller
@@ -43,15 +43,10 @@ class Spos(OneShot):
         proposer = search.proposer
         seen: dict = {}  # hash -> derivation, in the order measured
 
-        def novel(draw):
-            for _ in range(TRIES):
-                d = draw()
-                if d.hash not in seen:
-                    seen[d.hash] = d
-                    return d
-            return None
+        def one_novel(draw) -> list:
+            return novel((draw() for _ in range(TRIES)), seen, 1)
 
-        population = [d for d in (novel(lambda: proposer.sample(rng)) for _ in range(self.population)) if d]
+        population = [d for _ in range(self.population) for d in one_novel(lambda: proposer.sample(rng))]
         for _ in range(self.generations):
             best = sorted(population, key=evaluate, reverse=True)[:self.parents]
 
@@ -62,6 +57,5 @@ class Spos(OneShot):
                     parent = proposer.space.crossover(parent, other, rng=rng)
                 return proposer.mutate(parent, rng)
 
-            children = [novel(child) for _ in range(self.population - len(best))]
-            population = best + [d for d in children if d]
+            population = best + [d for _ in range(self.population - len(best)) for d in one_novel(child)]
         return list(seen.values())
