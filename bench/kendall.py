@@ -7,7 +7,10 @@ every seed, so that the spread over seeds is the spread of training, not of whic
 derivations were drawn. Per seed s:
 
 1. a SPOS supernet (`Supernet(space, shape, seed=s)`) trained for `--supernet-epochs`
-   with uniform single-path sampling (`train_supernet`, one `space.sample` per step);
+   with single-path sampling (`train_supernet`): each step's derivation a uniform
+   sample of the space, or with `--sampling params` drawn in proportion to its
+   parameters (NAO-V2's balanced sampling); with `--pool`, drawn from the measured
+   derivations only, as NAO-V2 trains each iteration's pool;
 2. the shared-weight validation accuracy of every derivation with each batch-norm
    method of `shared_accuracy`: `recalibrate` (fresh statistics from
    `--calibration-batches` training batches, as `SharedWeights` takes them) and `train`
@@ -15,7 +18,10 @@ derivations were drawn. Per seed s:
 3. every derivation trained stand-alone from scratch (`space.compile(d, shape, seed=s)`
    and `train(..., seed=s)`) for `--alone-epochs`, its validation accuracy (`train`'s
    best epoch) the reference;
-4. Kendall tau-b (`report.kendall_tau`) of shared against stand-alone, per method.
+4. Kendall tau-b (`report.kendall_tau`) of shared against stand-alone, per method,
+   beside its null spread at that n, and the share of parameter-free cells (no
+   convolution) and of small ones (the third with the fewest parameters) among the 5
+   best by each ranking.
 
 Because every seed trains all derivations stand-alone again, the stand-alone runs of
 two seeds give the noise of the reference itself: the per-derivation spread, and the
@@ -25,7 +31,8 @@ evaluation and stand-alone run; `--resume` continues a run from it (the supernet
 from their per-epoch checkpoints in `--checkpoints`).
 
     .venv/bin/python bench/kendall.py [--seeds 3] [--derivations 20] [--supernet-epochs 10]
-        [--alone-epochs 2] [--limit 8000] [--threads 1] [--resume] [--quick]
+        [--alone-epochs 2] [--limit 8000] [--sampling uniform|params] [--pool] [--alone-from JSON]
+        [--threads 1] [--resume] [--quick]
 """
 
 from __future__ import annotations
@@ -59,6 +66,18 @@ ROOT = Path(__file__).resolve().parent.parent
 SPACE = ROOT / "spaces" / "nb201.nas"
 METHODS = ("recalibrate", "train")
 CHANCE = 0.2  # a derivation whose mean stand-alone accuracy is below this learned nothing (10 classes)
+TOP = 5  # the share of parameter-free and small cells among the best TOP, as NAO-V2 asks
+
+
+def null_std(n: int) -> float:
+    """Kendall tau's standard deviation between n values in independent random order."""
+    return (2 * (2 * n + 5) / (9 * n * (n - 1))) ** 0.5
+
+
+def top_share(scores, small: list[bool]) -> float | None:
+    """The share of `small` derivations among the TOP best by `scores`."""
+    ranked = sorted((i for i, v in enumerate(scores) if v is not None), key=lambda i: -scores[i])[:TOP]
+    return sum(small[i] for i in ranked) / len(ranked) if ranked else None
 
 
 def distinct_samples(space, n: int, seed: int) -> list:
@@ -101,12 +120,21 @@ def summarise(result: dict) -> dict:
                   for col in zip(*alone)] if alone else [None] * n
     live = [i for i, v in enumerate(mean_alone) if v is not None and v >= CHANCE]
     params = [d["params"] for d in result["derivations"]]
-    summary: dict = {"per_seed": [], "at_chance": [i for i, v in enumerate(mean_alone) if v is not None and v < CHANCE]}
+    # nb201's cells without a convolution add no parameters to the stem, reductions and head;
+    # "small": the third of the derivations with the fewest parameters
+    free = ["conv" not in d["text"] for d in result["derivations"]]
+    small = [p <= sorted(params)[max(0, len(params) // 3 - 1)] for p in params]
+    summary: dict = {"per_seed": [], "at_chance": [i for i, v in enumerate(mean_alone) if v is not None and v < CHANCE],
+                     "tau_null_std": null_std(n) if n > 1 else None,
+                     "parameter_free": sum(free), "small": sum(small)}
     for run, acc in zip(runs, alone):
         row = {"seed": run["seed"], "mean_alone_acc": spread(acc)["mean"] if spread(acc) else None,
-               "tau_params_vs_alone": tau(params, acc)}
+               "tau_params_vs_alone": tau(params, acc),
+               "top_free_share_alone": top_share(acc, free), "top_small_share_alone": top_share(acc, small)}
         for method in METHODS:
             shared = run["shared"][method]
+            row[f"top_free_share_{method}"] = top_share(shared, free)
+            row[f"top_small_share_{method}"] = top_share(shared, small)
             row[f"tau_{method}"] = tau(shared, acc)
             row[f"tau_{method}_vs_mean_alone"] = tau(shared, mean_alone)
             row[f"tau_{method}_above_chance"] = tau([shared[i] for i in live], [acc[i] for i in live])
@@ -159,7 +187,12 @@ def run_seed(run: dict, result: dict, space, data, derivations, args, out: Path,
             print(f"  seed {seed} supernet epoch {epoch.epoch}/{args.supernet_epochs}: loss {epoch.loss:.3f}, "
                   f"train acc {epoch.acc:.3f}, {epoch.seconds:.1f} s", flush=True)
 
-        history = train_supernet(net, data, config, path_sampler(args.sampling, space, Proposer(space, shape), net.size.params), seed=seed,
+        if args.pool:  # NAO-V2's pool: only the measured derivations are trained
+            weights = [d["params"] for d in result["derivations"]] if args.sampling == "params" else None
+            sample = lambda r: r.choices(derivations, weights=weights)[0]  # noqa: E731
+        else:
+            sample = path_sampler(args.sampling, space, Proposer(space, shape), net.size.params)
+        history = train_supernet(net, data, config, sample, seed=seed,
                                  checkpoint=checkpoints / f"supernet-{seed}.pt", on_epoch=progress)
         run["supernet"] = {"epochs": [{"epoch": e.epoch, "loss": e.loss, "acc": e.acc, "lr": e.lr,
                                        "seconds": e.seconds} for e in history],
@@ -220,6 +253,9 @@ def main(argv=None) -> int:
                         help="where the supernets' per-epoch checkpoints go (removed after a whole run)")
     parser.add_argument("--sampling", choices=("uniform", "params"), default="uniform",
                         help="the supernet's training paths: uniform (SPOS) or in proportion to their parameters")
+    parser.add_argument("--pool", action="store_true",
+                        help="train the supernet on the measured derivations only, as NAO-V2 trains its pool, "
+                             "rather than on the whole space")
     parser.add_argument("--alone-from", type=Path, metavar="JSON",
                         help="take the stand-alone accuracies from an earlier run of the same derivations, seeds "
                              "and stand-alone settings (they do not depend on the supernet)")
@@ -229,7 +265,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.seeds, args.derivations, args.supernet_epochs, args.alone_epochs, args.limit = 1, 4, 1, 1, 600
-    name = "kendall" + ("" if args.sampling == "uniform" else f"_{args.sampling}") + ("_quick" if args.quick else "")
+    name = ("kendall" + ("_pool" if args.pool else "") + ("" if args.sampling == "uniform" else f"_{args.sampling}")
+            + ("_quick" if args.quick else ""))
     out = args.out or ROOT / "bench" / "results" / f"{name}.json"
     checkpoints = args.checkpoints or Path(tempfile.gettempdir()) / f"nasdsl-{out.stem}-checkpoints"
     if not FASHION_MNIST_ROOT.exists():  # no silent fallback to digits: the numbers would not compare
@@ -249,8 +286,10 @@ def main(argv=None) -> int:
                 "supernet_params": Supernet.measure(space, data.input_shape).params,
                 "train_config": {k: v for k, v in attrs.asdict(TrainConfig()).items()
                                  if k not in ("epochs", "batch_size")},
-                "sampling": "uniform single path, one space.sample per step" if args.sampling == "uniform" else
-                            "single path, each step's derivation drawn with p proportional to its parameters",
+                "sampling": ("single path, one of the measured derivations per step (NAO-V2's pool), "
+                             if args.pool else "single path over the whole space, ")
+                            + ("drawn uniformly" if args.sampling == "uniform" else
+                               "drawn with p proportional to its parameters"),
                 "bn_methods": list(METHODS),
                 "alone_accuracy": "train()'s best epoch on the validation split", "threads": args.threads,
                 "quick": args.quick}

@@ -57,12 +57,37 @@ def test_kendall_quick_runs_end_to_end(tmp_path):
     assert set(run["tau"]) == {"recalibrate", "train"} and not (tmp_path / "ckpt").exists()
 
 
-def test_kendall_quick_with_size_weighted_sampling_reuses_the_stand_alone_runs(tmp_path):
+def test_kendall_quick_with_size_weighted_pool_sampling_reuses_the_stand_alone_runs(tmp_path):
     uniform, weighted = tmp_path / "uniform.json", tmp_path / "params.json"
-    for argv in (["--out", str(uniform)], ["--sampling", "params", "--alone-from", str(uniform), "--out", str(weighted)]):
+    for argv in (["--out", str(uniform)],
+                 ["--pool", "--sampling", "params", "--alone-from", str(uniform), "--out", str(weighted)]):
         subprocess.run([sys.executable, str(BENCH / "kendall.py"), "--quick", "--checkpoints", str(tmp_path / "c"),
                         *argv], check=True, capture_output=True, timeout=300)
     a, b = json.loads(uniform.read_text()), json.loads(weighted.read_text())
-    assert "proportional to its parameters" in b["settings"]["sampling"]
+    assert "NAO-V2's pool" in b["settings"]["sampling"] and "proportional to its parameters" in b["settings"]["sampling"]
     assert b["seeds"][0]["alone"] == a["seeds"][0]["alone"] and b["alone_from"] == str(uniform)
     assert set(b["seeds"][0]["tau"]) == {"recalibrate", "train"}
+
+
+def test_nao_quick_runs_its_searches_against_a_kendall_reference(tmp_path):
+    """bench/nao.py starts every search from the reference's derivations and sets their
+    shared-weight accuracies against the reference's stand-alone ones."""
+    reference, out = tmp_path / "kendall.json", tmp_path / "nao.json"
+    subprocess.run([sys.executable, str(BENCH / "kendall.py"), "--quick", "--out", str(reference),
+                    "--checkpoints", str(tmp_path / "c")], check=True, capture_output=True, timeout=300)
+    subprocess.run([sys.executable, str(BENCH / "nao.py"), "--quick", "--reference", str(reference), "--modes",
+                    "restart", "--work", str(tmp_path / "work"), "--out", str(out)], check=True, capture_output=True,
+                   timeout=300)
+    result = json.loads(out.read_text())
+    (run,) = result["runs"]
+    assert [it["measured"] for it in run["iterations"]][0] == 4  # the reference's four derivations first
+    assert run["budget_epochs"] == result["random"][0]["budget_epochs"]  # random search spends what NAO spent
+    assert {"nao", "random"} == set(result["final"]) and "restart" in result["summary"]["modes"]
+
+
+def test_nao_probabilities_sizes_a_pool_both_ways(tmp_path):
+    out = tmp_path / "p.json"
+    subprocess.run([sys.executable, str(BENCH / "nao_probabilities.py"), "--derivations", "5", "--spaces", "nb201",
+                    "--out", str(out)], check=True, capture_output=True, timeout=300)
+    (row,) = json.loads(out.read_text())["spaces"]
+    assert row["counts_agree"] and row["graph_s"] > 0 and row["built_s"] > 0

@@ -29,6 +29,9 @@ sys.path.insert(0, str(ROOT / "tests"))  # distributed_supernet: the script torc
 TUTORIAL = str(ROOT / "spaces" / "tutorial.nas")
 SPOS = ["--dataset", "digits", "--limit", "400", "--algorithm", "spos", "--epochs", "2", "--trials", "2",
         "--retrain-epochs", "1", "--population", "4", "--generations", "1", "--parents", "2", "--test-top", "1"]
+NAO = ["--dataset", "digits", "--limit", "200", "--algorithm", "nao", "--epochs", "1", "--iterations", "2",
+       "--seed-pool", "6", "--new-archs", "3", "--top-seeds", "3", "--controller-epochs", "20", "--trials", "2",
+       "--retrain-epochs", "1", "--test-top", "1"]
 
 
 def test_spos_trains_the_supernet_ranks_on_shared_weights_and_retrains_the_best(tmp_path, capsys):
@@ -73,13 +76,17 @@ def _run(argv, **kwargs):
                           timeout=300, **kwargs)
 
 
-def test_a_one_shot_search_killed_with_sigkill_resumes_bit_identical(tmp_path):
-    argv = [TUTORIAL, *SPOS, "--epochs", "4", "--limit", "300", "--batch-size", "32", "--trials", "1"]
+@pytest.mark.parametrize("algorithm", ["spos", "nao"])
+def test_a_one_shot_search_killed_with_sigkill_resumes_bit_identical(tmp_path, algorithm):
+    """SPOS is killed in its one phase; NAO-V2 in its second, after a controller was
+    trained and generated the pool that phase trains on."""
+    flags, name = (SPOS, CHECKPOINT) if algorithm == "spos" else (NAO, "supernet-2.pt")
+    argv = [TUTORIAL, *flags, "--epochs", "4", "--limit", "300", "--batch-size", "32", "--trials", "1"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # the same threads in every run: the same sums
     straight = tmp_path / "straight.db"
     assert _run([*argv, "--store", str(straight)], env=env).returncode == 0
     killed = tmp_path / "killed.db"
-    checkpoint = tmp_path / "killed.db.ckpt" / CHECKPOINT
+    checkpoint = tmp_path / "killed.db.ckpt" / name
     process = subprocess.Popen([sys.executable, "-m", "nasdsl", "search", *argv, "--store", str(killed)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     deadline = time.monotonic() + 120
@@ -91,7 +98,7 @@ def test_a_one_shot_search_killed_with_sigkill_resumes_bit_identical(tmp_path):
     assert 1 <= trained < 4, "the kill came after the supernet's training: nothing was resumed"
     resumed = _run(["--store", str(killed), "--resume"], env=env)
     assert resumed.returncode == 0, resumed.stderr
-    a = torch.load(tmp_path / "straight.db.ckpt" / CHECKPOINT, weights_only=True)
+    a = torch.load(tmp_path / "straight.db.ckpt" / name, weights_only=True)
     b = torch.load(checkpoint, weights_only=True)
     assert a["bank"].keys() == b["bank"].keys()
     assert all(torch.equal(a["bank"][k], b["bank"][k]) for k in a["bank"])
@@ -99,6 +106,7 @@ def test_a_one_shot_search_killed_with_sigkill_resumes_bit_identical(tmp_path):
     with Store.open(straight) as s, Store.open(killed) as k:
         assert [(e.hash, e.shared_acc) for e in s.evaluations()] == [(e.hash, e.shared_acc) for e in k.evaluations()]
         assert [(t.derivation, t.val_acc) for t in s.trials()] == [(t.derivation, t.val_acc) for t in k.trials()]
+        assert s.get_state("nao_controller") == k.get_state("nao_controller")
 
 
 def test_two_gloo_ranks_reach_the_weights_of_one_process_with_the_global_batch(tmp_path):
@@ -251,11 +259,6 @@ def test_phases_carry_the_bank_and_optimizer_over_and_resume_inside_a_phase(tmp_
     assert [e.lr for e in spanned] == pytest.approx([e.lr for e in long[2:]])
 
 
-NAO = ["--dataset", "digits", "--limit", "200", "--algorithm", "nao", "--epochs", "1", "--iterations", "2",
-       "--seed-pool", "6", "--new-archs", "3", "--top-seeds", "3", "--controller-epochs", "20", "--trials", "2",
-       "--retrain-epochs", "1", "--test-top", "1"]
-
-
 def test_nao_alternates_supernet_phases_with_its_controller(tmp_path, capsys):
     store_path = tmp_path / "nao.db"
     assert main(["search", TUTORIAL, *NAO, "--store", str(store_path), "--json"]) == 0
@@ -276,3 +279,26 @@ def test_nao_alternates_supernet_phases_with_its_controller(tmp_path, capsys):
         assert len(store.trials("done")) == 3 and len(store.get_state("supernet_epochs")) == 2
     with pytest.raises(NasError, match="--independent is one of restart, reinit, continue"):
         create("nao", {"independent": "sometimes"})
+
+
+def test_nao_starts_from_the_derivations_of_a_seed_file(tmp_path, capsys):
+    space = nasdsl.load(TUTORIAL, {"resolution": 8, "num_classes": 10, "in_channels": 1})
+    given = list({d.hash: d for d in (space.sample(seed=s) for s in range(4))}.values())
+    listed = tmp_path / "seeds.txt"
+    listed.write_text("# two known derivations\n\n" + "\n".join(d.text for d in given) + "\n")
+    store_path = tmp_path / "nao.db"
+    argv = ["search", TUTORIAL, *NAO, "--iterations", "1", "--seed-archs", str(listed), "--store", str(store_path)]
+    assert main([*argv, "--json"]) == 0
+    with Store.open(store_path) as store:
+        pool = store.get_state("nao_seed_pool")
+        measured = {e.hash for e in store.evaluations()}
+    assert pool[:len(given)] == [d.text for d in given] and len(pool) == 6  # topped up with random draws
+    assert measured == {space.parse(t).hash for t in pool}
+    # a line that is not a member of the space is named by file and line
+    listed.write_text(given[0].text + "\n(nonsense=1)\n")
+    capsys.readouterr()
+    assert main([*argv[:-1], str(tmp_path / "other.db")]) == 1
+    err = capsys.readouterr().err
+    assert f"{listed}:2:1: error:" in err and "Traceback" not in err
+    assert main([*argv[:-4], "--seed-archs", str(tmp_path / "missing.txt"), "--store", str(tmp_path / "m.db")]) == 1
+    assert "--seed-archs" in capsys.readouterr().err

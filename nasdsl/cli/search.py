@@ -111,18 +111,30 @@ def add_algorithm_flags(search, positive_int) -> None:
 
 def flag_argument(taken: list, positive_int) -> dict:
     """add_argument's keywords for a setting, by the type of its default: a bool's flag
-    stores the opposite of its default, a tuple is a comma-separated list."""
+    stores the opposite of its default, a tuple is a comma-separated list, and one
+    without a default (None) is text, a path."""
     field = taken[0][1]
     help = field.metadata.get("help", "")
     if isinstance(field.default, bool):
         return {"action": "store_const", "const": not field.default, "help": help}
-    shown = {name: ",".join(map(str, f.default)) if isinstance(f.default, tuple) else str(f.default)
-             for name, f in taken}
+    shown = {name: ",".join(map(str, f.default)) if isinstance(f.default, tuple) else
+             "none" if f.default is None else str(f.default) for name, f in taken}
     default = next(iter(shown.values())) if len(set(shown.values())) == 1 else \
         ", ".join(f"{name} {value}" for name, value in shown.items())
-    parse = {int: positive_int, float: float, tuple: number_list, str: str}[type(field.default)]
+    parse = {int: positive_int if field.metadata.get("minimum", 1) >= 1 else non_negative_int, float: float,
+             tuple: number_list, str: str, type(None): str}[type(field.default)]
     return {"type": parse, "metavar": field.metadata.get("metavar"), "choices": field.metadata.get("choices"),
             "help": f"{help} ({default})"}
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got `{text}`") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
 
 
 def number_list(text: str) -> tuple:

@@ -15,7 +15,7 @@ import random
 
 from ..language import ast, ir
 from ..language.check import build_rules, reachable
-from ..language.errors import DerivationError, NasError, Pos, did_you_mean
+from ..language.errors import DerivationError, NasError, Pos, Source, did_you_mean
 from ..language.expr import SYMBOLIC, Scope, evaluate, show, type_name
 from ..language.printer import value as expr_text
 from ..language.syntax import parse_derivation_text
@@ -385,6 +385,19 @@ class Space:
         """Read a derivation's text; a DerivationError names the path and what is allowed."""
         raw = parse_derivation_text(text)
         return Derivation(self.root.read(raw, ""))
+
+    def parse_lines(self, text: str, name: str = "<string>") -> list[Derivation]:
+        """The derivations of a list, one text per line (blank lines and `#` comments
+        skipped); an error names the line (`file:line:1`) and what is wrong with it."""
+        found, source = [], Source(name, text)
+        for number, line in enumerate(text.split("\n"), 1):
+            line = line.split("#", 1)[0].strip()
+            if line:
+                try:
+                    found.append(self.parse(line))
+                except NasError as err:
+                    raise NasError(err.message, Pos(source, number, 1), err.hint) from None
+        return found
 
     def validate(self, d: Derivation) -> Derivation:
         """`d` if it is a member of this space, else a DerivationError."""

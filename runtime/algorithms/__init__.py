@@ -39,10 +39,11 @@ def register(name: str):
 
 
 def setting(default, help: str, *, flag: str | None = None, metavar: str | None = None,
-            choices: tuple | None = None, converter=None):
+            choices: tuple | None = None, converter=None, minimum: int = 1):
     """A field of an algorithm's config class; `flag` defaults to `--field-name`, and a
-    bool setting's flag stores the opposite of its default (`--no-inherit`)."""
-    metadata = {"help": help, "flag": flag, "metavar": metavar, "choices": choices}
+    bool setting's flag stores the opposite of its default (`--no-inherit`); a count's
+    flag takes `minimum` or more (1 unless said)."""
+    metadata = {"help": help, "flag": flag, "metavar": metavar, "choices": choices, "minimum": minimum}
     return attrs.field(default=default, converter=converter, metadata=metadata)
 
 

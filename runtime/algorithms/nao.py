@@ -22,7 +22,9 @@ the defaults scaled down here, is written out in `../shared/design/nao_v2.md`.
 
 from __future__ import annotations
 
+import itertools
 import random
+from pathlib import Path
 
 import attrs
 import torch
@@ -51,7 +53,13 @@ class NaoV2(OneShot):
     independent: str = setting("restart", "between iterations: restart the schedule (the code), reinit the weights "
                                           "too (the paper's wording), or continue one schedule", choices=INDEPENDENCE)
     seed_pool: int = setting(50, "random derivations of the first pool (the code: 1000)")
+    seed_archs: str | None = setting(None, "start the first pool from the derivations in FILE (one text per line, "
+                                           "# comments), topped up with random ones to --seed-pool (the code's "
+                                           "--child_arch_pool)", metavar="FILE")
     new_archs: int = setting(20, "derivations the controller generates per iteration (the code: 300)")
+    random_archs: int = setting(5, "random derivations added to each generated pool, so that a controller which "
+                                   "finds few novel ones still explores (NAO-WS's --controller_random_arch, 100 "
+                                   "beside 300 generated; NAO-V2's code adds none)", minimum=0)
     top_seeds: int = setting(10, "best derivations the generation ascends from (the code: 100)")
     max_step: int = setting(50, "largest gradient-ascent step in embedding space (the code: 50)")
     controller_epochs: int = setting(200, "controller training epochs per iteration (the code: 1000)")
@@ -62,6 +70,8 @@ class NaoV2(OneShot):
         self.at_least_one("iterations", "seed_pool", "new_archs", "top_seeds", "max_step", "controller_epochs")
         if self.independent not in INDEPENDENCE:
             raise NasError(f"--independent is one of {', '.join(INDEPENDENCE)}, got {self.independent}")
+        if self.random_archs < 0:
+            raise NasError(f"--random-archs must be 0 or more, got {self.random_archs}")
         if not 0 <= self.trade_off <= 1:
             raise NasError(f"--trade-off must be between 0 and 1, got {self.trade_off}")
 
@@ -70,7 +80,7 @@ class NaoV2(OneShot):
         seed, epochs, proposer = search.config.seed, search.config.train.epochs, search.proposer
         rng = random.Random(f"{seed}:nao")
         seen: dict = {}  # hash -> derivation, in the order first met
-        pool = novel((proposer.sample(rng) for _ in range(self.seed_pool * 20)), seen, self.seed_pool)
+        pool = self._seed(search, proposer, rng, seen)
         fresh = {k: v.clone() for k, v in net.state_dict().items()} if self.independent == "reinit" else None
         for i in range(self.iterations):
             if fresh is not None:
@@ -88,13 +98,43 @@ class NaoV2(OneShot):
             if i + 1 == self.iterations:
                 return known, evaluate
             controller, pairwise = self._controller(encoding, known, accuracies, seed, i)
-            self._record(search, i, pairwise, len(known), reporter)
             pool = self._generate(controller, encoding, known, accuracies, seen, proposer)
+            explore = random.Random(f"{seed}:nao:random:{i}")  # its own stream: the same on a resumed run
+            drawn = novel((proposer.sample(explore) for _ in range(self.random_archs * 20)), seen, self.random_archs)
+            self._record(search, i, pairwise, len(known), pool, drawn, reporter)
+            pool += drawn
             if not pool:
                 if reporter:
                     reporter.note(f"nao: iteration {i + 1} generated no novel derivation; stopping early")
                 return known, evaluate
         raise AssertionError("unreachable")
+
+    def _seed(self, search, proposer, rng, seen: dict) -> list:
+        """The first pool: --seed-archs' derivations, then random ones. It is kept in the
+        store, so a resumed search starts from the same pool even if the file changed."""
+        kept = search.store.get_state("nao_seed_pool")
+        if kept is not None:
+            return novel((search.space.parse(text) for text in kept), seen, len(kept))
+        given = self._given(search.space, proposer) if self.seed_archs else []
+        draws = itertools.chain(given, (proposer.sample(rng) for _ in range(self.seed_pool * 20)))
+        pool = novel(draws, seen, max(self.seed_pool, len(given)))
+        search.store.set_state("nao_seed_pool", [d.text for d in pool])
+        return pool
+
+    def _given(self, space, proposer) -> list:
+        path = Path(self.seed_archs)
+        try:
+            text = path.read_text()
+        except OSError as err:
+            raise NasError(f"--seed-archs {path}: {err.strerror or err}") from None
+        given = space.parse_lines(text, str(path))
+        if not given:
+            raise NasError(f"--seed-archs {path} lists no derivation", hint="one derivation text per line")
+        over = [d for d in given if not proposer.feasible(d)]
+        if over:
+            raise NasError(f"--seed-archs {path}: {len(over)} of its derivations exceed --max-params/--max-macs, "
+                           f"the first: {over[0].text}")
+        return given
 
     # ---- the controller
     def _controller(self, encoding, known, accuracies, seed: int, i: int):
@@ -136,11 +176,14 @@ class NaoV2(OneShot):
         return found
 
     @staticmethod
-    def _record(search, i: int, pairwise, size: int, reporter) -> None:
+    def _record(search, i: int, pairwise, size: int, generated: list, drawn: list, reporter) -> None:
+        """The controller's check, and the next pool by origin (`nasdsl trials` shows
+        evaluations; this says which of them the controller proposed)."""
         log = search.store.get_state("nao_controller", [])[:i]
-        log.append({"iteration": i + 1, "pairwise_held_out": pairwise, "trained_on": size})
+        log.append({"iteration": i + 1, "pairwise_held_out": pairwise, "trained_on": size,
+                    "generated": [d.text for d in generated], "random": [d.text for d in drawn]})
         search.store.set_state("nao_controller", log)
         if reporter:
             shown = "-" if pairwise is None else f"{pairwise:.3f}"
             reporter.note(f"nao: iteration {i + 1}: controller trained on {size} derivations, pairwise accuracy "
-                          f"on the held-out 10 %: {shown}")
+                          f"on the held-out 10 %: {shown}; next pool: {len(generated)} generated, {len(drawn)} random")
