@@ -9,7 +9,9 @@
               trained parents.
     tickets   the lottery-ticket step exactly as MENAS runs it
               (`runtime/algorithms/menas.py:lottery_ticket`): per ratio, params and MACs removed
-              and the accuracy change after the brief fine-tune (and before it).
+              and the accuracy change after the brief fine-tune (and before it). `inherit`
+              cuts them from its parents; the `tickets` command trains the same parents
+              under network slimming (`--bn-l1 RHO,...`, runtime/slimming.py) first.
     search    MENAS against aging evolution and random search at an equal budget of
               trained epochs, plus MENAS with rho = 0 (the size-regulariser ablation).
     bn        the same few networks trained with the space's batch-norm momentum as
@@ -35,6 +37,7 @@ Training is deterministic on the CPU, so this changes only the wall time; the
 number of reused trials is recorded.
 
     .venv/bin/python bench/menas.py inherit [--seeds 2] [--k 4] [--epochs 1] [--long-epochs 3]
+    .venv/bin/python bench/menas.py tickets [--seeds 2] [--k 3] [--bn-l1 0,1e-4,5e-4,2e-3] [--bn-l1-warmup 1]
     .venv/bin/python bench/menas.py search [--seeds 3] [--menas-trials 8] [--population 4]
     .venv/bin/python bench/menas.py bn
 
@@ -136,14 +139,32 @@ def finish(result: dict, start: float, out: Path) -> None:
     record.write(out, result)
 
 
-def fit(module, data, args, epochs: int, seed: int) -> dict:
-    """Train and summarise: the best epoch's validation accuracy and the curve."""
-    r = train(module, data, train_config(args, epochs), seed=seed)
+def fit(module, data, args, epochs: int, seed: int, graph=None, bn_l1: float = 0.0) -> dict:
+    """Train and summarise: the best epoch's validation accuracy and the curve; with
+    `bn_l1`, under network slimming (its penalties from `graph`)."""
+    config = attrs.evolve(train_config(args, epochs), bn_l1=bn_l1, bn_l1_warmup=args.bn_l1_warmup if bn_l1 else 0.0)
+    r = train(module, data, config, seed=seed, graph=graph)
     return {"val_acc": r.val_acc, "curve": [round(e.val_acc, 4) for e in r.epochs], "train_s": round(r.train_time, 2),
             "state": r.state_dict}
 
 
 # ---- inherit (and tickets) -------------------------------------------------------------
+def pairs_of(args, path: Path):
+    """(seed, k, data, space, parent, child, training seed) of every parent/child pair:
+    a uniform sample and a one-choice mutation of it, the same in every command."""
+    for seed in range(args.seeds):
+        data = load_data(args, seed)
+        space = bind_to_data(load(path, space_params(args)), data, {})
+        proposer = Proposer(space, data.input_shape)
+        for k in range(args.k):
+            rng = random.Random(f"inherit:{seed}:{k}")
+            parent = proposer.sample(rng)
+            child = proposer.mutate(parent, rng)
+            while child.hash == parent.hash:  # a mutation may land on the same derivation
+                child = proposer.mutate(parent, rng)
+            yield seed, k, data, space, parent, child, rng.randrange(2**31)
+
+
 def run_inherit(args) -> int:
     start = time.perf_counter()
     result = header("inherit", args)
@@ -156,39 +177,29 @@ def run_inherit(args) -> int:
         pairs, tickets = [], []
         print(f"{'seed':>4} {'k':>2} {'params':>8} {'child':>8} {'inh%':>5} {'parent':>7} "
               f"{'(a)':>6} {'(b)':>6} {'(c)':>6} {'(d)':>6}")
-        for seed in range(args.seeds):
-            data = load_data(args, seed)
-            space = bind_to_data(load(path, space_params(args)), data, {})
-            proposer = Proposer(space, data.input_shape)
-            for k in range(args.k):
-                rng = random.Random(f"inherit:{seed}:{k}")
-                parent = proposer.sample(rng)
-                child = proposer.mutate(parent, rng)
-                while child.hash == parent.hash:  # a mutation may land on the same derivation
-                    child = proposer.mutate(parent, rng)
-                train_seed = rng.randrange(2**31)
-                pg, cg = space.graph(parent, data.input_shape), space.graph(child, data.input_shape)
-                parent_module = build_module(pg, seed=train_seed)
-                p = fit(parent_module, data, args, L, train_seed)
-                inherited = build_module(cg, seed=train_seed)
-                got = inherit(pg, p["state"], cg, inherited)
-                arms = {"a": fit(inherited, data, args, E, train_seed),
-                        "b": fit(build_module(cg, seed=train_seed), data, args, E, train_seed),
-                        "c": fit(build_module(cg, seed=train_seed), data, args, 2 * E, train_seed)}
-                arms["d"] = (arms["c"] if L == 2 * E  # the same training: do not run it twice
-                             else fit(build_module(cg, seed=train_seed), data, args, L, train_seed))
-                pair = {"seed": seed, "k": k, "parent": parent.text, "child": child.text,
-                        "parent_params": pg.graph["params"], "child_params": cg.graph["params"],
-                        "child_macs": cg.graph["macs"], "inherited_fraction": got.fraction,
-                        "adapted": len(got.adapted), "fresh": len(got.fresh), "parent_val_acc": p["val_acc"],
-                        "parent_curve": p["curve"],
-                        **{arm: {k2: v for k2, v in r.items() if k2 != "state"} for arm, r in arms.items()}}
-                pairs.append(pair)
-                print(f"{seed:>4} {k:>2} {pg.graph['params']:>8} {cg.graph['params']:>8} {100 * got.fraction:>5.1f} "
-                      f"{p['val_acc']:>7.3f} " + " ".join(f"{arms[a]['val_acc']:>6.3f}" for a in "abcd"), flush=True)
-                if args.tickets:
-                    tickets.append(cut_tickets(space, parent, parent_module, data, args, train_seed, p["val_acc"],
-                                               f"parent {seed}/{k}"))
+        for seed, k, data, space, parent, child, train_seed in pairs_of(args, path):
+            pg, cg = space.graph(parent, data.input_shape), space.graph(child, data.input_shape)
+            parent_module = build_module(pg, seed=train_seed)
+            p = fit(parent_module, data, args, L, train_seed)
+            inherited = build_module(cg, seed=train_seed)
+            got = inherit(pg, p["state"], cg, inherited)
+            arms = {"a": fit(inherited, data, args, E, train_seed),
+                    "b": fit(build_module(cg, seed=train_seed), data, args, E, train_seed),
+                    "c": fit(build_module(cg, seed=train_seed), data, args, 2 * E, train_seed)}
+            arms["d"] = (arms["c"] if L == 2 * E  # the same training: do not run it twice
+                         else fit(build_module(cg, seed=train_seed), data, args, L, train_seed))
+            pair = {"seed": seed, "k": k, "parent": parent.text, "child": child.text,
+                    "parent_params": pg.graph["params"], "child_params": cg.graph["params"],
+                    "child_macs": cg.graph["macs"], "inherited_fraction": got.fraction,
+                    "adapted": len(got.adapted), "fresh": len(got.fresh), "parent_val_acc": p["val_acc"],
+                    "parent_curve": p["curve"],
+                    **{arm: {k2: v for k2, v in r.items() if k2 != "state"} for arm, r in arms.items()}}
+            pairs.append(pair)
+            print(f"{seed:>4} {k:>2} {pg.graph['params']:>8} {cg.graph['params']:>8} {100 * got.fraction:>5.1f} "
+                  f"{p['val_acc']:>7.3f} " + " ".join(f"{arms[a]['val_acc']:>6.3f}" for a in "abcd"), flush=True)
+            if args.tickets:
+                tickets.append(cut_tickets(space, parent, parent_module, data, args, train_seed, p["val_acc"],
+                                           f"parent {seed}/{k}"))
         result["pairs"] = pairs
         result["summary"] = summarise_inherit(pairs, args)
         print_inherit(result["summary"], args)
@@ -256,6 +267,33 @@ def cut_tickets(space, d, module, data, args, seed: int, baseline: float, name: 
                          "macs_removed": 1 - chosen["macs"] / graph.graph["macs"],
                          "delta": chosen["val_acc"] - baseline}
     return row
+
+
+def run_tickets(args) -> int:
+    """`inherit`'s parents trained --long-epochs under network slimming at each --bn-l1
+    value (0: exactly as `inherit` trains them), then MENAS's ticket step on each."""
+    start = time.perf_counter()
+    result = header("tickets", args)
+    result["by_bn_l1"] = []
+    with tempfile.TemporaryDirectory() as folder:
+        path = space_file(args.bn_momentum, Path(folder))
+        for rho in args.bn_l1:
+            models = []
+            for seed, k, data, space, parent, _, train_seed in pairs_of(args, path):
+                graph = space.graph(parent, data.input_shape)
+                module = build_module(graph, seed=train_seed)
+                p = fit(module, data, args, args.long_epochs, train_seed, graph=graph, bn_l1=rho)
+                models.append(cut_tickets(space, parent, module, data, args, train_seed, p["val_acc"],
+                                          f"parent {seed}/{k}"))
+                print(f"bn_l1 {rho:g} parent {seed}/{k}: val {p['val_acc']:.3f}", flush=True)
+            summary = summarise_tickets(models, args)
+            summary["val_acc"] = spread([m["val_acc"] for m in models])
+            result["by_bn_l1"].append({"bn_l1": rho, "models": models, "summary": summary})
+            print(f"\nbn_l1 {rho:g} (warm-up {args.bn_l1_warmup:g} epochs): parents' val acc "
+                  f"{summary['val_acc']['mean']:.3f}", flush=True)
+            print_tickets(summary, args)
+    finish(result, start, args.out)
+    return 0
 
 
 def summarise_tickets(models: list, args) -> dict:
@@ -505,7 +543,7 @@ def ratios(text: str) -> list:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=("inherit", "search", "bn"))
+    parser.add_argument("command", choices=("inherit", "tickets", "search", "bn"))
     parser.add_argument("--out", type=Path, help="default: bench/results/menas_COMMAND.json")
     parser.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1 (inherit: 2, search: 3)")
     parser.add_argument("--width", type=float, default=0.25, help="mobilenet3_mt.nas `width` parameter")
@@ -529,16 +567,19 @@ def main(argv=None) -> int:
     parser.add_argument("--rho", type=float, default=0.25, help="MENAS: share of the largest kept among parents")
     parser.add_argument("--arms", type=lambda s: s.split(","), default=list(ARMS), help=",".join(ARMS))
     parser.add_argument("--samples", type=int, default=3, help="bn: networks trained per momentum")
+    parser.add_argument("--bn-l1", type=ratios, default=[0.0, 1e-4, 5e-4, 2e-3],
+                        help="tickets: network-slimming rho values, comma-separated")
+    parser.add_argument("--bn-l1-warmup", type=float, default=1.0, help="tickets: epochs rho ramps up over")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     args = parser.parse_args(argv)
     if not FASHION_MNIST_ROOT.exists():  # no silent fallback to digits: the numbers would not compare
         parser.error(f"Fashion-MNIST is not installed ({FASHION_MNIST_ROOT})")
     if any(a not in ARMS for a in args.arms):
         parser.error(f"--arms takes {','.join(ARMS)}")
-    args.seeds = args.seeds or {"inherit": 2, "search": 3, "bn": 1}[args.command]
+    args.seeds = args.seeds or {"inherit": 2, "tickets": 2, "search": 3, "bn": 1}[args.command]
     args.out = args.out or ROOT / "bench" / "results" / f"menas_{args.command}.json"
     torch.set_num_threads(args.threads)
-    return {"inherit": run_inherit, "search": run_search, "bn": run_bn}[args.command](args)
+    return {"inherit": run_inherit, "tickets": run_tickets, "search": run_search, "bn": run_bn}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -407,6 +407,11 @@ class OneShot(Algorithm):
     def trial_train(self, train: TrainConfig) -> TrainConfig:
         return attrs.evolve(train, epochs=self.retrain_epochs, patience=None)
 
+    def notes(self, search) -> list[str]:
+        if search.config.train.bn_l1:
+            return [f"{self.name}: --bn-l1 slims the retrained trials; the supernet trains without it"]
+        return []
+
     def supernet(self, search) -> Supernet:
         return Supernet(search.space, search.data.input_shape, seed=search.config.seed,
                         max_params=self.max_supernet_params)

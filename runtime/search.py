@@ -26,7 +26,7 @@ from nasdsl.language.errors import NasError
 from nasdsl.space.space import convert_param
 
 from . import data as datasets
-from .algorithms import create
+from .algorithms import absent_settings, create, lookup
 from .oneshot import Ranks
 from .propose import Proposer, trial_rng
 from .store import Store, Trial, checkpoint_dir
@@ -75,12 +75,22 @@ class SearchConfig:
         if "space_path" not in record:
             raise NasError("this store does not record where its space file is (it predates that)",
                            hint="give the SPACE file and the search's flags with --resume")
+        record = implied(record)
         names = {f.name for f in attrs.fields(cls)} - {"space", "train"}
         return cls(space=record["space_path"], train=TrainConfig(**record["train"]),
                    **{k: v for k, v in record.items() if k in names})
 
 
 # ---- the search ---------------------------------------------------------------------
+def implied(record: dict) -> dict:
+    """A stored config with what a store written before a setting or a training option
+    existed implies for it (`setting(absent=...)`; a training option's default), so
+    that a search started by an earlier version resumes as it ran."""
+    settings = {**absent_settings(lookup(record["algorithm"])), **record.get("settings", {})}
+    train = {**attrs.asdict(TrainConfig()), **record.get("train", {})}
+    return {**record, "settings": settings, "train": train}
+
+
 def bind_to_data(space, data: datasets.Dataset, given: dict):
     """The space with `num_classes`, `in_channels` and `resolution` set from the data
     set where it declares them; refuses a conflicting --param and a space whose
@@ -141,7 +151,7 @@ class Search:
         if not ranks.lead:
             return cls(config, None, space, data, algorithm, store_path=store_path, ranks=ranks)
         identity = config.identity(text, algorithm)
-        store = (Store.resume(store_path, identity, ignore=RESUMABLE) if resume
+        store = (Store.resume(store_path, identity, ignore=RESUMABLE, implied=implied) if resume
                  else Store.create(store_path, identity))
         return cls(config, store, space, data, algorithm, ranks=ranks)
 

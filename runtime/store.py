@@ -171,10 +171,11 @@ class Store:
         return store
 
     @classmethod
-    def resume(cls, path, config: dict, *, ignore: tuple = ()) -> "Store":
+    def resume(cls, path, config: dict, *, ignore: tuple = (), implied=None) -> "Store":
         """An existing store, to continue its search: refused unless it was made by the
         same search (keys in `ignore`, such as the trial budget, may differ) and no
-        other process is writing it."""
+        other process is writing it. `implied(stored) -> config` fills in what an older
+        store does not record (a setting added since, with the value it ran with)."""
         path = Path(path)
         _exists(path)
         _writable(path)
@@ -192,7 +193,7 @@ class Store:
             lock.close()
             raise
         config = json.loads(json.dumps(config))  # as the store has it: tuples are lists
-        differ = _differences(store.config, config, ignore)
+        differ = _differences(implied(store.config) if implied else store.config, config, ignore)
         if differ:
             store.close()
             shown = "; ".join(f"{k}: store has {json.dumps(was)}, now {json.dumps(now)}"

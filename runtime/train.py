@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from .data import Dataset, Split
+from .slimming import Slimming, penalties
 
 
 class TrialFailed(Exception):
@@ -46,6 +47,10 @@ class TrainConfig:
     # the running statistics untrained after a few dozen steps, and validation at chance.
     bn_momentum: float | None = 0.1
     eval_batch_size: int = 1024
+    # network slimming (runtime/slimming.py): rho of the FLOPs-aware L1 on batch-norm
+    # scales, ramped up linearly over the first bn_l1_warmup epochs; 0 trains without it
+    bn_l1: float = 0.0
+    bn_l1_warmup: float = 0.0
 
 
 @attrs.frozen
@@ -103,9 +108,10 @@ def on_device(split: Split, device: torch.device) -> Split:
 
 
 def train(module: nn.Module, data: Dataset, config: TrainConfig, *, seed: int = 0,
-          device: torch.device | None = None, on_epoch=None) -> TrainResult:
+          device: torch.device | None = None, on_epoch=None, graph=None) -> TrainResult:
     """Train `module` on `data.train`, select the epoch by `data.val`; returns the best
-    epoch's weights. `on_epoch(Epoch)` is called after every epoch."""
+    epoch's weights. `on_epoch(Epoch)` is called after every epoch. With `config.bn_l1`
+    the loss has the slimming term, its penalties read off `graph` (the module's)."""
     device = device or device_of()
     cuda = device.type == "cuda"
     seed_everything(seed)
@@ -124,6 +130,11 @@ def train(module: nn.Module, data: Dataset, config: TrainConfig, *, seed: int = 
     optimizer = make_optimizer(module, config, device)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, total, warmup))
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    slim = None
+    if config.bn_l1:
+        if graph is None:
+            raise ValueError("training with bn_l1 needs the module's graph (its channel groups and MACs)")
+        slim = Slimming(module, penalties(graph), config.bn_l1, int(config.bn_l1_warmup * steps_per_epoch))
     shuffle = torch.Generator(device="cpu").manual_seed(seed)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
 
@@ -144,8 +155,9 @@ def train(module: nn.Module, data: Dataset, config: TrainConfig, *, seed: int = 
                 with autocast:
                     logits = module(x)
                     loss = loss_fn(logits, y)
+                objective = loss + slim.loss(epoch * steps_per_epoch + i // config.batch_size) if slim else loss
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                objective.backward()
                 optimizer.step()
                 schedule.step()
                 loss_sum += loss.detach() * len(y)

@@ -138,4 +138,4 @@ def never_raises(trial_function):
 def run_trial(job: TrialJob) -> TrialOutcome:
     """Compile, train and validate one derivation; save its best weights."""
     trial = prepare(job)
-    return trained(job, trial.graph, train(trial.module, trial.data, job.train, seed=job.seed))
+    return trained(job, trial.graph, train(trial.module, trial.data, job.train, seed=job.seed, graph=trial.graph))

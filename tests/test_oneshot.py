@@ -302,3 +302,24 @@ def test_nao_starts_from_the_derivations_of_a_seed_file(tmp_path, capsys):
     assert f"{listed}:2:1: error:" in err and "Traceback" not in err
     assert main([*argv[:-4], "--seed-archs", str(tmp_path / "missing.txt"), "--store", str(tmp_path / "m.db")]) == 1
     assert "--seed-archs" in capsys.readouterr().err
+
+
+def test_a_nao_store_from_before_its_newer_settings_resumes_as_it_ran(tmp_path, capsys):
+    """A store records every setting; one written before --seed-archs and --random-archs
+    existed lacks them, and resumes with what it ran with: no seed file, no random
+    derivations (not today's default of 5)."""
+    import sqlite3
+
+    store_path = tmp_path / "nao.db"
+    assert main(["search", TUTORIAL, *NAO, "--iterations", "1", "--store", str(store_path), "--json"]) == 0
+    with Store.open(store_path) as store:
+        config = dict(store.config)
+    for name in ("seed_archs", "random_archs"):
+        del config["settings"][name]
+    with sqlite3.connect(store_path) as db:
+        db.execute("UPDATE meta SET value = ? WHERE key = 'config'", (json.dumps(config),))
+    capsys.readouterr()
+    assert main(["search", "--store", str(store_path), "--resume", "--trials", "3", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["finished"] == 3
+    assert main(["search", "--store", str(store_path), "--resume", "--trials", "3", "--random-archs", "5"]) == 1
+    assert "settings.random_archs: store has 0, now 5" in capsys.readouterr().err

@@ -54,6 +54,10 @@ def add_commands(command, space_parent, positive_int) -> None:
     option("--optimizer", choices=("sgd", "adamw"), default="sgd", help="sgd (default) or adamw")
     option("--bn-momentum", type=float, default=0.1, metavar="M",
                         help="batch-norm momentum while training (0.1; short trials need it)")
+    option("--bn-l1", type=float, default=0.0, metavar="RHO",
+           help="network slimming: FLOPs-aware L1 on batch-norm scales, weight RHO (0: off; try 1e-4)")
+    option("--bn-l1-warmup", type=float, default=0.0, metavar="E",
+           help="ramp --bn-l1 up linearly over the first E epochs (0)")
     option("--patience", type=positive_int, metavar="E",
                         help="stop a trial after E epochs without a better validation accuracy")
     option("--test-top", type=int, default=5, metavar="K",
@@ -81,7 +85,8 @@ def add_commands(command, space_parent, positive_int) -> None:
 
 
 DEFAULTS: dict = {}  # the search flags' defaults, by dest (`option` above)
-TRAINING = ("epochs", "batch_size", "optimizer", "lr", "patience", "bn_momentum")  # TrainConfig's flags
+TRAINING = ("epochs", "batch_size", "optimizer", "lr", "patience", "bn_momentum", "bn_l1",
+            "bn_l1_warmup")  # TrainConfig's flags
 
 
 def add_algorithm_flags(search, positive_int) -> None:

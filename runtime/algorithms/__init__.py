@@ -39,17 +39,24 @@ def register(name: str):
 
 
 def setting(default, help: str, *, flag: str | None = None, metavar: str | None = None,
-            choices: tuple | None = None, converter=None, minimum: int = 1):
+            choices: tuple | None = None, converter=None, minimum: int = 1, absent=attrs.NOTHING):
     """A field of an algorithm's config class; `flag` defaults to `--field-name`, and a
     bool setting's flag stores the opposite of its default (`--no-inherit`); a count's
-    flag takes `minimum` or more (1 unless said)."""
-    metadata = {"help": help, "flag": flag, "metavar": metavar, "choices": choices, "minimum": minimum}
+    flag takes `minimum` or more (1 unless said). `absent` is what a store written
+    before the setting existed ran with (its default unless said), so that it resumes."""
+    metadata = {"help": help, "flag": flag, "metavar": metavar, "choices": choices, "minimum": minimum,
+                "absent": default if absent is attrs.NOTHING else absent}
     return attrs.field(default=default, converter=converter, metadata=metadata)
 
 
 def flag(field: attrs.Attribute) -> str:
     """The `nasdsl search` flag of a setting."""
     return field.metadata.get("flag") or "--" + field.name.replace("_", "-")
+
+
+def absent_settings(cls: type) -> dict:
+    """What each setting of `cls` was before it existed (see `setting`)."""
+    return {f.name: f.metadata.get("absent", f.default) for f in attrs.fields(cls)}
 
 
 def algorithms() -> dict[str, type]:

@@ -131,7 +131,7 @@ def run_menas_trial(job):
         parent_graph = trial.space.graph(trial.space.parse(parent["derivation"]), trial.data.input_shape)
         got = inherit(parent_graph, load_state(parent["checkpoint"]), trial.graph, trial.module)
         extra["inherited_fraction"] = round(got.fraction, 4)
-    result = train(trial.module, trial.data, job.train, seed=job.seed)
+    result = train(trial.module, trial.data, job.train, seed=job.seed, graph=trial.graph)
     ticket, ticket_extra = lottery_ticket(trial.space, trial.derivation, trial.module, trial.data, job,
                                           result.val_acc)
     linked = ()
@@ -158,7 +158,7 @@ def lottery_ticket(space, d, module, data: Dataset, job, baseline: float):
         return None, {"ticket": "no prunable width in this derivation"}
     order = torch.randperm(len(data.train.y), generator=torch.Generator().manual_seed(job.seed))
     finetune = attrs.evolve(job.train, epochs=settings["finetune_epochs"], lr=job.train.lr * 0.1,
-                            warmup_epochs=0.0, patience=None)
+                            warmup_epochs=0.0, patience=None, bn_l1=0.0)  # the cut is made: no more push
     tuned = []
     for i, ticket in enumerate(candidates):
         part = order[i::len(candidates)]

@@ -59,7 +59,7 @@ class NaoV2(OneShot):
     new_archs: int = setting(20, "derivations the controller generates per iteration (the code: 300)")
     random_archs: int = setting(5, "random derivations added to each generated pool, so that a controller which "
                                    "finds few novel ones still explores (NAO-WS's --controller_random_arch, 100 "
-                                   "beside 300 generated; NAO-V2's code adds none)", minimum=0)
+                                   "beside 300 generated; NAO-V2's code adds none)", minimum=0, absent=0)
     top_seeds: int = setting(10, "best derivations the generation ascends from (the code: 100)")
     max_step: int = setting(50, "largest gradient-ascent step in embedding space (the code: 50)")
     controller_epochs: int = setting(200, "controller training epochs per iteration (the code: 1000)")
