@@ -199,3 +199,27 @@ def test_value_sites_named_by_the_caller_run_side_by_side():
         torch.testing.assert_close(v, child.state_dict()[k], msg=k)
     with pytest.raises(SupernetError, match="`stage1.block.kernel` names no value choice"):
         ParallelSupernet(space, (1, 28, 28), values=["stage1.block.kernel"])
+
+
+@pytest.mark.parametrize("name", ["nb201", "superresnet"])
+def test_channel_groups_and_pruning_work_on_the_parallel_form(name):
+    """A gated sum couples its options' channels as an add does; its gates are not cut.
+    Pruned, the supernet computes what it computes with those channels zeroed."""
+    import random
+
+    from nasdsl.compiler.groups import channel_groups, prune, zero_removed
+
+    _, net, shape = parallel(name)
+    net = looks_trained(net).eval()
+    groups = channel_groups(net.network)
+    prunable = [g for g in groups if g.prunable and g.channels > 1]
+    assert prunable
+    x = torch.randn(2, *shape)
+    for seed in range(2):
+        rng = random.Random(seed)
+        keep = {g.name: sorted(rng.sample(range(g.channels), rng.randint(1, g.channels - 1))) for g in prunable}
+        small, reference = prune(net.network, net, keep).eval(), zero_removed(net.network, net, keep).eval()
+        with torch.no_grad():
+            torch.testing.assert_close(small(x), reference(x), atol=1e-5, rtol=1e-4)
+        assert sum(p.numel() for p in small.parameters()) < sum(p.numel() for p in net.parameters())
+        assert all(torch.equal(small.get_parameter(f"{p}.gate"), g) for p, g in net.gates.items())

@@ -3,8 +3,8 @@
 A group is a set of channels that must be removed together for the network to
 stay valid: a conv's output channels with its batch norm, every consumer's input
 channels, the operands of a residual add (which couple whole stages), the
-channels a depthwise conv passes through, a concat's slices, and what a flatten
-spreads over features. The graph may come from the compiler or the tracer.
+channels a depthwise conv passes through, a concat's slices, what a flatten
+spreads over features, and the options a parallel supernet's gated sum joins. The graph may come from the compiler or the tracer.
 
 The analysis works per channel: every channel a layer creates is a unit, each
 primitive declares how its output channels relate to its input's (its `Channels`:
@@ -104,7 +104,7 @@ def layouts(graph: nx.DiGraph):
                 units.fixed.update(s.tolist())
             continue
         first = sources[0] if sources else None
-        if op in ("add", "mul"):
+        if op in ("add", "mul", "gsum"):  # gsum: a parallel site's gated sum of its options
             for other in sources[1:]:
                 if len(other) != len(first):  # broadcasting beyond channels: keep it whole
                     units.fixed.update(first.tolist())
@@ -233,7 +233,7 @@ def prune(graph: nx.DiGraph, module, keep: dict):
     pruned = copy.deepcopy(module)
     named = dict(pruned.named_modules())
     for node, a in graph.nodes(data=True):
-        if node not in named or a["op"] in ("input", "output"):
+        if node not in named or a["op"] in JOINS:
             continue
         out_keep, in_keep = positions[node]
         full_out = a["shape"][0] if a["shape"] else 0
@@ -257,7 +257,7 @@ def zero_removed(graph: nx.DiGraph, module, keep: dict):
     with torch.no_grad():
         for node, a in graph.nodes(data=True):
             out_keep = positions[node][0]
-            if node not in named or out_keep is None or not a["shape"]:
+            if node not in named or out_keep is None or not a["shape"] or a["op"] in JOINS:
                 continue
             gone = sorted(set(range(a["shape"][0])) - set(out_keep))
             if not gone:
@@ -267,6 +267,9 @@ def zero_removed(graph: nx.DiGraph, module, keep: dict):
                 if isinstance(p, torch.nn.Parameter) and p.dim() >= 1 and p.shape[0] == a["shape"][0]:
                     p[torch.as_tensor(gone, dtype=torch.long)] = 0
     return zeroed
+
+
+JOINS = ("input", "output", "gsum")  # nodes whose modules hold nothing per channel (a gsum: one gate per option)
 
 
 def _slice(m, op, in_keep, out_keep, node):
