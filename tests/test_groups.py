@@ -134,3 +134,64 @@ def test_random_prunings_of_traced_models(name):
     with torch.no_grad():
         assert torch.allclose(small(x), reference(x), atol=1e-4, rtol=1e-3)
     assert sum(p.numel() for p in small.parameters()) < sum(p.numel() for p in model.parameters())
+
+
+class _Chain(torch.nn.Module):
+    """conv -> `middle` -> conv, to see what pruning the first conv's channels does."""
+
+    def __init__(self, middle):
+        super().__init__()
+        self.first, self.middle, self.last = torch.nn.Conv2d(3, 8, 3, padding=1), middle, torch.nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        return self.last(self.middle(self.first(x)))
+
+
+class _Twice(torch.nn.Module):
+    """One conv called twice: its weights serve both calls."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem, self.shared, self.head = torch.nn.Conv2d(3, 8, 1), torch.nn.Conv2d(8, 8, 3, padding=1), \
+            torch.nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        return self.head(self.shared(torch.relu(self.shared(self.stem(x)))))
+
+
+class _Named(torch.nn.Module):
+    """Submodules called `input` and `output`, the names of the graph's ends."""
+
+    def __init__(self):
+        super().__init__()
+        self.input, self.middle, self.output = torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), \
+            torch.nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        return self.output(self.middle(self.input(x)))
+
+
+@pytest.mark.parametrize("model, prunable", [
+    pytest.param(_Chain(torch.nn.GroupNorm(1, 8)), 0, id="groupnorm-pools-every-channel"),
+    pytest.param(_Chain(torch.nn.Sigmoid()), 0, id="sigmoid-makes-zero-0.5"),
+    pytest.param(_Chain(torch.nn.Hardsigmoid()), 0, id="hardsigmoid-makes-zero-0.5"),
+    pytest.param(_Chain(torch.nn.ReLU()), 1, id="relu-keeps-zero"),
+    pytest.param(_Twice(), 1, id="a-module-called-twice"),
+    pytest.param(_Named(), 1, id="submodules-named-input-and-output"),
+])
+def test_traced_pruning_stays_exact_where_channels_interact(model, prunable):
+    """Where removing a channel changes the others (a norm over all channels), a removed
+    channel would still arrive somewhere (f(0) != 0), or one weight serves two calls, the
+    groups say so, and every pruning equals the network with those channels zeroed."""
+    from nasdsl.compiler.trace import trace
+
+    model = model.eval()
+    x = torch.randn(2, 3, 8, 8)
+    graph = trace(model, x[:1])
+    groups = [g for g in channel_groups(graph) if g.prunable]
+    assert len(groups) == prunable
+    for seed in range(3):
+        keep = random_keep(groups, random.Random(seed))
+        with torch.no_grad():
+            torch.testing.assert_close(prune(graph, model, keep).eval()(x), zero_removed(graph, model, keep).eval()(x),
+                                       atol=1e-5, rtol=1e-4)

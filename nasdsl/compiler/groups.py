@@ -120,6 +120,10 @@ def layouts(graph: nx.DiGraph):
         flow = prim.channels_of(a["args"], a["in_shapes"], a["shape"]) if prim else BARRIER
         if flow.flow == "pass":
             out[node] = first if flow.order is None else first[flow.order(a["args"], a["in_shapes"])]
+            if not flow.zero and any(graph.nodes[n]["op"] != "mul" for n in graph.successors(node)):
+                # a removed channel would arrive as f(0) != 0; only a product with the same
+                # (zeroed) channel, a squeeze-excite gate, cancels it
+                units.fixed.update(out[node].tolist())
         elif flow.flow == "depthwise":
             out[node] = first
             producers.setdefault(node, out[node])
@@ -132,6 +136,14 @@ def layouts(graph: nx.DiGraph):
                 units.fixed.update(s.tolist())
         if flow.flow == "barrier" or "out" in flow.whole:
             units.fixed.update(out[node].tolist())
+    # a traced module called more than once: one weight, so every call keeps the same channels
+    for nodes in graph.graph.get("shared_calls", {}).values():
+        for other in nodes[1:]:
+            if len(out[other]) == len(out[nodes[0]]):
+                units.union(out[nodes[0]], out[other])
+            for mine, theirs in zip(ins[nodes[0]], ins[other]):
+                if len(mine) == len(theirs):
+                    units.union(mine, theirs)
     return units, out, ins, producers
 
 

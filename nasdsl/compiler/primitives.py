@@ -309,11 +309,20 @@ _p("instancenorm", Arg("affine", "bool", True), doc="instance norm over channels
 _p("layernorm", Arg("affine", "bool", True), doc="layer norm over (C, H, W) with a per-channel affine (GroupNorm(1, C))",
    shape=lambda a, s: feature_map(s, "layernorm"), params=_norm_params,
    module=lambda a, s: __import__("torch").nn.GroupNorm(1, s[0][0], affine=a["affine"]),
-   channels=PASS, slicer=ch.slice_per_channel, keeps_output=False)
+   # its statistics pool every channel: removing one changes the others, so none is removed
+   channels=Channels("pass", whole=("in", "out")), slicer=ch.slice_per_channel, keeps_output=False)
+_NONZERO_AT_ZERO = ("sigmoid", "hsigmoid")  # f(0) = 0.5
+
+
+def _activation_channels(kind: str) -> Channels:
+    return Channels("pass", zero=False) if kind in _NONZERO_AT_ZERO else PASS
+
+
 for _act in _ACTIVATIONS:
-    _p(_act, doc=f"{_act} activation", module=lambda a, s, k=_act: activation_module(k), channels=PASS)
+    _p(_act, doc=f"{_act} activation", module=lambda a, s, k=_act: activation_module(k),
+       channels=_activation_channels(_act))
 _p("act", Arg("kind", "str", allowed=_ACTS), doc="an activation named by a value: act(kind={relu, hswish})",
-   module=lambda a, s: activation_module(a["kind"]), channels=PASS)
+   module=lambda a, s: activation_module(a["kind"]), channels=lambda a, s, o: _activation_channels(a["kind"]))
 _p("se", Arg("ratio", "float", 0.25, low=0), Arg("divisor", "int", 8, low=1), Arg("squeeze", "int", 0, low=0),
    Arg("act", "str", "relu", allowed=_ACTS), Arg("gate", "str", "hsigmoid", allowed=_ACTS),
    doc="squeeze-and-excitation (torchvision's): squeeze channels = squeeze if > 0 else "

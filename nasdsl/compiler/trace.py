@@ -142,26 +142,34 @@ class _Builder:
         self.paths = {n.target for n in gm.graph.nodes if n.op == "call_module"}
         self.reserved = {"input", "output"} | self.paths
         self.reserved |= {n.name for n in gm.graph.nodes if n.op in ("call_function", "call_method")}
+        # the graph's ends are `input` and `output` unless a submodule has that name
+        self.ends = {}
+        for end in ("input", "output"):
+            self.ends[end] = self.fresh(end) if end in self.paths else end
+            self.reserved.add(self.ends[end])  # a module's later call must not take it
+        self.calls: dict[str, list[str]] = {}  # module path -> its calls' nodes, for modules with weights
         for n in gm.graph.nodes:
             self.visit(n)
+        # a module with weights called more than once: its calls share them (channel groups couple them)
+        self.graph.graph["shared_calls"] = {m: ids for m, ids in self.calls.items() if len(ids) > 1}
         self.graph.graph["params"] = sum(a["params"] for _, a in self.graph.nodes(data=True))
         self.graph.graph["macs"] = sum(a["macs"] for _, a in self.graph.nodes(data=True))
 
     def visit(self, n: torch.fx.Node):
         meta = n.meta.get("tensor_meta")
         if n.op == "placeholder":
-            if isinstance(meta, TensorMetadata) and "input" not in self.graph:
+            if isinstance(meta, TensorMetadata) and self.ends["input"] not in self.graph:
                 shape = _per_sample(meta)
                 self.graph.graph["input_shape"] = shape
-                self.add("input", "input", {}, (), [], [], shape)
-                self.values[n] = ("input", shape)
+                self.add(self.ends["input"], "input", {}, (), [], [], shape)
+                self.values[n] = (self.ends["input"], shape)
         elif n.op == "get_attr":
             value = _fetch(self.root, n.target)
             if isinstance(value, nn.Parameter):
                 self.attrs[n] = value
         elif n.op == "output":
             ids, shapes, _ = self.reads(n)
-            self.add("output", "output", {}, (), ids, shapes, shapes[0] if len(shapes) == 1 else None)
+            self.add(self.ends["output"], "output", {}, (), ids, shapes, shapes[0] if len(shapes) == 1 else None)
             self.graph.graph["outputs"] = ids
         elif n.target is operator.getitem and isinstance(n.args[0], torch.fx.Node) and n.args[0] in self.tuples:
             # an item of a tuple of tensors: its readers read the tuple's node
@@ -192,6 +200,8 @@ class _Builder:
         params = sum(p.numel() for p in {id(p): p for p in used}.values() if id(p) not in self.counted)
         self.counted.update(id(p) for p in used)
         self.add(node_id, *op_args, self.rules(n), ids, shapes, shape, params, macs)
+        if n.op == "call_module" and any(True for _ in module.parameters()):
+            self.calls.setdefault(n.target, []).append(node_id)
         if shape is None:
             self.tuples[n] = node_id
             return

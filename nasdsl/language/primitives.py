@@ -92,11 +92,14 @@ class Channels:
            output, whose two halves come from two convs
     order  for "pass": (args, in shapes) -> the input position of each output position
            (a channel shuffle permutes, a flatten repeats each channel per pixel)
+    zero   for "pass": whether a zero channel stays zero (a sigmoid makes it 0.5, so a
+           channel removed before it would still reach a layer that sums channels)
     """
 
     flow: str
     whole: tuple = ()
     order: Callable | None = None
+    zero: bool = True
 
     def __attrs_post_init__(self):
         if self.flow not in FLOWS:
