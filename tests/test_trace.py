@@ -192,6 +192,26 @@ def test_what_cannot_be_traced_is_a_nas_error():
 
     with pytest.raises(nasdsl.NasError, match="cannot trace Branchy"):
         trace(Branchy(), torch.randn(1, 3))
+
+    class Pad(nn.Module):  # timm's shape checks, as in mobilevit or efficientvit
+        def forward(self, x):
+            if x.shape[-1] < 8:
+                x = F.pad(x, (0, 8 - x.shape[-1]))
+            return x
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem, self.blocks = nn.Conv2d(3, 4, 1), nn.Sequential(nn.ReLU(), Pad())
+
+        def forward(self, x):
+            return self.blocks(self.stem(x))
+
+    with pytest.raises(nasdsl.NasError) as caught:
+        trace(Net(), torch.randn(1, 3, 4, 4))
+    line = Pad.forward.__code__.co_firstlineno + 1
+    assert f"cannot trace Net in `blocks.1` (Pad.forward, test_trace.py:{line})" in str(caught.value)
+    assert "Traceback" not in str(caught.value) and "x.shape" in caught.value.hint
     with pytest.raises(nasdsl.NasError, match="at `stem`"):
         trace(Tiny(), torch.randn(1, 4, 16, 16))
 

@@ -25,6 +25,7 @@ every parameter the forward pass uses.
 from __future__ import annotations
 
 import operator
+from pathlib import Path
 
 import networkx as nx
 import torch
@@ -50,8 +51,11 @@ def trace(module: nn.Module, example: torch.Tensor) -> nx.DiGraph:
         try:
             gm = torch.fx.symbolic_trace(module)
         except Exception as err:
-            raise NasError(f"cannot trace {name}: {type(err).__name__}: {err}", None,
-                           "torch.fx.symbolic_trace needs control flow that does not depend on tensor values") from err
+            where = _where(module, err)
+            raise NasError(f"cannot trace {name}{where}: {type(err).__name__}: {str(err).splitlines()[0]}", None,
+                           "torch.fx.symbolic_trace needs control flow that does not depend on tensor values or "
+                           "shapes (an `if x.shape[-1] < k`); rewrite that branch, or trace the submodules "
+                           "around it") from err
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
             probe = _Probe(gm, counter)
             try:
@@ -65,6 +69,27 @@ def trace(module: nn.Module, example: torch.Tensor) -> nx.DiGraph:
         for m, training in modes.items():
             m.training = training
     return _Builder(module, gm, probe.flops, example.shape[0]).graph
+
+
+def _where(root: nn.Module, err: BaseException) -> str:
+    """` in `path` (Class.forward, file:line)` for the innermost frame of the failure
+    outside torch: the model's own code that branched on a traced value."""
+    names = {id(m): path for path, m in root.named_modules()}
+    torch_dir = str(Path(torch.__file__).parent)
+    found, tb = None, err.__traceback__
+    while tb is not None:
+        frame = tb.tb_frame
+        if not frame.f_code.co_filename.startswith(torch_dir) and frame.f_code.co_filename != __file__:
+            found = (frame, tb.tb_lineno)
+        tb = tb.tb_next
+    if found is None:
+        return ""
+    frame, line = found
+    owner = frame.f_locals.get("self")
+    at = f"{Path(frame.f_code.co_filename).name}:{line}"
+    if isinstance(owner, nn.Module) and id(owner) in names:
+        return f" in `{names[id(owner)] or '(the model)'}` ({type(owner).__name__}.{frame.f_code.co_name}, {at})"
+    return f" ({frame.f_code.co_name}, {at})"
 
 
 def load_model(spec: str) -> nn.Module:
