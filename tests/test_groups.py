@@ -113,8 +113,9 @@ def test_traced_groups_agree_with_torch_pruning(name):
     assert TORCH_PRUNING[name][0] - ours[0] == grouped
 
 
-@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v3_small", "regnet_x_400mf"])
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v3_small", "regnet_x_400mf", "shufflenet_v2_x0_5"])
 def test_random_prunings_of_traced_models(name):
+    """shufflenet splits tensors with `chunk`: a tuple's items keep their channels whole."""
     from nasdsl.compiler.trace import trace
 
     model = getattr(torchvision.models, name)(weights=None).eval()

@@ -97,7 +97,15 @@ def layouts(graph: nx.DiGraph):
     for node in nx.topological_sort(graph):
         a = graph.nodes[node]
         op = a["op"]
-        sources = [out[i] for i in a["inputs"]]
+        sources = []
+        for i, shape in zip(a["inputs"], a["in_shapes"]):
+            layout = out[i]
+            if graph.nodes[i]["shape"] is None and shape:
+                # an item of a tuple (`chunk`, `split`): which of the tuple's channels it holds is
+                # not known, so it gets channels of its own, kept whole
+                layout = units.new(_channels(shape))
+                units.fixed.update(layout.tolist())
+            sources.append(layout)
         ins[node] = sources
         if op == "input":
             out[node] = units.new(_channels(a["shape"]))
