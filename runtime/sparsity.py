@@ -83,12 +83,15 @@ class Masks:
     def regrown(self, module: nn.Module, fraction: float) -> "Masks":
         """Masks with `fraction` of the pruned weights reactivated: those with the
         largest |grad| of the last backward pass (RigL). Their weights are set to 0."""
+        pruned = sum(int((~m).sum()) for m in self.masks.values())
+        return self._regrow(module, math.floor(fraction * pruned))
+
+    def _regrow(self, module: nn.Module, count: int) -> "Masks":
         weights = self._weights(module)
         if any(w.grad is None for w, _ in weights.values()):
             raise ValueError("regrowing needs the gradients of a backward pass")
         grads = torch.cat([(w.grad.detach().abs() * ~m).flatten() for w, m in weights.values()])
         pruned = torch.cat([~m.flatten() for _, m in weights.values()])
-        count = math.floor(fraction * int(pruned.sum()))
         kept = ~pruned
         if count:
             grads[~pruned] = -1.0  # only pruned weights compete
@@ -98,6 +101,19 @@ class Masks:
             for k, (w, m) in weights.items():
                 w[new.masks[k] & ~m] = 0.0
         return new
+
+    def pruned_and_regrown(self, module: nn.Module, sparsity: float, fraction: float) -> "Masks":
+        """RigL's swap at a pruning step: prune past `sparsity` by `fraction` of the
+        weights it prunes, then regrow as many by gradient, so the pattern can change
+        while the sparsity reaches `sparsity` (SuperTickets' iterative reactivation, with
+        a criterion of our choice: the released code has none)."""
+        total = sum(m.numel() for m in self.masks.values())
+        target = math.floor(sparsity * total)
+        extra = min(math.floor(fraction * target), total - target - 1)
+        if extra <= 0:
+            return self.pruned(module, sparsity)
+        deeper = self.pruned(module, (target + extra) / total)
+        return deeper._regrow(module, sum(int((~m).sum()) for m in deeper.masks.values()) - target)
 
     def reset(self) -> "Masks":
         """Every weight kept again (the released SuperTickets code's `reset_mask`)."""

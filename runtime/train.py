@@ -108,10 +108,11 @@ def on_device(split: Split, device: torch.device) -> Split:
 
 
 def train(module: nn.Module, data: Dataset, config: TrainConfig, *, seed: int = 0,
-          device: torch.device | None = None, on_epoch=None, graph=None) -> TrainResult:
+          device: torch.device | None = None, on_epoch=None, on_step=None, graph=None) -> TrainResult:
     """Train `module` on `data.train`, select the epoch by `data.val`; returns the best
-    epoch's weights. `on_epoch(Epoch)` is called after every epoch. With `config.bn_l1`
-    the loss has the slimming term, its penalties read off `graph` (the module's)."""
+    epoch's weights. `on_epoch(Epoch)` is called after every epoch, `on_step()` after
+    every optimizer step (sparsity masks re-applied there). With `config.bn_l1` the
+    loss has the slimming term, its penalties read off `graph` (the module's)."""
     device = device or device_of()
     cuda = device.type == "cuda"
     seed_everything(seed)
@@ -159,6 +160,8 @@ def train(module: nn.Module, data: Dataset, config: TrainConfig, *, seed: int = 
                 optimizer.zero_grad(set_to_none=True)
                 objective.backward()
                 optimizer.step()
+                if on_step:
+                    on_step()
                 schedule.step()
                 loss_sum += loss.detach() * len(y)
                 correct += (logits.argmax(1) == y).sum()

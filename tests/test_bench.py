@@ -91,3 +91,12 @@ def test_nao_probabilities_sizes_a_pool_both_ways(tmp_path):
                     "--out", str(out)], check=True, capture_output=True, timeout=300)
     (row,) = json.loads(out.read_text())["spaces"]
     assert row["counts_agree"] and row["graph_s"] > 0 and row["built_s"] > 0
+
+
+def test_sparsity_quick_ends_every_pruning_arm_at_the_target(tmp_path):
+    out = tmp_path / "s.json"
+    subprocess.run([sys.executable, str(BENCH / "sparsity.py"), "--quick", "--out", str(out)], check=True,
+                   capture_output=True, timeout=300)
+    runs = json.loads(out.read_text())["runs"]
+    assert {r["arm"] for r in runs} == {"dense", "one-shot", "progressive", "regrow"}
+    assert all(abs(r["sparsity"] - (0 if r["arm"] == "dense" else 0.6)) < 1e-3 for r in runs)

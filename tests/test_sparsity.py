@@ -79,3 +79,15 @@ def test_masks_follow_their_weights_through_a_structured_prune():
     assert any(small_masks.masks[k].shape != m.shape for k, m in masks.masks.items())
     with pytest.raises(ValueError, match="disagree"):
         masks.apply(small)
+
+
+def test_a_rigl_swap_reaches_the_sparsity_with_a_changed_pattern():
+    _, module = _mobilenet()
+    masks = Masks.dense(module).pruned(module, 0.3)
+    masks.apply(module)
+    module(torch.randn(2, 3, 32, 32)).sum().backward()
+    swapped = masks.pruned_and_regrown(module, 0.5, 0.2)
+    plain = masks.pruned(module, 0.5)
+    total = sum(m.numel() for m in masks.masks.values())
+    assert sum(int((~m).sum()) for m in swapped.masks.values()) == math.floor(0.5 * total)
+    assert any(not torch.equal(swapped.masks[k], plain.masks[k]) for k in plain.masks)  # some regrown
