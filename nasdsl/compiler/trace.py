@@ -291,7 +291,8 @@ class _Builder:
         merge = _MERGES.get(n.target)
         if merge is not None:
             return (merge, {}) if self.merges(merge, n, shapes, shape) else None
-        op, read = _FUNCTIONS.get(n.target, (None, None))
+        op, read = _FUNCTIONS.get(n.target, None) or _BY_NAME.get(
+            (getattr(n.target, "__module__", None), getattr(n.target, "__name__", None)), (None, None))
         args = read(n) if read else None
         return (op, args) if args is not None else None
 
@@ -441,6 +442,13 @@ _FUNCTIONS = {
     F.avg_pool2d: ("avgpool", _fn_pool("avgpool", ("kernel_size", "stride", "padding", "ceil_mode",
                                                    "count_include_pad", "divisor_override"))),
     F.dropout: ("dropout", _dropout),
+}
+
+# functions of other libraries, by (module, name), so that tracing imports none of them
+_BY_NAME = {
+    # torchvision's stochastic depth (efficientnet, convnext, swin, ...): the identity in eval mode
+    ("torchvision.ops.stochastic_depth", "stochastic_depth"):
+        ("identity", lambda n: {} if _arg(n, 3, "training", True) is False else None),
 }
 
 _MERGES = {
