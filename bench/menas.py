@@ -39,6 +39,7 @@ number of reused trials is recorded.
     .venv/bin/python bench/menas.py inherit [--seeds 2] [--k 4] [--epochs 1] [--long-epochs 3]
     .venv/bin/python bench/menas.py tickets [--seeds 2] [--k 3] [--bn-l1 0,1e-4,5e-4,2e-3] [--bn-l1-warmup 1]
     .venv/bin/python bench/menas.py search [--seeds 3] [--menas-trials 8] [--population 4]
+        [--retrain-epochs 3 --retrain-seeds 2]  (each search's best retrained from scratch, equal epochs)
     .venv/bin/python bench/menas.py bn
 
 The recorded run (docs/menas.md): `inherit --seeds 2 --k 3` and `search --seeds 3
@@ -413,7 +414,7 @@ def one_search(arm: str, seed: int, args, space_path: Path, executor: Reusing, f
     front = pareto_front(done, "params")
     out = {"arm": arm, "seed": seed, "trials": trials, "done": len(done), "failed": len(failed),
            "failures": [t.reason for t in failed], "epochs_trained": sum(t.epochs for t in done),
-           "best_val_acc": best.val_acc, "best_params": best.params,
+           "best_val_acc": best.val_acc, "best_params": best.params, "best_derivation": best.derivation,
            "best_is_ticket": bool(best.extra.get("ticket_of")),
            "front": [[t.params, round(t.val_acc, 4)] for t in front],
            "population_mean_params": statistics.mean(t.params for t in alive),
@@ -432,6 +433,23 @@ def one_search(arm: str, seed: int, args, space_path: Path, executor: Reusing, f
                                       for t in done if t.extra.get("ticket_of")])
     search.store.close()
     return out
+
+
+def retrain_bests(runs: list, args, space_path: Path) -> None:
+    """Each search's best derivation (a ticket is one too) trained from scratch for
+    --retrain-epochs at --retrain-seeds seeds and tested: architecture quality apart from
+    the inherited training that picked it, at equal epochs for every algorithm."""
+    for r in runs:
+        data = load_data(args, r["seed"])
+        space = bind_to_data(load(space_path, space_params(args)), data, {})
+        r["retrained"] = []
+        for s in range(args.retrain_seeds):
+            module = build_module(space.graph(space.parse(r["best_derivation"]), data.input_shape), seed=1000 + s)
+            trained = train(module, data, train_config(args, args.retrain_epochs), seed=1000 + s)
+            r["retrained"].append({"seed": 1000 + s, "val_acc": trained.val_acc,
+                                   "test_acc": accuracy(module, data.test)})
+        print(f"  retrained {r['arm']:<11} seed {r['seed']}: test "
+              + ", ".join(f"{x['test_acc']:.4f}" for x in r["retrained"]), flush=True)
 
 
 def front_area(front: list, lo: float, hi: float) -> float:
@@ -467,6 +485,8 @@ def run_search(args) -> int:
                 print(f"{arm:<11} {seed:>4} {run['trials']:>6} {run['epochs_trained']:>6} {run['best_val_acc']:>8.4f} "
                       f"{run['best_params']:>10} {run['population_mean_params']:>10.0f} {len(run['front']):>5} "
                       f"{run['trials_reused']:>6} {run['seconds']:>5.0f}", flush=True)
+        if args.retrain_epochs:
+            retrain_bests(runs, args, space_path)
     result["runs"] = runs
     lo = min(p for r in runs for p, _ in r["front"])  # the cheapest trial of any search
     hi = max(r["max_params_all"] for r in runs)
@@ -485,6 +505,20 @@ def run_search(args) -> int:
         if a in args.arms and b in args.arms:
             summary[f"{a}_minus_{b}"] = {key: spread([by[a, s][key] - by[b, s][key] for s in range(args.seeds)])
                                          for key in ("best_val_acc", "front_area", "population_mean_params")}
+    if args.retrain_epochs:
+        for arm in args.arms:
+            summary[arm]["retrained_test_acc"] = spread([x["test_acc"] for r in runs if r["arm"] == arm
+                                                         for x in r["retrained"]])
+        for a, b in (("menas", "evolution"), ("menas", "random"), ("evolution", "random")):
+            if a in args.arms and b in args.arms:
+                summary[f"{a}_minus_{b}"]["retrained_test_acc"] = spread([
+                    statistics.mean(x["test_acc"] for x in by[a, s]["retrained"])
+                    - statistics.mean(x["test_acc"] for x in by[b, s]["retrained"]) for s in range(args.seeds)])
+        print("\nbest of each search retrained from scratch, "
+              f"{args.retrain_epochs} epochs x {args.retrain_seeds} seeds, test accuracy:")
+        for arm in args.arms:
+            t = summary[arm]["retrained_test_acc"]
+            print(f"  {arm:<11} {t['mean']:.4f} ± {t['std']:.4f}")
     result["summary"] = summary
     print_search(summary, args, result["budget"])
     finish(result, start, args.out)
@@ -567,6 +601,9 @@ def main(argv=None) -> int:
     parser.add_argument("--rho", type=float, default=0.25, help="MENAS: share of the largest kept among parents")
     parser.add_argument("--arms", type=lambda s: s.split(","), default=list(ARMS), help=",".join(ARMS))
     parser.add_argument("--samples", type=int, default=3, help="bn: networks trained per momentum")
+    parser.add_argument("--retrain-epochs", type=int, default=0,
+                        help="search: retrain each search's best from scratch this many epochs (0: not)")
+    parser.add_argument("--retrain-seeds", type=int, default=2, help="search: seeds of that retraining")
     parser.add_argument("--bn-l1", type=ratios, default=[0.0, 1e-4, 5e-4, 2e-3],
                         help="tickets: network-slimming rho values, comma-separated")
     parser.add_argument("--bn-l1-warmup", type=float, default=1.0, help="tickets: epochs rho ramps up over")
