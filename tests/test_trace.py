@@ -130,7 +130,7 @@ def test_resnet18_in_nasdsls_words():
     assert nodes["conv1"]["args"] == {"out": 64, "kernel": 7, "stride": 2, "groups": 1, "dilation": 1,
                                       "bias": False, "padding": 3}
     assert nodes["bn1"]["op"] == "bn" and nodes["bn1"]["args"] == {"affine": True, "eps": 1e-5, "momentum": 0.1}
-    assert nodes["maxpool"]["args"] == {"kernel": 3, "stride": 2, "padding": 1}
+    assert nodes["maxpool"]["args"] == {"kernel": 3, "stride": 2, "padding": 1, "ceil_mode": False}
     assert nodes["avgpool"]["op"] == "gap" and nodes["flatten"]["op"] == "flatten"
     assert nodes["fc"]["op"] == "linear" and nodes["fc"]["args"] == {"out": 1000, "bias": True}
     # BasicBlock calls self.relu twice: two nodes, one module
@@ -247,8 +247,9 @@ def test_functional_forms_and_in_place_methods():
     ops = {n: (a["op"], a["args"]) for n, a in graph.nodes(data=True)}
     assert ops["add_"] == ("add", {})
     assert graph.nodes["hardswish"]["inputs"] == ["add_"] and ops["hardswish"][0] == "hswish"
-    assert ops["max_pool2d"] == ("maxpool", {"kernel": 2, "stride": 2, "padding": 0})
-    assert ops["avg_pool2d"] == ("avgpool", {"kernel": 3, "stride": 1, "padding": 1, "count_include_pad": True})
+    assert ops["max_pool2d"] == ("maxpool", {"kernel": 2, "stride": 2, "padding": 0, "ceil_mode": False})
+    assert ops["avg_pool2d"] == ("avgpool", {"kernel": 3, "stride": 1, "padding": 1, "count_include_pad": True,
+                                             "ceil_mode": False})
     assert [ops[n][0] for n in ("sigmoid", "add", "relu", "mean", "mul", "relu6", "adaptive_avg_pool2d", "flatten")] \
         == ["sigmoid", "add", "relu", "gap", "mul", "relu6", "gap", "flatten"]
     assert ops["mean_1"][0] == "function:mean" and graph.nodes["mean_1"]["inputs"] == ["add_"]
@@ -269,3 +270,18 @@ def test_a_module_keeps_its_path_when_a_function_took_its_name_first():
     assert graph.nodes["relu"]["inputs"] == [graph.nodes["relu"]["inputs"][0]] != ["input"]
     assert module.get_submodule("relu") is module.relu
     assert sorted(graph) == ["add", "input", "output", "relu", "relu_1", "relu_2"]
+
+
+def test_ceil_mode_pooling_is_nasdsls_pooling():
+    """A pool with ceil_mode (googlenet, squeezenet) is nasdsl's maxpool/avgpool, its shape
+    computed as torch does, hanging windows included."""
+    for pool in (nn.MaxPool2d(3, 2, ceil_mode=True), nn.AvgPool2d(3, 2, padding=1, ceil_mode=True),
+                 nn.MaxPool2d(2, 2, ceil_mode=True)):
+        for side in (7, 8, 13, 14):
+            model = nn.Sequential(nn.Conv2d(3, 4, 1), pool)
+            graph = trace(model, torch.randn(1, 3, side, side))
+            (node,) = [a for _, a in graph.nodes(data=True) if a["op"] in ("maxpool", "avgpool")]
+            assert node["args"]["ceil_mode"] is True
+            assert node["shape"] == tuple(model(torch.randn(1, 3, side, side)).shape[1:])
+            built = primitives.get(node["op"]).module(node["args"], node["in_shapes"])
+            assert built(torch.randn(1, 4, side, side)).shape[1:] == node["shape"]

@@ -186,22 +186,36 @@ def _pool_shape(name):
         p = (a["kernel"] - 1) // 2 if a["padding"] < 0 else a["padding"]
         if 2 * p > a["kernel"]:
             raise ShapeError(f"`{name}`: padding {p} is more than half the kernel {a['kernel']}")
-        return (c, conv_out(h, a["kernel"], a["stride"], 1, p, name), conv_out(w, a["kernel"], a["stride"], 1, p, name))
+        return (c, *(_pooled(side, a["kernel"], a["stride"], p, a.get("ceil_mode", False), name) for side in (h, w)))
 
     return shape
+
+
+def _pooled(size, kernel, stride, padding, ceil_mode, name):
+    """A pooled side, as torch computes it: with `ceil_mode` the last window may hang over
+    the edge, but must start inside the input or its left padding."""
+    if not ceil_mode:
+        return conv_out(size, kernel, stride, 1, padding, name)
+    out = -(-(size + 2 * padding - kernel) // stride) + 1
+    if (out - 1) * stride >= size + padding:
+        out -= 1
+    if out < 1:
+        raise ShapeError(f"`{name}` with kernel {kernel}, stride {stride} cannot take a {size}-pixel side")
+    return out
 
 
 def _maxpool_module(a, s):
     from torch import nn
 
-    return nn.MaxPool2d(a["kernel"], a["stride"], (a["kernel"] - 1) // 2 if a["padding"] < 0 else a["padding"])
+    return nn.MaxPool2d(a["kernel"], a["stride"], (a["kernel"] - 1) // 2 if a["padding"] < 0 else a["padding"],
+                        **({"ceil_mode": True} if a.get("ceil_mode") else {}))
 
 
 def _avgpool_module(a, s):
     from torch import nn
 
     return nn.AvgPool2d(a["kernel"], a["stride"], (a["kernel"] - 1) // 2 if a["padding"] < 0 else a["padding"],
-                        count_include_pad=a["count_include_pad"])
+                        count_include_pad=a["count_include_pad"], **({"ceil_mode": True} if a.get("ceil_mode") else {}))
 
 
 def se_squeeze(a, channels: int) -> int:
@@ -331,9 +345,10 @@ _p("se", Arg("ratio", "float", 0.25, low=0), Arg("divisor", "int", 8, low=1), Ar
    macs=lambda a, s, o: 2 * s[0][0] * se_squeeze(a, s[0][0]), module=_se_module,
    channels=PASS, slicer=ch.slice_se, strongest_first=ch.se_strongest_first)
 _p("maxpool", Arg("kernel", "int", 3), Arg("stride", "int", 1), Arg("padding", "int", -1),
-   shape=_pool_shape("maxpool"), module=_maxpool_module, channels=PASS)
+   Arg("ceil_mode", "bool", False), shape=_pool_shape("maxpool"), module=_maxpool_module, channels=PASS)
 _p("avgpool", Arg("kernel", "int", 3), Arg("stride", "int", 1), Arg("padding", "int", -1),
-   Arg("count_include_pad", "bool", False), shape=_pool_shape("avgpool"), module=_avgpool_module,
+   Arg("count_include_pad", "bool", False), Arg("ceil_mode", "bool", False), shape=_pool_shape("avgpool"),
+   module=_avgpool_module,
    channels=PASS, keeps_output=False)
 _p("gap", doc="global average pooling to 1x1", shape=lambda a, s: (feature_map(s, "gap")[0], 1, 1),
    module=lambda a, s: __import__("torch").nn.AdaptiveAvgPool2d(1), channels=PASS, keeps_output=False)

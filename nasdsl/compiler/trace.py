@@ -360,11 +360,12 @@ def _pool(kind, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False
           divisor_override=None, return_indices=False):
     """The arguments of a max or average pooling, if nasdsl's pooling computes the same."""
     k, s, p = _square(kernel_size), _square(kernel_size if stride is None else stride), _square(padding)
-    if None in (k, s, p) or _square(dilation) != 1 or ceil_mode or divisor_override or return_indices:
+    if None in (k, s, p) or _square(dilation) != 1 or divisor_override or return_indices:
         return None
     if kind == "maxpool":
-        return {"kernel": k, "stride": s, "padding": p}
-    return {"kernel": k, "stride": s, "padding": p, "count_include_pad": bool(count_include_pad)}
+        return {"kernel": k, "stride": s, "padding": p, "ceil_mode": bool(ceil_mode)}
+    return {"kernel": k, "stride": s, "padding": p, "count_include_pad": bool(count_include_pad),
+            "ceil_mode": bool(ceil_mode)}
 
 
 def _plain(_):
