@@ -1,0 +1,170 @@
+"""Tracing, channel groups and pruning on torchvision's classification models (issue
+14), side by side with torch-pruning's DepGraph in the same run.
+
+Per model (random weights, eval mode, batch of 2 at a small input: 64x64, 96x96 for
+inception_v3, 224x224 where a model fixes its size): whether `trace` succeeds; its
+parameters against `model.parameters()` and its MACs against torch's
+`FlopCounterMode` / 2; channel groups and how many are prunable, against
+torch-pruning's groups (Conv2d and Linear roots, with and without the classifier);
+whether a random pruning (half the groups cut to every other channel) computes what
+the model computes with those channels zeroed (`prune` against `zero_removed`); and
+the time of each step. vit_h_14 and regnet_y_128gf are left out for size.
+
+    .venv/bin/python bench/zoo.py [--models resnet18,...] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import record  # bench/record.py, beside this script
+import torch
+import torchvision
+from torch.utils.flop_counter import FlopCounterMode
+
+from nasdsl.compiler.groups import channel_groups, prune, zero_removed
+from nasdsl.compiler.trace import trace
+from nasdsl.language.errors import NasError
+
+ROOT = Path(__file__).resolve().parent.parent
+LEFT_OUT = ("vit_h_14", "regnet_y_128gf")
+SIZES = {"inception_v3": 96, **{n: 224 for n in ("vit_b_16", "vit_b_32", "vit_l_16", "vit_l_32", "maxvit_t")}}
+AUX_HEADS = ("googlenet", "inception_v3")  # their auxiliary classifiers do not run in eval: by design
+
+
+def models() -> list[str]:
+    return [n for n in torchvision.models.list_models(module=torchvision.models) if n not in LEFT_OUT]
+
+
+def check(name: str, seed: int = 0, torch_pruning: bool = True) -> dict:
+    """Every check on one torchvision model; a failing step is recorded, not raised."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = getattr(torchvision.models, name)(weights=None).eval()
+    size = SIZES.get(name, 64)
+    torch.manual_seed(seed)
+    x = torch.randn(2, 3, size, size)
+    row: dict = {"model": name, "input": size}
+    start = time.perf_counter()
+    try:
+        graph = trace(model, x[:1])
+    except NasError as err:
+        row.update(traced=False, error=str(err).splitlines()[0])
+        return row
+    row["trace_s"] = time.perf_counter() - start
+    row["traced"] = True
+    row["params_equal"] = graph.graph["params"] == sum(p.numel() for p in model.parameters())
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(x[:1])
+    row["macs_equal"] = graph.graph["macs"] == counter.get_total_flops() // 2
+    start = time.perf_counter()
+    groups = channel_groups(graph)
+    row["groups_s"] = time.perf_counter() - start
+    row["groups"], row["prunable"] = len(groups), sum(g.prunable for g in groups)
+    rng = random.Random(seed)
+    keep = {g.name: list(range(0, g.channels, 2)) if rng.random() < 0.5 else list(range(g.channels))
+            for g in groups if g.prunable and g.channels > 1}
+    try:
+        with torch.no_grad():
+            small, reference = prune(graph, model, keep).eval()(x), zero_removed(graph, model, keep).eval()(x)
+        scale = reference.abs().max().item() or 1.0
+        row["prune_max_error"] = (small - reference).abs().max().item() / scale
+        row["prune_equal"] = row["prune_max_error"] < 1e-4
+    except Exception as err:  # a crash here is a defect to record
+        row.update(prune_equal=False, prune_error=f"{type(err).__name__}: {str(err).splitlines()[0]}")
+    if torch_pruning:
+        row.update(_in_a_process(name, size))
+    return row
+
+
+def _in_a_process(name: str, size: int, timeout: float = 300) -> dict:
+    """torch-pruning's count in a process of its own: on some models (swin) it recurses
+    until the machine kills it, which must not end the benchmark."""
+    import concurrent.futures
+    import multiprocessing
+
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        try:
+            return pool.submit(_torch_pruning, name, size).result(timeout=timeout)
+        except concurrent.futures.TimeoutError:
+            for p in multiprocessing.active_children():
+                p.kill()
+            return {"tp_error": f"no answer in {timeout:.0f} s"}
+        except concurrent.futures.process.BrokenProcessPool:
+            return {"tp_error": "its process died (killed for memory)"}
+
+
+def _torch_pruning(name: str, size: int) -> dict:
+    try:
+        import torch_pruning as tp
+    except ImportError:
+        return {}
+    warnings.simplefilter("ignore")
+    torch.set_num_threads(1)
+    model = getattr(torchvision.models, name)(weights=None).eval()
+    x = torch.randn(1, 3, size, size)
+    start = time.perf_counter()
+    try:
+        graph = tp.DependencyGraph().build_dependency(model, example_inputs=x)
+        roots = [torch.nn.Conv2d, torch.nn.Linear]
+        linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+        groups = len(list(graph.get_all_groups(root_module_types=roots)))
+        prunable = len(list(graph.get_all_groups(ignored_layers=linears[-1:], root_module_types=roots)))
+    except Exception as err:
+        return {"tp_error": f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"}
+    return {"tp_s": time.perf_counter() - start, "tp_groups": groups, "tp_prunable": prunable}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "zoo.json")
+    parser.add_argument("--models", default=None, help="comma-separated (default: all but " + ", ".join(LEFT_OUT) + ")")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    names = args.models.split(",") if args.models else models()
+    result = {"benchmark": "zoo", "command": " ".join([Path(sys.executable).name, *sys.argv]),
+              "machine": {**record.machine(), "loadavg_before": list(os.getloadavg())},
+              "torchvision": torchvision.__version__, "rows": []}
+    try:
+        import torch_pruning
+
+        result["torch_pruning"] = torch_pruning.__version__
+    except ImportError:
+        result["torch_pruning"] = None
+    for name in names:
+        row = check(name)
+        result["rows"].append(row)
+        print(f"{name:<22} " + (f"trace {row['trace_s']:5.2f} s  groups {row['groups_s']:5.2f} s  "
+                                f"{row['prunable']:>3}/{row['groups']:<3} prunable (torch-pruning "
+                                f"{row.get('tp_prunable', '-')})  params {'ok' if row['params_equal'] else 'DIFF'}  "
+                                f"MACs {'ok' if row['macs_equal'] else 'DIFF'}  prune "
+                                f"{'ok' if row['prune_equal'] else row.get('prune_error', 'DIFF')}"
+                                if row["traced"] else f"not traced: {row['error']}"), flush=True)
+    rows = [r for r in result["rows"] if r["traced"]]
+    with_tp = [r for r in rows if "tp_prunable" in r]
+    result["summary"] = {
+        "models": len(result["rows"]), "traced": len(rows),
+        "params_equal": sum(r["params_equal"] for r in rows),
+        "params_differ_by_design": [r["model"] for r in rows if not r["params_equal"] and r["model"] in AUX_HEADS],
+        "macs_equal": sum(r["macs_equal"] for r in rows),
+        "prune_equal": sum(r["prune_equal"] for r in rows),
+        "prunable_at_least_torch_pruning": sum(r["prunable"] >= r["tp_prunable"] for r in with_tp),
+        "prunable_equal_torch_pruning": sum(r["prunable"] == r["tp_prunable"] for r in with_tp),
+        "with_torch_pruning": len(with_tp),
+        "groups_over_trace_time_max": max((r["groups_s"] / r["trace_s"] for r in rows), default=None),
+    }
+    result["machine"]["loadavg_after"] = list(os.getloadavg())
+    print(result["summary"])
+    record.write(args.out, result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
