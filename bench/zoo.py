@@ -84,12 +84,13 @@ def check(name: str, seed: int = 0, torch_pruning: bool = True) -> dict:
 
 
 def _in_a_process(name: str, size: int, timeout: float = 300) -> dict:
-    """torch-pruning's count in a process of its own: on some models (swin) it recurses
-    until the machine kills it, which must not end the benchmark."""
+    """torch-pruning's count in a process of its own, its memory capped: on some models
+    (swin, maxvit) it grows past 16 GB, which must not end the benchmark."""
     import concurrent.futures
     import multiprocessing
 
-    with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                                                initializer=_capped) as pool:
         try:
             return pool.submit(_torch_pruning, name, size).result(timeout=timeout)
         except concurrent.futures.TimeoutError:
@@ -98,6 +99,16 @@ def _in_a_process(name: str, size: int, timeout: float = 300) -> dict:
             return {"tp_error": f"no answer in {timeout:.0f} s"}
         except concurrent.futures.process.BrokenProcessPool:
             return {"tp_error": "its process died (killed for memory)"}
+        except MemoryError:
+            return {"tp_error": "MemoryError under the worker's 6 GB cap"}
+
+
+def _capped(gigabytes: int = 6) -> None:
+    """The worker's address space capped, so that a runaway fails there (MemoryError)
+    instead of drawing the machine into its out-of-memory killer."""
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (gigabytes << 30, gigabytes << 30))
 
 
 def _torch_pruning(name: str, size: int) -> dict:
