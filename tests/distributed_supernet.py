@@ -5,7 +5,7 @@ import sys
 
 import torch
 from nasdsl.runtime.data import Dataset, Split
-from nasdsl.runtime.oneshot import ranks_from_environment, train_supernet
+from nasdsl.runtime.oneshot import end_follower, ranks_from_environment, train_supernet
 from nasdsl.runtime.train import TrainConfig
 
 import nasdsl
@@ -34,6 +34,8 @@ def main(out: str) -> None:
     if ranks.lead:
         torch.save(net.state_dict(), out)
     ranks.close()
+    if not ranks.lead:
+        end_follower()
 
 
 if __name__ == "__main__":

@@ -168,7 +168,7 @@ def algorithm_settings(args, algorithm: str) -> dict:
 
 def cmd_search(args) -> int:
     from nasdsl.runtime.executors import make_executor
-    from nasdsl.runtime.oneshot import ranks_from_environment
+    from nasdsl.runtime.oneshot import end_follower, ranks_from_environment
     from nasdsl.runtime.progress import Reporter
     from nasdsl.runtime.search import Search, pareto_front
 
@@ -178,7 +178,7 @@ def cmd_search(args) -> int:
     search = Search.open(config, args.store, resume=args.resume, ranks=ranks)
     if not ranks.lead:  # it trains the lead's supernet alongside it; the lead does everything else
         search.algorithm.follow(search)
-        return EXIT_OK
+        end_follower()
     with search.store:
         for note in filter(None, [search.data.note, *search.algorithm.notes(search)]):
             console.print(f"note: {note}")
