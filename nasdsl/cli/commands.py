@@ -44,6 +44,7 @@ from .common import (
     json_value,
     load_space,
     log_count,
+    whole_number,
 )
 
 
@@ -403,14 +404,7 @@ def param_pair(text: str) -> tuple[str, str]:
     return name.strip(), value
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got `{text}`") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+positive_int = whole_number(1)
 
 
 # ---- supernet ---------------------------------------------------------------------

@@ -39,6 +39,22 @@ class CommandParser(argparse.ArgumentParser):
         return super().parse_known_args(args, namespace)
 
 
+def whole_number(minimum: int):
+    """An argparse type: a whole number of at least `minimum`."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got `{text}`") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    parse.__name__ = "positive_int" if minimum == 1 else f"int_from_{minimum}"  # argparse names it in errors
+    return parse
+
+
 def load_space(args):
     """The space named by `args.file`, bound to the `--param` values."""
     return load(args.file, params=dict(args.param or ()))

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..language.errors import NasError
-from .common import EXIT_OK, UsageError, emit
+from .common import EXIT_OK, UsageError, emit, whole_number
 
 FORMATS = ("onnx", "pt2", "py")  # what `nasdsl export` writes (`py` with its state_dict), and their files
 SUFFIXES = {"onnx": ".onnx", "pt2": ".pt2", "py": ".py", "state_dict": ".state_dict.pt"}
@@ -126,20 +126,11 @@ def flag_argument(taken: list, positive_int) -> dict:
              "none" if f.default is None else str(f.default) for name, f in taken}
     default = next(iter(shown.values())) if len(set(shown.values())) == 1 else \
         ", ".join(f"{name} {value}" for name, value in shown.items())
-    parse = {int: positive_int if field.metadata.get("minimum", 1) >= 1 else non_negative_int, float: float,
+    parse = {int: positive_int if field.metadata.get("minimum", 1) >= 1 else whole_number(field.metadata["minimum"]),
+             float: float,
              tuple: number_list, str: str, type(None): str}[type(field.default)]
     return {"type": parse, "metavar": field.metadata.get("metavar"), "choices": field.metadata.get("choices"),
             "help": f"{help} ({default})"}
-
-
-def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got `{text}`") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
 
 
 def number_list(text: str) -> tuple:
