@@ -69,6 +69,7 @@ def test_kendall_quick_with_size_weighted_pool_sampling_reuses_the_stand_alone_r
     assert set(b["seeds"][0]["tau"]) == {"recalibrate", "train"}
 
 
+@pytest.mark.slow  # 26 s: end to end, run on demand (-m slow); the import test above keeps it loading
 def test_nao_quick_runs_its_searches_against_a_kendall_reference(tmp_path):
     """bench/nao.py starts every search from the reference's derivations and sets their
     shared-weight accuracies against the reference's stand-alone ones."""
@@ -93,6 +94,7 @@ def test_nao_probabilities_sizes_a_pool_both_ways(tmp_path):
     assert row["counts_agree"] and row["graph_s"] > 0 and row["built_s"] > 0
 
 
+@pytest.mark.slow  # ~25 s: end to end, run on demand (-m slow)
 def test_sparsity_quick_ends_every_pruning_arm_at_the_target(tmp_path):
     out = tmp_path / "s.json"
     subprocess.run([sys.executable, str(BENCH / "sparsity.py"), "--quick", "--out", str(out)], check=True,
