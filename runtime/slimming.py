@@ -107,8 +107,3 @@ class Slimming:
     def loss(self, step: int) -> torch.Tensor:
         total = sum((w * gamma.abs()).sum() for gamma, w in self.terms)
         return self.factor(step) * total
-
-    def penalty(self) -> float:
-        """sum penalty_c * |gamma_c| now, without rho: how far the push has gone."""
-        with torch.no_grad():
-            return float(sum((w * gamma.abs()).sum() for gamma, w in self.terms))

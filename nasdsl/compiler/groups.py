@@ -198,7 +198,8 @@ def channel_groups(graph: nx.DiGraph) -> list[Group]:
             entry = by_signature.setdefault(signatures[cls], {"name": node, "classes": {}})
             entry["classes"].setdefault(cls, None)
     groups, names = [], set()
-    succ = {n: list(graph.successors(n)) for n in graph}
+    succ = {n: list(graph.successors(n)) for n in graph}  # plain lists: a search over them is ~10x faster
+    ends = {a["op"]: n for n, a in graph.nodes(data=True) if a["op"] in ("input", "output")}
     for entry in by_signature.values():
         name, n = entry["name"], 1
         while name in names:  # one layer whose channels fall into several groups
@@ -215,23 +216,20 @@ def channel_groups(graph: nx.DiGraph) -> list[Group]:
         member_list = tuple((*layers[int(ls[0])], tuple(ps.tolist()))
                             for ls, ps in zip(np.split(layer, cuts), np.split(pos, cuts)))
         prunable = not any(c in fixed for c in classes)
-        groups.append(Group(name, len(classes), member_list, prunable, _disconnects(graph, out, member_list, succ)))
+        groups.append(Group(name, len(classes), member_list, prunable, _disconnects(graph, out, member_list, succ, ends)))
     return groups
 
 
-def _disconnects(graph, out, members, succ=None) -> bool:
+def _disconnects(graph, out, members, succ: dict, ends: dict) -> bool:
     """Whether removing every channel of the group leaves no path from input to output:
     the layers it empties are those whose every output channel it holds. `succ` is the
-    graph's adjacency as plain lists (a breadth-first search over it is ~10x faster than
-    over a networkx subgraph view)."""
+    graph's adjacency, `ends` its input and output nodes by op."""
     gone = {node for node, side, positions in members
             if side == "out" and len(positions) == len(out[node]) and graph.nodes[node]["op"] != "input"}
     if not gone:
         return False
-    ends = {a["op"]: n for n, a in graph.nodes(data=True) if a["op"] in ("input", "output")}
     if len(ends) < 2 or ends["output"] in gone:
         return True
-    succ = succ if succ is not None else {n: list(graph.successors(n)) for n in graph}
     seen, frontier = {ends["input"]}, [ends["input"]]
     while frontier:
         node = frontier.pop()
