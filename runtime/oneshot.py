@@ -375,28 +375,17 @@ class SharedWeights:
 
 # ---- the algorithms' common part -----------------------------------------------------------------
 @attrs.frozen
-class OneShot(Algorithm):
-    """What every one-shot algorithm shares. `--epochs` are the supernet's training
-    epochs and `--trials` the derivations retrained stand-alone at the end; a subclass
-    gives `rank(search, evaluate, rng)` and may give its own `sampler`."""
+class TrainOnce(Algorithm):
+    """What every algorithm that trains one network for the whole search shares (a
+    supernet; SuperTickets' shrinking one): `--epochs` train it, `prepare` runs the
+    search on it once and keeps its ranking in the store, and the first `--trials` of
+    the ranking are retrained stand-alone for `--retrain-epochs`. A subclass gives
+    `supernet(search)` and `run(search, net, reporter) -> (derivations, score)`, where
+    `score(d)` is what ranks them (kept as each one's `shared_acc`) and says in
+    `score.measured` how many it measured now."""
 
     retrain_epochs: int = setting(3, "epochs of each stand-alone retraining at the end (--epochs trains the "
                                      "supernet)")
-    shared_bn: str = setting("recalibrate", "batch norm in shared-weight evaluation: recalibrate (fresh "
-                                            "statistics per derivation), train (each batch's) or running",
-                             choices=BN_METHODS)
-    calibration_batches: int = setting(4, "training batches that re-estimate batch norm for each evaluation")
-    eval_images: int = setting(1000, "validation images per shared-weight evaluation")
-    max_supernet_params: int = setting(DEFAULT_MAX_PARAMS, "largest supernet built, in parameters")
-    sampling: str = setting("uniform", "the supernet's training distribution: uniform over the space, or params "
-                                       "(in proportion to each derivation's parameters: NAO-V2's balanced sampling)",
-                            choices=SAMPLINGS)
-
-    def __attrs_post_init__(self):
-        self.at_least_one("retrain_epochs", "calibration_batches", "eval_images", "max_supernet_params")
-        if self.sampling not in SAMPLINGS or self.shared_bn not in BN_METHODS:
-            raise NasError(f"--sampling is one of {', '.join(SAMPLINGS)} and --shared-bn one of "
-                           f"{', '.join(BN_METHODS)}; got {self.sampling} and {self.shared_bn}")
 
     def at_least_one(self, *names: str) -> None:
         """Refuse a count setting below 1, naming its flag."""
@@ -404,37 +393,14 @@ class OneShot(Algorithm):
             if getattr(self, name) < 1:
                 raise NasError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
 
-    # what a subclass gives
-    def sampler(self, search, net: Supernet):
-        """`rng -> derivation`: each supernet training step's, drawn per `--sampling`.
-        Size-proportional draws are exact rejection sampling from the uniform sampler,
-        bounded by the bank's size (no derivation holds more parameters than the bank)."""
-        return path_sampler(self.sampling, search.space, search.proposer, net.size.params)
-
-    def rank(self, search, evaluate, rng: random.Random) -> list:
-        """Derivations worth retraining, measured with `evaluate(d) -> shared accuracy`."""
-        raise NotImplementedError
-
-    # the search loop's hooks
     def trial_train(self, train: TrainConfig) -> TrainConfig:
         return attrs.evolve(train, epochs=self.retrain_epochs, patience=None)
 
-    def notes(self, search) -> list[str]:
-        if search.config.train.bn_l1:
-            return [f"{self.name}: --bn-l1 slims the retrained trials; the supernet trains without it"]
-        return []
+    def supernet(self, search):
+        raise NotImplementedError
 
-    def supernet(self, search) -> Supernet:
-        return Supernet(search.space, search.data.input_shape, seed=search.config.seed,
-                        max_params=self.max_supernet_params)
-
-    def follow(self, search) -> None:
-        """On a rank other than the lead: train each phase of the supernet alongside it
-        (the lead says which, and chooses every step's derivation), then stop."""
-        net = self.supernet(search)
-        while (phase := _broadcast(None, search.ranks)) is not None:
-            self._train(search, net, phase, None)
-        search.ranks.close()
+    def run(self, search, net, reporter=None) -> tuple[list, object]:
+        raise NotImplementedError
 
     def prepare(self, search, reporter=None) -> None:
         """Train the supernet and rank on it, unless the store already holds the ranking."""
@@ -460,6 +426,66 @@ class OneShot(Algorithm):
             reporter.note(f"{self.name}: {len(ranking)} derivations ranked on the shared weights "
                           f"({evaluate.measured} measured now); retraining the best {search.config.trials}")
         store.set_state("ranking", ranking)
+
+    def propose(self, proposer, store, index: int, seed: int) -> Proposal:
+        ranking = store.get_state("ranking")
+        if index >= len(ranking):
+            raise NasError(f"the supernet's ranking holds {len(ranking)} derivations; --trials asks for more",
+                           hint=f"resume with --trials {len(ranking)} or fewer")
+        entry = ranking[index]
+        return Proposal(proposer.space.parse(entry["derivation"]),
+                        extra={"shared_acc": entry["shared_acc"], "shared_rank": index + 1})
+
+
+@attrs.frozen
+class OneShot(TrainOnce):
+    """What every one-shot algorithm shares: a single-path supernet trained by
+    `--sampling` and ranked on shared weights; a subclass gives
+    `rank(search, evaluate, rng)` and may give its own `sampler`."""
+
+    shared_bn: str = setting("recalibrate", "batch norm in shared-weight evaluation: recalibrate (fresh "
+                                            "statistics per derivation), train (each batch's) or running",
+                             choices=BN_METHODS)
+    calibration_batches: int = setting(4, "training batches that re-estimate batch norm for each evaluation")
+    eval_images: int = setting(1000, "validation images per shared-weight evaluation")
+    max_supernet_params: int = setting(DEFAULT_MAX_PARAMS, "largest supernet built, in parameters")
+    sampling: str = setting("uniform", "the supernet's training distribution: uniform over the space, or params "
+                                       "(in proportion to each derivation's parameters: NAO-V2's balanced sampling)",
+                            choices=SAMPLINGS)
+
+    def __attrs_post_init__(self):
+        self.at_least_one("retrain_epochs", "calibration_batches", "eval_images", "max_supernet_params")
+        if self.sampling not in SAMPLINGS or self.shared_bn not in BN_METHODS:
+            raise NasError(f"--sampling is one of {', '.join(SAMPLINGS)} and --shared-bn one of "
+                           f"{', '.join(BN_METHODS)}; got {self.sampling} and {self.shared_bn}")
+
+    # what a subclass gives
+    def sampler(self, search, net: Supernet):
+        """`rng -> derivation`: each supernet training step's, drawn per `--sampling`.
+        Size-proportional draws are exact rejection sampling from the uniform sampler,
+        bounded by the bank's size (no derivation holds more parameters than the bank)."""
+        return path_sampler(self.sampling, search.space, search.proposer, net.size.params)
+
+    def rank(self, search, evaluate, rng: random.Random) -> list:
+        """Derivations worth retraining, measured with `evaluate(d) -> shared accuracy`."""
+        raise NotImplementedError
+
+    def notes(self, search) -> list[str]:
+        if search.config.train.bn_l1:
+            return [f"{self.name}: --bn-l1 slims the retrained trials; the supernet trains without it"]
+        return []
+
+    def supernet(self, search) -> Supernet:
+        return Supernet(search.space, search.data.input_shape, seed=search.config.seed,
+                        max_params=self.max_supernet_params)
+
+    def follow(self, search) -> None:
+        """On a rank other than the lead: train each phase of the supernet alongside it
+        (the lead says which, and chooses every step's derivation), then stop."""
+        net = self.supernet(search)
+        while (phase := _broadcast(None, search.ranks)) is not None:
+            self._train(search, net, phase, None)
+        search.ranks.close()
 
     def run(self, search, net: Supernet, reporter=None) -> tuple[list, "SharedWeights"]:
         """The one-shot search: (derivations worth retraining, the evaluation that ranks
@@ -498,13 +524,3 @@ class OneShot(Algorithm):
                               seed=search.config.seed, checkpoint=folder / f"{phase['checkpoint']}.pt",
                               start=folder / f"{phase['start']}.pt" if phase["start"] else None,
                               span=phase["span"], stream=phase["checkpoint"], on_epoch=on_epoch, ranks=search.ranks)
-
-    def propose(self, proposer, store, index: int, seed: int) -> Proposal:
-        ranking = store.get_state("ranking")
-        if index >= len(ranking):
-            raise NasError(f"the supernet's ranking holds {len(ranking)} derivations; --trials asks for more",
-                           hint=f"resume with --trials {len(ranking)} or fewer")
-        entry = ranking[index]
-        return Proposal(proposer.space.parse(entry["derivation"]),
-                        extra={"shared_acc": entry["shared_acc"], "shared_rank": index + 1})
-

@@ -10,6 +10,8 @@
     supernet.png    a one-shot search's supernet loss and training accuracy per epoch
     ranking.png     a one-shot search's shared-weight accuracy against stand-alone accuracy
                     of the retrained derivations, with Kendall's tau
+    supertickets.png  a SuperTickets search's MACs, parameters, sparsity and accuracy per
+                    epoch, the shrink steps marked
     summary.md      the search's settings, the best trials, the front, the failures
 """
 
@@ -38,6 +40,10 @@ def write_report(store: Store, out) -> dict:
         written.update(supernet=out / "supernet.png", ranking=out / "ranking.png")
         plot_supernet(epochs, written["supernet"])
         plot_ranking(done, written["ranking"])
+    tickets = store.get_state("supertickets")
+    if tickets:
+        written["supertickets"] = out / "supertickets.png"
+        plot_supertickets(tickets, written["supertickets"])
     written["summary"] = out / "summary.md"
     plot_pareto(done, written["pareto"])
     plot_progress(trials, written["progress"])
@@ -62,6 +68,35 @@ def plot_pareto(done: list[Trial], path: Path) -> None:
     axes[0].set_ylabel("validation accuracy")
     fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=2)  # off the points
     fig.suptitle(f"{len(done)} trained architectures: accuracy against cost")
+    save(fig, path)
+
+
+def plot_supertickets(rows: list[dict], path: Path) -> None:
+    """The joint search-and-prune over its epochs: what is left of the network (MACs and
+    parameters, as shares of the first epoch's; the weights' density), and its
+    accuracy; dotted lines where a shrink step rebuilt it."""
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] for r in rows]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
+    left.plot(epochs, [r["macs"] / rows[0]["macs"] for r in rows], marker="o", label="MACs")
+    left.plot(epochs, [r["params"] / rows[0]["params"] for r in rows], marker="s", label="parameters")
+    left.plot(epochs, [1 - r["sparsity"] for r in rows], marker="^", label="weight density (1 - sparsity)")
+    left.plot(epochs, [r["nonzero_params"] / rows[0]["params"] for r in rows], marker=".",
+              label="nonzero parameters")
+    left.set_ylim(0, 1.05)
+    left.set_ylabel("share of the supernet's")
+    right.plot(epochs, [r["val_acc"] for r in rows], marker="o", color="C3", label="validation")
+    right.plot(epochs, [r["train_acc"] for r in rows], marker=".", color="0.5", label="training")
+    right.set_ylabel("accuracy")
+    for ax in (left, right):
+        for r in rows:
+            if r["rebuilt"]:
+                ax.axvline(r["epoch"], color="0.7", linestyle=":")
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle("SuperTickets: shrinking and pruning while training")
     save(fig, path)
 
 
@@ -256,6 +291,13 @@ def summary_markdown(store: Store, trials: list[Trial]) -> str:
 
 
 def _one_shot_lines(store: Store, done: list[Trial]) -> list[str]:
+    ticket = store.get_state("superticket")
+    if ticket:
+        return [f"- SuperTickets' ticket: validation accuracy {ticket['val_acc']:.4f}, test accuracy "
+                f"{ticket['test_acc']:.4f}, {ticket['params']:,} parameters of which {ticket['nonzero_params']:,} "
+                f"nonzero (sparsity {ticket['sparsity']:.2f}), {ticket['macs']:,} MACs; saved as "
+                f"{ticket['ticket']} and {ticket['preset']} in the store's checkpoint folder", "",
+                f"- its derivation: `{ticket['derivation']}`", "", "![supertickets](supertickets.png)", ""]
     epochs = store.get_state("supernet_epochs")
     if not epochs:
         return []

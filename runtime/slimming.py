@@ -37,7 +37,7 @@ def _width(graph: nx.DiGraph, node: str, side: str) -> int:
     return shape[0] if shape else 0
 
 
-def _mixes(graph: nx.DiGraph, node: str) -> bool:
+def mixes(graph: nx.DiGraph, node: str) -> bool:
     """Whether each output channel is made from every input channel (a conv, a linear
     layer): then its MACs are bilinear in the two sides' channels."""
     a = graph.nodes[node]
@@ -65,7 +65,7 @@ def group_costs(graph: nx.DiGraph, groups=None) -> dict[str, float]:
         total = 0.0
         for node, by_side in shares.items():
             a, b = by_side.get("in", 0.0), by_side.get("out", 0.0)
-            share = a + b - a * b if _mixes(graph, node) else max(a, b)
+            share = a + b - a * b if mixes(graph, node) else max(a, b)
             total += graph.nodes[node].get("macs", 0) * share
         costs[g.name] = total
     return costs

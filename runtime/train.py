@@ -107,6 +107,50 @@ def on_device(split: Split, device: torch.device) -> Split:
     return Split(split.x.to(device), split.y.to(device)) if split.x.device != device else split
 
 
+def on_device_module(module: nn.Module, config: TrainConfig, device: torch.device) -> nn.Module:
+    """`module` on `device`, ready to train: batch-norm momentum per `config`, and
+    channels-last on CUDA."""
+    module = module.to(device)
+    if config.bn_momentum is not None:
+        for m in module.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.momentum = config.bn_momentum
+    return module.to(memory_format=torch.channels_last) if device.type == "cuda" else module
+
+
+def run_epoch(module: nn.Module, split: Split, order: torch.Tensor, optimizer, schedule, loss_fn,
+              batch_size: int, *, penalty=None, on_step=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One epoch of steps over `split` in `order`: (summed loss, correct predictions),
+    still on the device (reading them synchronises). `penalty(step)` is added to the
+    loss at the epoch's step `step` (slimming), `on_step()` follows every optimizer step."""
+    module.train()
+    cuda = split.x.device.type == "cuda"
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
+    loss_sum = torch.zeros((), device=split.x.device)
+    correct = torch.zeros((), device=split.x.device, dtype=torch.long)
+    try:
+        for step, i in enumerate(range(0, len(order), batch_size)):
+            index = order[i:i + batch_size]
+            x, y = split.x[index], split.y[index]
+            if cuda:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with autocast:
+                logits = module(x)
+                loss = loss_fn(logits, y)
+            objective = loss + penalty(step) if penalty else loss
+            optimizer.zero_grad(set_to_none=True)
+            objective.backward()
+            optimizer.step()
+            if on_step:
+                on_step()
+            schedule.step()
+            loss_sum += loss.detach() * len(y)
+            correct += (logits.argmax(1) == y).sum()
+    except torch.OutOfMemoryError as err:
+        raise TrialFailed(f"CUDA out of memory at batch size {batch_size}: {str(err).splitlines()[0]}") from None
+    return loss_sum, correct
+
+
 def train(module: nn.Module, data: Dataset, config: TrainConfig, *, seed: int = 0,
           device: torch.device | None = None, on_epoch=None, on_step=None, graph=None) -> TrainResult:
     """Train `module` on `data.train`, select the epoch by `data.val`; returns the best
@@ -116,13 +160,7 @@ def train(module: nn.Module, data: Dataset, config: TrainConfig, *, seed: int = 
     device = device or device_of()
     cuda = device.type == "cuda"
     seed_everything(seed)
-    module = module.to(device)
-    if config.bn_momentum is not None:
-        for m in module.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.momentum = config.bn_momentum
-    if cuda:
-        module = module.to(memory_format=torch.channels_last)
+    module = on_device_module(module, config, device)
     train_split, val_split = on_device(data.train, device), on_device(data.val, device)
     n = len(train_split.y)
     steps_per_epoch = math.ceil(n / config.batch_size)
@@ -137,36 +175,15 @@ def train(module: nn.Module, data: Dataset, config: TrainConfig, *, seed: int = 
             raise ValueError("training with bn_l1 needs the module's graph (its channel groups and MACs)")
         slim = Slimming(module, penalties(graph), config.bn_l1, int(config.bn_l1_warmup * steps_per_epoch))
     shuffle = torch.Generator(device="cpu").manual_seed(seed)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
 
     history, best, best_state = [], -1.0, None
     train_time, seen = 0.0, 0
     for epoch in range(config.epochs):
-        module.train()
         start = time.perf_counter()
         order = torch.randperm(n, generator=shuffle).to(device)
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        try:
-            for i in range(0, n, config.batch_size):
-                index = order[i:i + config.batch_size]
-                x, y = train_split.x[index], train_split.y[index]
-                if cuda:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                with autocast:
-                    logits = module(x)
-                    loss = loss_fn(logits, y)
-                objective = loss + slim.loss(epoch * steps_per_epoch + i // config.batch_size) if slim else loss
-                optimizer.zero_grad(set_to_none=True)
-                objective.backward()
-                optimizer.step()
-                if on_step:
-                    on_step()
-                schedule.step()
-                loss_sum += loss.detach() * len(y)
-                correct += (logits.argmax(1) == y).sum()
-        except torch.OutOfMemoryError as err:
-            raise TrialFailed(f"CUDA out of memory at batch size {config.batch_size}: {str(err).splitlines()[0]}")
+        penalty = (lambda step, first=epoch * steps_per_epoch: slim.loss(first + step)) if slim else None
+        loss_sum, correct = run_epoch(module, train_split, order, optimizer, schedule, loss_fn, config.batch_size,
+                                      penalty=penalty, on_step=on_step)
         mean_loss = loss_sum.item() / n  # one synchronisation per epoch
         if not math.isfinite(mean_loss):
             raise TrialFailed(f"loss became {mean_loss} in epoch {epoch + 1} (try a lower --lr)")
@@ -192,6 +209,27 @@ def train(module: nn.Module, data: Dataset, config: TrainConfig, *, seed: int = 
 
 def _best_epoch(history) -> int:
     return max(history, key=lambda e: e.val_acc).epoch  # the first of equals: max keeps the earliest
+
+
+@torch.no_grad()
+def recalibrate(module: nn.Module, batches) -> None:
+    """Estimate every batch norm's running statistics afresh, as the average over
+    `batches` (a network that changed fast, one being slimmed and cut, has statistics
+    that no longer fit it: HR-NAS and SuperTickets recalibrate before evaluating)."""
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    momenta = [m.momentum for m in norms]
+    was_training = module.training
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average
+    module.train()
+    try:
+        for x in batches:
+            module(x)
+    finally:
+        module.train(was_training)
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
 
 
 @torch.no_grad()

@@ -76,12 +76,20 @@ def _run(argv, **kwargs):
                           timeout=300, **kwargs)
 
 
-@pytest.mark.parametrize("algorithm", ["spos", "nao"])
+SUPERTICKETS = ["--dataset", "digits", "--algorithm", "supertickets", "--param", "C=4", "--retrain-epochs", "1",
+                "--test-top", "1", "--bn-l1", "0.05", "--sparsity", "0.2", "--prune-every", "1", "--reactivate",
+                "regrow", "--shrink-threshold", "0.3", "--calibration-batches", "2"]
+KILLED = {"spos": (TUTORIAL, SPOS, CHECKPOINT), "nao": (TUTORIAL, NAO, "supernet-2.pt"),
+          "supertickets": (str(ROOT / "spaces" / "superresnet.nas"), SUPERTICKETS, "supertickets.pt")}
+
+
+@pytest.mark.parametrize("algorithm", list(KILLED))
 def test_a_one_shot_search_killed_with_sigkill_resumes_bit_identical(tmp_path, algorithm):
     """SPOS is killed in its one phase; NAO-V2 in its second, after a controller was
-    trained and generated the pool that phase trains on."""
-    flags, name = (SPOS, CHECKPOINT) if algorithm == "spos" else (NAO, "supernet-2.pt")
-    argv = [TUTORIAL, *flags, "--epochs", "4", "--limit", "300", "--batch-size", "32", "--trials", "1"]
+    trained and generated the pool that phase trains on; SuperTickets while it shrinks
+    and prunes (the network, its masks and the optimizer change shape as it goes)."""
+    space, flags, name = KILLED[algorithm]
+    argv = [space, *flags, "--epochs", "4", "--limit", "300", "--batch-size", "32", "--trials", "1"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # the same threads in every run: the same sums
     straight = tmp_path / "straight.db"
     assert _run([*argv, "--store", str(straight)], env=env).returncode == 0
@@ -100,13 +108,18 @@ def test_a_one_shot_search_killed_with_sigkill_resumes_bit_identical(tmp_path, a
     assert resumed.returncode == 0, resumed.stderr
     a = torch.load(tmp_path / "straight.db.ckpt" / name, weights_only=True)
     b = torch.load(checkpoint, weights_only=True)
-    assert a["bank"].keys() == b["bank"].keys()
-    assert all(torch.equal(a["bank"][k], b["bank"][k]) for k in a["bank"])
+    weights = "state" if algorithm == "supertickets" else "bank"
+    assert a[weights].keys() == b[weights].keys()
+    assert all(torch.equal(a[weights][k], b[weights][k]) for k in a[weights])
     assert a["history"][-1]["loss"] == b["history"][-1]["loss"]
+    assert a.get("masks", {}).keys() == b.get("masks", {}).keys()
+    assert all(torch.equal(a["masks"][k], b["masks"][k]) for k in a.get("masks", {}))
     with Store.open(straight) as s, Store.open(killed) as k:
         assert [(e.hash, e.shared_acc) for e in s.evaluations()] == [(e.hash, e.shared_acc) for e in k.evaluations()]
         assert [(t.derivation, t.val_acc) for t in s.trials()] == [(t.derivation, t.val_acc) for t in k.trials()]
         assert s.get_state("nao_controller") == k.get_state("nao_controller")
+        untimed = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows or []]  # noqa: E731
+        assert untimed(s.get_state("supertickets")) == untimed(k.get_state("supertickets"))
 
 
 def test_two_gloo_ranks_reach_the_weights_of_one_process_with_the_global_batch(tmp_path):

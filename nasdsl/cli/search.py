@@ -235,6 +235,9 @@ def cmd_trials(args) -> int:
             emit(args, {"evaluations": [e.to_json() for e in rows]}, render_evaluations)
             return EXIT_OK
         data = {"trials": [t.to_json() for t in store.trials()]}
+        tickets = store.get_state("supertickets")
+        if tickets:  # a SuperTickets search: its network epoch by epoch
+            data["supertickets"] = tickets
     emit(args, data, render_trials)
     return EXIT_OK
 
@@ -268,6 +271,19 @@ def render_trials(console: Console, data: dict, title: str = "trials", pareto=fr
     console.print(table)
     if pareto:
         console.print("* on the accuracy/MACs Pareto front")
+    if data.get("supertickets"):
+        render_supertickets(console, data["supertickets"])
+
+
+def render_supertickets(console: Console, rows: list) -> None:
+    table = Table(title="supertickets: the network epoch by epoch")
+    for column in ("epoch", "val acc", "sparsity", "params", "nonzero", "MACs", "erased", "rebuilt"):
+        table.add_column(column, no_wrap=True, justify="right")
+    for r in rows:
+        table.add_row(str(r["epoch"]), f"{r['val_acc']:.4f}", f"{r['sparsity']:.2f}", f"{r['params']:,}",
+                      f"{r['nonzero_params']:,}", f"{r['macs']:,}", str(len(r["erased"])),
+                      "yes" if r["rebuilt"] else "")
+    console.print(table)
 
 
 def cmd_report(args) -> int:

@@ -479,16 +479,22 @@ class PScope(_Tabled):
                               for s in self.variants[v].sites])
 
     def _nearest_variant(self, node: Node) -> int:
+        missing = object()
+
+        def picks_off(i) -> int:
+            """Wanted picks whose size the variant's count does not give."""
+            return sum(1 for s in self.variants[i].sites if isinstance(s.plan, PPick)
+                       and isinstance(w := node.get(s.name, missing), Picked) and len(w.items) != s.plan.k)
+
         try:
             v = self._variant_of(node)
-            if self.counts[v]:
+            if self.counts[v] and not picks_off(v):
                 return v
         except KeyError:
             pass
-        missing = object()
 
         def cost(i):
-            mismatched, crossed, distance, size = 0, 0, 0.0, 0.0
+            mismatched, crossed, distance, size = picks_off(i), 0, 0.0, 0.0
             for name, value in self.variants[i].assignment:
                 w = node.get(name, missing)
                 if w is missing or _same(value, w):
