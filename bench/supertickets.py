@@ -13,9 +13,13 @@ its four branches summed, 453,122 parameters, 19.0 M MACs at 1x28x28). Arms, eac
                  released code's reset_mask)
     regrow       joint, each pruning step a RigL swap (--regrow of the pruned)
     sequential   search, train, prune, retrain, in E epochs too: SPOS's supernet for
-                 E/3 epochs, evolution within the joint ticket's MACs (same seed), the
-                 best derivation trained alone for E/3, global magnitude pruning to the
-                 joint ticket's sparsity, retrained the remaining epochs with its mask
+                 E/3 epochs, evolution on its shared weights, the best derivation trained
+                 alone for E/3 under the same --bn-l1, then cut once to the joint
+                 ticket's MACs (the joint run's shrink step at the smallest |gamma|
+                 threshold that gets there: channels and branches), global magnitude
+                 pruning to its sparsity, retrained the remaining epochs with the mask
+                 (a derivation alone cannot reach the ticket's MACs: the widths are not
+                 choices of the space, and its smallest derivations hold ~4 M MACs)
     hesso        (--hesso-python) HESSO on the whole super-network for E epochs at each
                  --hesso-sparsity, its compressed network tested (bench/peers/
                  hesso_superresnet.py, in the peer venv of ../shared/peers/README.md)
@@ -27,12 +31,15 @@ epochs (`--trials 1`): the architecture's quality apart from the ticket.
 
     .venv/bin/python bench/supertickets.py [--seeds 3] [--epochs 12] [--limit 4000] \\
         [--hesso-python /tmp/oto-venv/bin/python]          # -> bench/results/supertickets.json
-    .venv/bin/python bench/supertickets.py --quick         # 1 seed, 2 epochs, 300 images
+    .venv/bin/python bench/supertickets.py --seed-list 0 --out A.json & ...   # seeds in parallel, then
+    .venv/bin/python bench/supertickets.py --merge A.json B.json C.json
+    .venv/bin/python bench/supertickets.py --quick         # 1 seed, 3 epochs, 300 images
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import re
@@ -45,8 +52,10 @@ from pathlib import Path
 
 import record  # bench/record.py, beside this script
 import torch
+from nasdsl.runtime.algorithms.supertickets import macs_of
 from nasdsl.runtime.data import FASHION_MNIST_ROOT, load
 from nasdsl.runtime.search import stored_space, trained_module
+from nasdsl.runtime.shrink import Shrunk, build, carry, positions, shrink
 from nasdsl.runtime.sparsity import Masks
 from nasdsl.runtime.store import Store
 from nasdsl.runtime.train import TrainConfig, accuracy, train
@@ -63,7 +72,7 @@ def search(argv: list, store: Path, threads: int) -> float:
     done = subprocess.run([sys.executable, "-m", "nasdsl", "search", str(SPACE), "--store", str(store), "--json",
                            *argv], capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": str(threads)})
     if done.returncode:
-        raise SystemExit(f"nasdsl search failed ({' '.join(argv)}):\n{done.stderr[-3000:]}")
+        raise RuntimeError(f"nasdsl search failed ({' '.join(argv)}):\n{done.stderr[-3000:]}")
     return time.perf_counter() - began
 
 
@@ -99,25 +108,61 @@ def sequential(seed: int, args, folder: Path, macs: int, sparsity: float, data) 
     third = max(1, args.epochs // 3)
     store = folder / f"sequential-{seed}.db"
     seconds = search([*common(args, seed), "--algorithm", "spos", "--epochs", str(third), "--trials", "1",
-                      "--retrain-epochs", str(third), "--max-macs", str(macs), "--population", str(args.population),
-                      "--generations", str(args.generations)], store, args.threads)
+                      "--retrain-epochs", str(third), "--bn-l1", str(args.bn_l1), "--bn-l1-warmup",
+                      str(args.bn_l1_warmup), "--population", str(args.population), "--generations",
+                      str(args.generations)], store, args.threads)
     with Store.open(store) as s:
         trial = s.trials()[0]
         space, shape = stored_space(s)
         module = trained_module(s, trial, space, shape)
     began = time.perf_counter()
+    torch.set_num_threads(args.threads)
+    shrunk, module, threshold = shrink_to(space, space.parse(trial.derivation), module, shape, macs)
     masks = Masks.dense(module).pruned(module, sparsity)
     masks.apply(module)
     retrain = args.epochs - 2 * third
-    torch.set_num_threads(args.threads)
     train(module, data, TrainConfig(epochs=retrain, batch_size=args.batch_size), seed=seed,
           on_step=lambda: masks.apply(module))
     params = sum(p.numel() for p in module.parameters())
     return {"arm": "sequential", "seed": seed, "test_acc": accuracy(module, data.test), "params": params,
-            "nonzero_params": params - sum(int((~m).sum()) for m in masks.masks.values()), "macs": trial.macs,
-            "sparsity": masks.sparsity(), "derivation": trial.derivation, "branches": _branches(trial.derivation),
+            "nonzero_params": params - sum(int((~m).sum()) for m in masks.masks.values()),
+            "macs": macs_of(module, space.graph(shrunk.derivation, shape)), "sparsity": masks.sparsity(),
+            "derivation": shrunk.derivation.text, "branches": _branches(shrunk.derivation.text),
+            "searched_derivation": trial.derivation, "searched_macs": trial.macs, "shrink_threshold": threshold,
             "epochs": {"supernet": third, "alone": third, "retrain": retrain}, "unpruned_test_acc": trial.test_acc,
             "seconds": seconds + time.perf_counter() - began}
+
+
+def shrink_to(space, d, module, shape, macs: int, probes: int = 16) -> tuple:
+    """The trained `module` of `d` cut once, after training, to at most `macs` MACs: the
+    shrink step of the joint run (dead channels and branches by |gamma|) at the
+    smallest threshold that gets there, found by bisection; (shrunk, module, threshold)."""
+    graph = space.graph(d, shape)
+    start, at = Shrunk(d), positions(graph, {})
+    scales = [m.weight.detach().abs().max().item() for m in module.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    low, high, best = 0.0, max(scales), None
+
+    def cut(threshold):
+        step = shrink(space, start, graph, module, threshold, at)
+        masked = copy.deepcopy(module)
+        with torch.no_grad():
+            for node, full in step.masked.items():
+                bn = masked.get_submodule(node)
+                bn.weight[full] = 0
+                bn.bias[full] = 0
+        small_graph, small = build(space, step.shrunk, shape, seed=None)
+        small.load_state_dict(carry(masked.state_dict(), at, positions(small_graph, step.shrunk.keep),
+                                    small.state_dict()))
+        return step.shrunk, small
+
+    for _ in range(probes):
+        middle = (low + high) / 2
+        shrunk, small = cut(middle)
+        if macs_of(small, graph) <= macs:
+            high, best = middle, (shrunk, small, middle)
+        else:
+            low = middle
+    return best if best is not None else (*cut(high), high)
 
 
 def hesso(seed: int, target: float, args, folder: Path, data_file: Path) -> dict:
@@ -128,7 +173,7 @@ def hesso(seed: int, target: float, args, folder: Path, data_file: Path) -> dict
                            "--batch-size", str(args.batch_size), "--target-group-sparsity", str(target),
                            "--seed", str(seed), "--threads", str(args.threads)], capture_output=True, text=True)
     if done.returncode:
-        raise SystemExit(f"HESSO failed:\n{done.stderr[-3000:]}")
+        raise RuntimeError(f"HESSO failed:\n{done.stderr[-3000:]}")
     peer = json.loads(out.read_text())
     return {"arm": f"hesso@{target}", "seed": seed, "peer": peer, "seconds": time.perf_counter() - began}
 
@@ -169,6 +214,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=None, help="default bench/results/supertickets.json")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seed-list", default=None, help="these seeds instead of 0..--seeds-1 (e.g. 2, to run seeds "
+                                                          "in parallel processes; --merge joins their files)")
+    parser.add_argument("--merge", nargs="+", type=Path, default=None, help="join these result files into --out")
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--limit", type=int, default=4000)
     parser.add_argument("--C", type=int, default=8)
@@ -184,7 +232,7 @@ def main(argv=None) -> int:
     parser.add_argument("--arms", default="joint,oneshot,reset,regrow,sequential",
                         help="which of joint,oneshot,reset,regrow,sequential (sequential needs joint)")
     parser.add_argument("--hesso-python", default=None, help="the peer venv's python (HESSO runs only with it)")
-    parser.add_argument("--hesso-sparsity", default="0.3,0.5", help="HESSO's target group sparsities")
+    parser.add_argument("--hesso-sparsity", default="0.4", help="HESSO's target group sparsities")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="1 seed, 3 epochs, 300 images, small evolution")
     args = parser.parse_args(argv)
@@ -193,7 +241,15 @@ def main(argv=None) -> int:
     args.out = args.out or ROOT / "bench" / "results" / f"supertickets{'_quick' if args.quick else ''}.json"
     if not FASHION_MNIST_ROOT.exists():
         parser.error(f"Fashion-MNIST is not installed ({FASHION_MNIST_ROOT}); `make debian-packages`")
+    if args.merge:
+        parts = [json.loads(p.read_text()) for p in args.merge]
+        result = {**parts[0], "merged": [str(p) for p in args.merge],
+                  "runs": sorted((r for p in parts for r in p["runs"]), key=lambda r: r["seed"])}
+        result["summary"] = summarise(result["runs"])
+        record.write(args.out, result)
+        return 0
     arms = args.arms.split(",")
+    seeds = [int(s) for s in args.seed_list.split(",")] if args.seed_list else list(range(args.seeds))
     data = load("fashion-mnist", limit=args.limit, seed=0)  # what every search reads (--data-seed 0)
     result = {"benchmark": "supertickets", "command": " ".join([Path(sys.executable).name, *sys.argv]),
               "machine": {**record.machine(), "loadavg_before": list(os.getloadavg())},
@@ -203,26 +259,28 @@ def main(argv=None) -> int:
         data_file = folder / "data.pt"  # HESSO's: the training images, and the test images as its validation
         torch.save({"train_x": data.train.x, "train_y": data.train.y, "val_x": data.test.x, "val_y": data.test.y},
                    data_file)
-        for seed in range(args.seeds):
-            for arm in [a for a in JOINT if a in arms]:
-                r = joint(arm, seed, args, folder)
+        for seed in seeds:
+            def measured(arm: str, run) -> None:  # written after every arm: a long run stopped early keeps its arms
+                try:
+                    r = run()
+                except RuntimeError as err:  # one arm failing leaves the others measured
+                    result.setdefault("failed", []).append({"arm": arm, "seed": seed, "error": str(err)})
+                    print(f"seed {seed} {arm} failed: {err}", flush=True)
+                    return
                 result["runs"].append(r)
-                print(f"seed {seed} {arm:<10} test {r['test_acc']:.4f}  {r['macs']:,} MACs  {r['params']:,} params "
-                      f"({r['nonzero_params']:,} nonzero)  {r['branches']} branches  {r['seconds']:.0f} s", flush=True)
+                result["summary"] = summarise(result["runs"])
+                record.write(args.out, result)
+                c = r["peer"]["compressed"] if "peer" in r else r
+                print(f"seed {seed} {r['arm']:<10} test {c.get('test_acc', c.get('val_acc')):.4f}  {c['macs']:,} MACs  "
+                      f"{c['params']:,} params  {r['seconds']:.0f} s", flush=True)
+
+            for arm in [a for a in JOINT if a in arms]:
+                measured(arm, lambda: joint(arm, seed, args, folder))
             base = next((r for r in result["runs"] if r["arm"] == "joint" and r["seed"] == seed), None)
             if "sequential" in arms and base is not None:
-                r = sequential(seed, args, folder, base["macs"], base["sparsity"], data)
-                result["runs"].append(r)
-                print(f"seed {seed} sequential test {r['test_acc']:.4f}  {r['macs']:,} MACs  {r['params']:,} params "
-                      f"({r['nonzero_params']:,} nonzero)  {r['branches']} branches  {r['seconds']:.0f} s", flush=True)
+                measured("sequential", lambda: sequential(seed, args, folder, base["macs"], base["sparsity"], data))
             for target in ([float(t) for t in args.hesso_sparsity.split(",")] if args.hesso_python else []):
-                r = hesso(seed, target, args, folder, data_file)
-                result["runs"].append(r)
-                c = r["peer"]["compressed"]
-                print(f"seed {seed} hesso@{target} test {c['val_acc']:.4f}  {c['macs']:,} MACs  {c['params']:,} "
-                      f"params  {r['seconds']:.0f} s", flush=True)
-            result["summary"] = summarise(result["runs"])
-            record.write(args.out, result)  # after every seed: a long run stopped early keeps what it measured
+                measured(f"hesso@{target}", lambda: hesso(seed, target, args, folder, data_file))
     result["machine"]["loadavg_after"] = list(os.getloadavg())
     record.write(args.out, result)
     for arm, s in result["summary"].items():

@@ -102,3 +102,15 @@ def test_sparsity_quick_ends_every_pruning_arm_at_the_target(tmp_path):
     runs = json.loads(out.read_text())["runs"]
     assert {r["arm"] for r in runs} == {"dense", "one-shot", "progressive", "regrow"}
     assert all(abs(r["sparsity"] - (0 if r["arm"] == "dense" else 0.6)) < 1e-3 for r in runs)
+
+
+@pytest.mark.slow  # ~5 minutes: every arm's searches end to end, run on demand (-m slow)
+def test_supertickets_quick_runs_every_arm(tmp_path):
+    out = tmp_path / "st.json"
+    subprocess.run([sys.executable, str(BENCH / "supertickets.py"), "--quick", "--out", str(out)], check=True,
+                   capture_output=True, timeout=900)
+    result = json.loads(out.read_text())
+    assert [r["arm"] for r in result["runs"]] == ["joint", "oneshot", "reset", "regrow", "sequential"]
+    joint, sequential = result["runs"][0], result["runs"][-1]
+    assert sequential["macs"] <= joint["macs"] and abs(sequential["sparsity"] - joint["sparsity"]) < 1e-3
+    assert "joint_alone" in result["summary"]

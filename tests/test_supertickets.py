@@ -165,6 +165,15 @@ def test_supertickets_shrinks_prunes_stores_its_epochs_and_saves_the_ticket(tmp_
     capsys.readouterr()
     assert main(["trials", "--store", str(store_path), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["supertickets"] == rows
+    # exported as a module with its masks: the .py file's state_dict is the ticket's, pruned weights zero
+    assert main(["export", "--store", str(store_path), "--ticket", "--out", str(tmp_path / "x"), "--formats", "py",
+                 "--json"]) == 0
+    files = json.loads(capsys.readouterr().out)["files"]
+    assert sorted(files) == ["masks", "py", "state_dict"]
+    exported, masks = torch.load(files["state_dict"]), torch.load(files["masks"])
+    assert exported.keys() == module.state_dict().keys()
+    assert all(torch.equal(exported[k], v) for k, v in module.state_dict().items())
+    assert all(not exported[k][~m].any() for k, m in masks.items())
     assert main(["report", "--store", str(store_path), "--out", str(tmp_path / "report")]) == 0
     assert "SuperTickets' ticket" in (tmp_path / "report" / "summary.md").read_text()
     assert (tmp_path / "report" / "supertickets.png").stat().st_size > 0

@@ -76,7 +76,10 @@ def add_commands(command, space_parent, positive_int) -> None:
     export = command("export", cmd_export, "write a trial's trained network as ONNX, a torch.export program and "
                      "standalone Python with its state_dict", [])
     export.add_argument("--store", required=True, metavar="PATH", help="the SQLite trial store")
-    export.add_argument("--trial", required=True, type=int, metavar="N", help="the trial's id (`nasdsl trials`)")
+    which = export.add_mutually_exclusive_group(required=True)
+    which.add_argument("--trial", type=int, metavar="N", help="the trial's id (`nasdsl trials`)")
+    which.add_argument("--ticket", action="store_true", help="a supertickets search's final ticket: its derivation "
+                       "cut to the kept channels, its pruned weights zero (superticket.*, with its masks)")
     export.add_argument("--out", required=True, metavar="DIR", help="folder for trial_N.onnx, .pt2, .py and "
                         ".state_dict.pt")
     export.add_argument("--formats", type=formats_arg, default=FORMATS, metavar="F,F",
@@ -297,6 +300,23 @@ def cmd_report(args) -> int:
     return EXIT_OK
 
 
+def _ticket_export(store, space) -> tuple:
+    """(file name, module, JSON fields with the masks, docstring) of a store's ticket."""
+    from nasdsl.runtime.algorithms.supertickets import TICKET, load_ticket, ticket_masks
+
+    summary = store.get_state("superticket")
+    if summary is None:
+        raise NasError(f"{store.path}: this store holds no SuperTickets ticket",
+                       hint="--ticket exports a finished `--algorithm supertickets` search's; give --trial N otherwise")
+    path = store.checkpoint_dir() / TICKET
+    doc = (f"SuperTickets' ticket of {store.path}: space `{space.name}`, test accuracy {summary['test_acc']:.4f}, "
+           f"{summary['params']:,} params ({summary['nonzero_params']:,} nonzero, sparsity "
+           f"{summary['sparsity']:.2f}), {summary['macs']:,} MACs.\n\nDerivation: {summary['derivation']}")
+    data = {"ticket": str(path), "derivation": summary["derivation"], "val_acc": summary["val_acc"],
+            "test_acc": summary["test_acc"], "sparsity": summary["sparsity"], "masks": ticket_masks(path)}
+    return "superticket", load_ticket(space, path), data, doc
+
+
 def formats_arg(text: str) -> tuple:
     """`--formats onnx,py`: some of FORMATS, each once, in the order given."""
     chosen = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
@@ -314,21 +334,31 @@ def cmd_export(args) -> int:
     if "onnx" in args.formats:
         require_onnx()  # before the store and the data set are read
     with Store.open(args.store) as store:
-        trial = store.trial(args.trial)
         space, input_shape = stored_space(store, args.space)
-        module = trained_module(store, trial, space, input_shape)
+        if args.ticket:
+            name, module, data, doc = _ticket_export(store, space)
+        else:
+            trial = store.trial(args.trial)
+            module = trained_module(store, trial, space, input_shape)
+            name, data = f"trial_{trial.id}", {"trial": trial.id, "derivation": trial.derivation,
+                                               "val_acc": trial.val_acc}
+            doc = (f"Trial {trial.id} of {args.store}: space `{space.name}`, validation accuracy "
+                   f"{trial.val_acc:.4f}, {trial.params:,} params, {trial.macs:,} MACs.\n\n"
+                   f"Derivation: {trial.derivation}")
     forms = [*args.formats, *(["state_dict"] if "py" in args.formats else [])]
     out = Path(args.out)
-    files = {form: out / f"trial_{trial.id}{SUFFIXES[form]}" for form in forms}
-    doc = (f"Trial {trial.id} of {args.store}: space `{space.name}`, validation accuracy {trial.val_acc:.4f}, "
-           f"{trial.params:,} params, {trial.macs:,} MACs.\n\nDerivation: {trial.derivation}")
+    files = {form: out / f"{name}{SUFFIXES[form]}" for form in forms}
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise NasError(f"cannot make {out}: {err.strerror or err}") from None
     write_module(module, input_shape, files, doc)
-    data = {"trial": trial.id, "derivation": trial.derivation, "space": space.name,
-            "input_shape": list(input_shape), "val_acc": trial.val_acc,
+    if args.ticket:
+        import torch
+
+        files["masks"] = out / f"{name}.masks.pt"
+        torch.save(data.pop("masks"), files["masks"])
+    data = {**data, "space": space.name, "input_shape": list(input_shape),
             "files": {form: str(path) for form, path in files.items()}}
     emit(args, data, lambda console, d: console.print("wrote " + ", ".join(d["files"].values())))
     return EXIT_OK

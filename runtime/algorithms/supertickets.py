@@ -369,16 +369,29 @@ def _write_ticket(search, net: _Network, history: list, data) -> None:
     search.store.set_state("superticket", summary)
 
 
+def _ticket_state(path) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError) as err:
+        raise NasError(f"{path}: cannot load the ticket ({err})",
+                       hint="give the superticket.pt of a supertickets search") from None
+
+
+def ticket_masks(path) -> dict:
+    """The weight masks of the ticket saved at `path` (parameter name -> bool tensor)."""
+    return {k: m.bool() for k, m in _ticket_state(path)["masks"].items()}
+
+
 def load_ticket(space, path) -> nn.Module:
     """The ticket module saved at `path` (`superticket.pt`): the derivation compiled,
     cut to its kept channels, with its weights; its pruned weights are zero."""
+    state = _ticket_state(path)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
         shrunk = Shrunk.from_json(space, state["shrunk"])
         _, module = build(space, shrunk, tuple(state["input_shape"]), seed=None)
         module.load_state_dict(state["state"])
-    except (OSError, RuntimeError, KeyError) as err:
-        raise NasError(f"{path}: cannot load the ticket ({err})",
-                       hint="give the superticket.pt of a supertickets search, and its space") from None
-    Masks({k: m.bool() for k, m in state["masks"].items()}).apply(module)
+    except (RuntimeError, KeyError) as err:
+        raise NasError(f"{path}: cannot load the ticket into space `{space.name}` ({err})",
+                       hint="give the space the supertickets search ran on") from None
+    Masks(ticket_masks(path)).apply(module)
     return module
