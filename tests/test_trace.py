@@ -222,7 +222,8 @@ def test_cli_trace(capsys):
     _, _, graph = traced("resnet18")
     assert data == {"model": "torchvision:resnet18", "input_shape": [3, 64, 64], "output_shape": [1000],
                     "params": graph.graph["params"], "macs": graph.graph["macs"], "nodes": graph.number_of_nodes(),
-                    "groups": 13, "prunable_groups": 12}  # as torch-pruning counts them (see test_groups.py)
+                    "groups": 13, "prunable_groups": 12,  # as torch-pruning counts them (see test_groups.py)
+                    "removal_structures": 11}  # 8 residual bodies, 3 projection shortcuts (test_erasing.py)
     assert main(["trace", "torchvision:resnet19"]) == 1
     assert "did you mean `resnet18`?" in capsys.readouterr().err
     assert main(["trace", "resnet18"]) == 1

@@ -109,13 +109,15 @@ def load_model(spec: str) -> nn.Module:
 
 def summary(model: str, graph: nx.DiGraph) -> dict:
     """The JSON-ready facts about a traced model that `nasdsl trace` prints."""
+    from .erasing import erasing_graph
     from .groups import channel_groups
 
     groups = channel_groups(graph)
     return {"model": model, "input_shape": _json(graph.graph["input_shape"]),
             "output_shape": _json(output_shape(graph)), "params": graph.graph["params"],
             "macs": graph.graph["macs"], "nodes": graph.number_of_nodes(),
-            "groups": len(groups), "prunable_groups": sum(g.prunable for g in groups)}
+            "groups": len(groups), "prunable_groups": sum(g.prunable for g in groups),
+            "removal_structures": len(erasing_graph(graph).structures)}
 
 
 class _Failure(BaseException):
