@@ -4,6 +4,7 @@ validity oracle, and that zeroing a structure's variables really zeroes its outp
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
@@ -216,3 +217,17 @@ def test_the_erased_parallel_supernet_keeps_its_gates_for_the_options_left():
     assert f"{cell}.x2.op1" not in sums  # emptied, and gone with its options
     assert sums.nodes[f"{cell}.x3.op2"]["args"]["labels"] == ("skip_connect", "nor_conv_1x1", "avg_pool_3x3")
     assert torch.equal(small.get_parameter(f"{cell}.x3.op2.gate"), net.get_parameter(f"{cell}.x3.op2.gate")[[1, 2, 4]])
+
+
+def test_the_erased_traced_model_is_its_own_graph_without_the_branches(resnet18):
+    graph, model, erasing = resnet18
+    names = ["layer1.0.bn2", "layer3.0.downsample.1", "layer4.1.bn2"]
+    zeroed = copy.deepcopy(model)
+    _zero(zeroed, erasing, names)
+    small = erased_module(erasing, zeroed, names).eval()
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.allclose(small(x), zeroed(x), atol=1e-5)
+    assert sum(p.numel() for p in small.parameters()) == graph.graph["params"] - sum(
+        erasing.structures[n].params for n in names)
+    assert not hasattr(small.get_submodule("layer3.0"), "downsample") and "layer1_0_conv1" not in small.code
+    assert erasing.erased(names).graph["params"] == sum(p.numel() for p in small.parameters())

@@ -209,12 +209,16 @@ def _nest(found: dict, ipdom: dict, graph) -> dict:
 
 
 def erased_module(erasing: Erasing, module, names):
-    """The compact module of a compiled or parallel graph without the named structures:
-    it computes what `module` does with those structures' variables at zero (every
-    other tensor is `module`'s, a gated sum's gate cut to its kept options)."""
+    """The compact module without the named structures: it computes what `module` does
+    with those structures' variables at zero. A compiled or parallel graph's is built
+    anew from the erased graph (every tensor `module`'s, a gated sum's gate cut to its
+    kept options); a traced module's is its own torch.fx graph with each sum that lost
+    a branch replaced by the branch left and the dead code removed."""
+    graph = erasing.erased(names)
+    if any(a.get("fx") for _, a in erasing.graph.nodes(data=True)):
+        return _erased_trace(erasing.graph, graph, module)
     from .module import build_module
 
-    graph = erasing.erased(names)
     small = build_module(graph, seed=None)
     old = module.state_dict()
     state = {}
@@ -224,6 +228,30 @@ def erased_module(erasing: Erasing, module, names):
         state[key] = old[key][list(kept)] if kept is not None else old[key]
     small.load_state_dict(state)
     return small
+
+
+def _erased_trace(full: nx.DiGraph, graph: nx.DiGraph, module):
+    import copy
+
+    import torch.fx
+
+    gm = torch.fx.symbolic_trace(copy.deepcopy(module))
+    fx = {n.name: n for n in gm.graph.nodes}
+    for join, a in graph.nodes(data=True):
+        before = full.nodes[join]["inputs"]
+        if a["op"] not in JOINS or a["inputs"] == before:
+            continue
+        node = fx[a["fx"]]
+        read = []
+        torch.fx.node.map_arg((node.args, node.kwargs), read.append)
+        if len(read) != len(before) or len(a["inputs"]) != 1:
+            raise NasError(f"cannot rewire `{join}` ({node.format_node()}) without its erased inputs",
+                           hint="a traced sum is erased input by input when it reads exactly the tensors it sums")
+        node.replace_all_uses_with(read[before.index(a["inputs"][0])])
+    gm.graph.eliminate_dead_code()
+    gm.delete_all_unused_submodules()
+    gm.recompile()
+    return gm
 
 
 def _ends(graph) -> dict:

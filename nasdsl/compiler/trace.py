@@ -5,7 +5,8 @@ published models too.
 `trace(module, example)` runs `torch.fx.symbolic_trace` and then the traced graph
 on `example` (in eval mode, under torch's flop counter), and keeps `nasdsl.compiler.graph`'s
 schema: one node per tensor operation, with `op`, `args`, `path`, `rules`,
-`inputs`, `in_shapes`, `shape`, `params`, `macs`. A node's id is the submodule's
+`inputs`, `in_shapes`, `shape`, `params`, `macs` (and `fx`, the torch.fx node's name,
+for rewiring the module: `nasdsl.compiler.erasing`). A node's id is the submodule's
 qualified name (`layer1.0.conv1`; a module called again gets `layer1.0.relu_1`)
 or the fx name of a function call (`add_3`). An operation is named in nasdsl's
 vocabulary (`conv`, `bn`, `relu`, `add`, `mul`, `concat`, ...) only where that
@@ -226,7 +227,7 @@ class _Builder:
             op_args = (fallback, {})
         params = sum(p.numel() for p in {id(p): p for p in used}.values() if id(p) not in self.counted)
         self.counted.update(id(p) for p in used)
-        self.add(node_id, *op_args, self.rules(n), ids, shapes, shape, params, macs)
+        self.add(node_id, *op_args, self.rules(n), ids, shapes, shape, params, macs, fx=n.name)
         if n.op == "call_module" and any(True for _ in module.parameters()):
             self.calls.setdefault(n.target, []).append(node_id)
         if shape is None:
@@ -245,9 +246,10 @@ class _Builder:
         name = n.target if n.op == "call_method" else getattr(n.target, "__name__", "")
         return n.kwargs.get("inplace") is True or (name.endswith("_") and not name.endswith("__"))
 
-    def add(self, node_id, op, args, rules, inputs, in_shapes, shape, params=0, macs=0):
+    def add(self, node_id, op, args, rules, inputs, in_shapes, shape, params=0, macs=0, fx=None):
+        # `fx`: the torch.fx node's name, so a later symbolic_trace of the module finds it (erasing.py)
         self.graph.add_node(node_id, op=op, args=args, path=node_id, rules=rules, inputs=list(inputs),
-                            in_shapes=list(in_shapes), shape=shape, params=params, macs=macs)
+                            in_shapes=list(in_shapes), shape=shape, params=params, macs=macs, fx=fx)
         for source in inputs:
             self.graph.add_edge(source, node_id)
 
