@@ -231,3 +231,30 @@ def test_the_erased_traced_model_is_its_own_graph_without_the_branches(resnet18)
         erasing.structures[n].params for n in names)
     assert not hasattr(small.get_submodule("layer3.0"), "downsample") and "layer1_0_conv1" not in small.code
     assert erasing.erased(names).graph["params"] == sum(p.numel() for p in small.parameters())
+
+
+def test_a_parallel_remainder_is_its_derivation_or_the_nearest_one():
+    space = nasdsl.load(SPACES / "nb201.nas").bind(C=4, N=1)
+    net = ParallelSupernet(space, (3, 16, 16))
+    erasing = erasing_graph(net.network)
+    d = space.sample(seed=3)
+    kept = net.kept(d)
+    others = [s.name for s in erasing.structures.values()
+              if s.gate is not None and net.sites[s.gate[0]][s.gate[1]] not in kept[s.gate[0]]]
+    assert erasing.check(others)  # every edge keeps its one option
+    assert net.nearest(erasing.left(others)) == (d, 0)
+    # one edge erased whole and nothing else: every other place keeps five options, the derivation one
+    with torch.no_grad():
+        for gate in net.gates.values():
+            gate.uniform_(0.1, 1.0)
+    edge = "stage1.cell.0.x2.op1"
+    near, distance = net.nearest(erasing.left([edge]))
+    assert distance == 4 * (len(net.sites) - 1) + 1
+    kept = net.kept(near)
+
+    def strongest(site, skip=()):  # nb201's cells share one genotype: an edge's three places choose together
+        total = sum(net.gates[f"stage{k}.{site}"].abs() for k in (1, 2, 3) if f"stage{k}.{site}" not in skip)
+        return {net.sites[f"stage1.{site}"][int(total.argmax())]}
+
+    assert kept[edge] == strongest("cell.0.x2.op1", skip={edge})  # the erased place has no say
+    assert kept["stage2.cell.0.x3.op1"] == strongest("cell.0.x3.op1")

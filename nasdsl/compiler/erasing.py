@@ -23,6 +23,7 @@ identity shortcut has nothing to zero and stays.
     erasing.check(["stage2.unit.pick.basic.basic.bn2", ...])   # Validity: ok, and why not
     erasing.variables(module, name)               # [(parameter name, index or None)]: what to zero
     erasing.erased(names)                         # the graph without them; erased_module(...) its module
+    net.nearest(erasing.left(names))              # a parallel supernet's remainder as a derivation, how far
 
 The graph may come from `build_graph`, `trace` (any torch module) or
 `parallel_graph`; the node ids are module paths, so a structure's variables are
@@ -145,6 +146,17 @@ class Erasing:
         graph.graph["params"] = sum(a["params"] for _, a in graph.nodes(data=True))
         graph.graph["macs"] = sum(a["macs"] for _, a in graph.nodes(data=True))
         return graph
+
+    def left(self, names) -> dict:
+        """{gated sum: labels of its options still there} after erasing `names` (a
+        parallel supernet's sites, for `ParallelSupernet.nearest`)."""
+        gone = self.removed_nodes(names)
+        out: dict = {}
+        for node, a in self.graph.nodes(data=True):
+            if a["op"] == "gsum":  # an erased sum keeps none
+                out[node] = {label for label, i in zip(a["args"]["labels"], a["inputs"])
+                             if node not in gone and i not in gone}
+        return out
 
     def _get(self, name: str) -> Structure:
         if name not in self.structures:

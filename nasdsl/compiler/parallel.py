@@ -5,6 +5,7 @@ outputs are summed under the site's gate.
     net.sites                                        # {site path: option labels}
     net.gates["cells.0.x1.op"]                       # its gate: one number per option
     net.derivation_of({site: {label}, ...})          # the surviving options as a derivation
+    net.nearest({site: {labels left}, ...})          # the nearest derivation, and how far it is
 
 The network is one elaborator walk (`nasdsl.compiler.elaborate`) with a chooser
 that answers several options where a derivation answers one:
@@ -313,6 +314,34 @@ class ParallelSupernet(torch.fx.GraphModule):
             value = Picked(tuple(chosen)) if r.kind == "pick" else chosen[0]
             root = replace_path(root, split_path(r.choice), value)
         return self.space.validate(Derivation(root))
+
+    def nearest(self, left: dict, scores: dict | None = None) -> tuple[Derivation, int]:
+        """The derivation nearest to a network that keeps the `left` options ({site path:
+        labels}; a site not named keeps all of them), and how far it is: the options it
+        adds or drops, over every place (0: the network is that derivation). Where a site
+        keeps other than a derivation's count, the options with the largest `scores` ({site
+        path: one number per option}, default the gates' magnitudes) among those left come
+        first, then the others in order; the places of a shared rule choose together."""
+        scores = scores if scores is not None else {p: g.detach().abs() for p, g in self.gates.items()}
+        for path, labels in left.items():
+            self._check_labels(self._site(path), labels)
+        kept: dict = {}
+        distance = 0
+        for site in self._sites:  # outer sites first: an option's inner sites are asked once it is kept
+            if site.path in kept or not self._active(site, kept):
+                continue
+            r = site.record
+            places = [s for s in self._sites if (s.record.choice, s.record.name) == (r.choice, r.name)
+                      and self._active(s, kept)]
+            here = {s.path: set(left.get(s.path, s.labels)) for s in places}
+            weight = [sum(float(scores[s.path][i]) for s in places if label in here[s.path])
+                      for i, label in enumerate(site.labels)]
+            order = sorted(range(len(site.labels)), key=lambda i: (-weight[i], i))
+            chosen = {site.labels[i] for i in order[:r.k]}
+            for s in places:
+                kept[s.path] = chosen
+                distance += len(chosen ^ here[s.path])
+        return self.derivation_of(kept), distance
 
     def kept(self, d) -> dict:
         """What derivation `d` keeps at each site it reaches: `derivation_of`'s inverse
