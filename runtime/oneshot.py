@@ -14,7 +14,10 @@ retrain the best alone.
 
 An algorithm is one file: a subclass of `OneShot` giving `rank` (the search over
 shared-weight accuracy) and, where it trains differently, `sampler` or `run` (NAO-V2's
-phases). Supernet training runs data-parallel under `torchrun` (`Ranks`): every rank
+phases). `OneShot` is a `TrainOnce`: one training before any trial, then its ranking's
+first --trials retrained; an algorithm that trains something other than a shared-weight
+bank (SuperTickets' network of summed branches, which shrinks and is pruned as it goes)
+subclasses `TrainOnce` itself and gives `run`. Supernet training runs data-parallel under `torchrun` (`Ranks`): every rank
 takes the lead's derivation and its share of each batch, and the summed gradients make
 each step the global batch's step.
 """
