@@ -57,6 +57,7 @@ def test_kendall_quick_runs_end_to_end(tmp_path):
     assert set(run["tau"]) == {"recalibrate", "train"} and not (tmp_path / "ckpt").exists()
 
 
+@pytest.mark.slow  # two quick kendall runs (24 s); test_kendall_quick_runs_end_to_end covers the script
 def test_kendall_quick_with_size_weighted_pool_sampling_reuses_the_stand_alone_runs(tmp_path):
     uniform, weighted = tmp_path / "uniform.json", tmp_path / "params.json"
     for argv in (["--out", str(uniform)],
