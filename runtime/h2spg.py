@@ -69,6 +69,10 @@ class H2SPG(torch.optim.Optimizer):
     def _vector(self, name: str, grad: bool = False) -> torch.Tensor:
         return torch.cat(self._views(name, grad))
 
+    def _zero(self, name: str) -> None:
+        for view in self._views(name):
+            view.zero_()
+
     def _put(self, name: str, value: torch.Tensor) -> None:
         offset = 0
         for view in self._views(name):
@@ -135,7 +139,7 @@ class H2SPG(torch.optim.Optimizer):
             self._put(name, value)
             self._still(name)
         for name in self.zero:
-            self._put(name, torch.zeros_like(self._vector(name)))
+            self._zero(name)
         return loss
 
     def _trial(self, name: str) -> torch.Tensor:
@@ -166,7 +170,7 @@ class H2SPG(torch.optim.Optimizer):
         """Every taken group to zero now (the end of training)."""
         for name in self.redundant or ():
             self.zero.add(name)
-            self._put(name, torch.zeros_like(self._vector(name)))
+            self._zero(name)
             self._still(name)
 
     def zero_groups(self) -> tuple:
