@@ -49,7 +49,7 @@ class H2SPG(torch.optim.Optimizer):
         super().__init__(list(module.parameters()), dict(lr=lr, momentum=momentum, weight_decay=weight_decay))
         self.erasing = erasing
         self.named = dict(module.named_parameters())
-        self.variables = {name: tuple(erasing.variables(module, name)) for name in erasing.structures}
+        self.variables = {name: tuple(v) for name, v in erasing.all_variables(module).items()}
         self.settings = dict(warmup_steps=warmup_steps, lam=lam, lam_amplify=lam_amplify, lam_max=lam_max,
                              epsilon=epsilon, hierarchical=hierarchical)
         self.count = round(target * len(self.variables))

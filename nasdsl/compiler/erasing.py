@@ -117,10 +117,15 @@ class Erasing:
     def variables(self, module, name: str) -> list[tuple[str, int | None]]:
         """(parameter name, index) pairs that zero structure `name` when set to zero:
         its gate entry in a gated sum, else every parameter of its layers (index None)."""
-        s = self._get(name)
-        if s.gate is not None:
-            return [(f"{s.gate[0]}.gate", s.gate[1])]
-        return [(p, None) for p, _ in module.named_parameters() if _owner(self.graph, p) in s.nodes]
+        self._get(name)
+        return self.all_variables(module)[name]
+
+    def all_variables(self, module) -> dict[str, list]:
+        """`variables` of every structure, each parameter's owning node found once."""
+        owners = [(p, _owner(self.graph, p)) for p, _ in module.named_parameters()]
+        return {name: [(f"{s.gate[0]}.gate", s.gate[1])] if s.gate is not None
+                else [(p, None) for p, node in owners if node in s.nodes]
+                for name, s in self.structures.items()}
 
     def erased(self, names) -> nx.DiGraph:
         """The graph without the named structures (and the sums they empty): each sum
@@ -176,6 +181,7 @@ def erasing_graph(graph: nx.DiGraph) -> Erasing:
         if node != up:
             below.setdefault(up, []).append(node)
     shared = {n: set(calls) for calls in graph.graph.get("shared_calls", {}).values() for n in calls}
+    order = {n: k for k, n in enumerate(graph)}  # the build order, a topological one
     found = {}
     for join in graph:
         a = graph.nodes[join]
@@ -186,7 +192,7 @@ def erasing_graph(graph: nx.DiGraph) -> Erasing:
                 continue
             nodes = _subtree(below, source)
             gate = (join, position) if a["op"] == "gsum" else None
-            if ends["input"] in nodes or (gate is None and not _zeroed(graph, nodes, source, shared)):
+            if ends["input"] in nodes or (gate is None and not _zeroed(graph, nodes, source, shared, order)):
                 continue
             found[source] = Structure(source, join, position, frozenset(nodes),
                                       sum(graph.nodes[n]["params"] for n in nodes), gate)
@@ -270,13 +276,11 @@ def _ends(graph) -> dict:
     return {a["op"]: n for n, a in graph.nodes(data=True) if a["op"] in ("input", "output")}
 
 
-def _zeroed(graph, nodes: set, output, shared: dict) -> bool:
+def _zeroed(graph, nodes: set, output, shared: dict, order: dict) -> bool:
     """Whether zeroing every parameter of `nodes` makes `output` zero (conservative:
     an op nasdsl has no word for, or a layer whose weights are used elsewhere, is not)."""
     zero = {}
-    for node in graph:  # topological: the build order
-        if node not in nodes:
-            continue
+    for node in sorted(nodes, key=order.__getitem__):  # topological: the build order
         a = graph.nodes[node]
         if not shared.get(node, set()) <= nodes:
             return False  # a module called here and outside: its weights cannot be zeroed for this part alone
