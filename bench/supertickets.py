@@ -52,13 +52,12 @@ from pathlib import Path
 
 import record  # bench/record.py, beside this script
 import torch
-from nasdsl.runtime.algorithms.supertickets import macs_of
 from nasdsl.runtime.data import FASHION_MNIST_ROOT, load
 from nasdsl.runtime.search import stored_space, trained_module
 from nasdsl.runtime.shrink import Shrunk, build, carry, positions, shrink
 from nasdsl.runtime.sparsity import Masks
 from nasdsl.runtime.store import Store
-from nasdsl.runtime.train import TrainConfig, accuracy, train
+from nasdsl.runtime.train import TrainConfig, accuracy, macs_of, train
 
 ROOT = Path(__file__).resolve().parent.parent
 SPACE = ROOT / "spaces" / "superresnet.nas"

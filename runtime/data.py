@@ -88,6 +88,26 @@ class Dataset:
     note: str = ""  # what the user should know, e.g. a fallback; the CLI shows it
 
 
+def fitted(data: Dataset, input_shape) -> Dataset:
+    """`data` shaped for a model that takes `input_shape` (C, H, W): images resized
+    (bilinear) to H x W, a one-channel set repeated to C channels (torchvision's
+    models on Fashion-MNIST: 3 x 32 x 32). The same data set when it already fits."""
+    c, h, w = (int(d) for d in input_shape)
+    if (c, h, w) == tuple(data.input_shape):
+        return data
+    if c != data.input_shape[0] and data.input_shape[0] != 1:
+        raise DataError(f"{data.name} has {data.input_shape[0]} channels; the model takes {c}",
+                        "give --input-shape with the data's channel count")
+
+    def fit(split: Split) -> Split:
+        x = split.x
+        if (h, w) != tuple(x.shape[2:]):
+            x = torch.nn.functional.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
+        return Split(x.expand(-1, c, -1, -1).contiguous(), split.y)
+
+    return attrs.evolve(data, train=fit(data.train), val=fit(data.val), test=fit(data.test), input_shape=(c, h, w))
+
+
 @attrs.frozen(eq=False)
 class _Raw:
     """What a loader reads: uint8 (N, C, H, W) images and int64 labels."""

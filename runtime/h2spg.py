@@ -10,22 +10,28 @@ DHSPG it builds on):
 1. warm-up: `warmup_steps` plain steps (SGD with momentum and weight decay);
 2. selection, once, at the first step after the warm-up: each group's saliency, as the
    released DHSPG scores it: half the cosine of the group's variables and its gradient
-   (the gradient already pushing them to zero), half the inverse of its mean magnitude
-   `||x|| / |g|`, each normalised to [0, 1] over the groups; most redundant first, a
+   (the gradient already pushing them to zero), half the inverse of its root-mean-square
+   magnitude `sqrt(|g|) / ||x||` (per element: groups differ in size), each normalised to [0, 1] over the groups; most redundant first, a
    group is taken when the network without it and what was taken (and the structures
-   inside it, which go with it) is still valid (`Erasing.check`), until `target` of the
-   groups are taken. `hierarchical=False` takes the top ones by score without asking:
+   inside it, which go with it) is still valid (`Erasing.check`, and `admissible(names)`
+   when given: a space's own rules, such as a pick that keeps a branch), until `target`
+   of the groups are taken. `hierarchical=False` takes the top ones by score without asking:
    the ablation, which can leave an invalid network;
 3. the hybrid step: the other variables take the plain step; a redundant group (only
    the outermost taken, which covers the ones inside) takes a gradient step with a
-   group-lasso push `lam_g * x / ||x||`, `lam_g` raised to `lam_amplify` times the
-   gradient's pull away from zero when it pulls (at most `lam_max * lam`); the
+   group-lasso push `lam_g * x / ||x||` whose base is `lam` times the group's norm when
+   it was selected (a push in proportion to the group: groups here differ 10^4-fold in
+   norm, from a gate entry to a stage's branch; with `lam * lr` the share of it removed
+   per step, a run of a few hundred steps gets its groups to zero), raised to
+   `lam_amplify` times the gradient's pull away from zero when it pulls (at most
+   `lam_max` times the base, DHSPG's clip); the
    half-space projection then sets the group to zero when the trial point leaves
    `{z: <z, x> >= epsilon ||x||^2}`, and a zero group stays zero.
 
 `zero_redundant()` sets every taken group to zero at once (the end of training: the
 erased network is then exactly the selected one); `group_sparsity()` is the share of
-all groups whose variables are all zero, `zero_groups()` their names.
+all groups erased (their variables all zero, or inside such a group), `zero_groups()`
+their names.
 """
 
 from __future__ import annotations
@@ -38,7 +44,8 @@ from nasdsl.language.errors import NasError
 class H2SPG(torch.optim.Optimizer):
     def __init__(self, module: torch.nn.Module, erasing, *, lr: float, momentum: float = 0.9,
                  weight_decay: float = 0.0, target: float = 0.5, warmup_steps: int = 0, lam: float = 1e-3,
-                 lam_amplify: float = 1.1, lam_max: float = 10.0, epsilon: float = 0.0, hierarchical: bool = True):
+                 lam_amplify: float = 1.1, lam_max: float = 10.0, epsilon: float = 0.0, hierarchical: bool = True,
+                 admissible=None):
         if not 0 <= target <= 1:
             raise NasError(f"the target group sparsity is a share of the groups in [0, 1], got {target}")
         if not 0 <= epsilon < 1:
@@ -48,6 +55,7 @@ class H2SPG(torch.optim.Optimizer):
                            hint="its sums have no branch whose parameters zero it (see nasdsl.compiler.erasing)")
         super().__init__(list(module.parameters()), dict(lr=lr, momentum=momentum, weight_decay=weight_decay))
         self.erasing = erasing
+        self.admissible = admissible  # names -> bool: what the network's source adds to validity (a space's rules)
         self.named = dict(module.named_parameters())
         self.variables = {name: tuple(v) for name, v in erasing.all_variables(module).items()}
         self.settings = dict(warmup_steps=warmup_steps, lam=lam, lam_amplify=lam_amplify, lam_max=lam_max,
@@ -56,6 +64,7 @@ class H2SPG(torch.optim.Optimizer):
         self.steps = 0
         self.redundant: tuple | None = None  # the taken groups, once selected
         self.zero: set = set()  # the taken groups already projected to zero
+        self.scale: dict = {}  # a taken group's norm when it was taken: its push's unit
 
     # ---- the groups' variables as one vector -------------------------------------------------
     def _views(self, name: str, grad: bool = False) -> list[torch.Tensor]:
@@ -88,7 +97,7 @@ class H2SPG(torch.optim.Optimizer):
             x, g = self._vector(name), self._vector(name, grad=True)
             norm = float(x.norm())
             cos[name] = float(x @ g) / max(norm * float(g.norm()), 1e-12)
-            inv[name] = x.numel() / max(norm, 1e-12)
+            inv[name] = x.numel() ** 0.5 / max(norm, 1e-12)  # 1 / the root-mean-square magnitude
         cos, inv = _unit(cos), _unit(inv)
         return {n: 0.5 * cos[n] + 0.5 * inv[n] for n in self.variables}
 
@@ -104,13 +113,16 @@ class H2SPG(torch.optim.Optimizer):
             inside = _inside(structures, name)
             if len(covered | inside) > self.count:
                 continue
-            if self.settings["hierarchical"] and not self.erasing.check(covered | inside):
+            if self.settings["hierarchical"] and not self._valid(covered | inside):
                 continue
             taken.append(name)
             covered |= inside
             if len(covered) == self.count:
                 break
         return tuple(n for n in taken if not any(o != n and n in _inside(structures, o) for o in taken))
+
+    def _valid(self, names: set) -> bool:
+        return bool(self.erasing.check(names)) and (self.admissible is None or self.admissible(names))
 
     # ---- the step ----------------------------------------------------------------------------
     @torch.no_grad()
@@ -122,6 +134,7 @@ class H2SPG(torch.optim.Optimizer):
         self.steps += 1
         if self.redundant is None and self.steps > self.settings["warmup_steps"]:
             self.redundant = self.select(self.saliency()) if self.count else ()
+            self.scale = {n: float(self._vector(n).norm()) for n in self.redundant}
         trials = {n: self._trial(n) for n in self.redundant or () if n not in self.zero}
         for group in self.param_groups:
             for p in group["params"]:
@@ -149,9 +162,10 @@ class H2SPG(torch.optim.Optimizer):
         norm = float(x.norm())
         if norm == 0.0:
             return x
-        lam, pull = s["lam"], -float(x @ g) / norm
+        base, pull = s["lam"] * self.scale.get(name, norm), -float(x @ g) / norm
+        lam = base
         if pull > 0:  # the loss wants the group larger: push harder than it pulls, within bounds
-            lam = min(max(lam, s["lam_amplify"] * pull), s["lam_max"] * s["lam"])
+            lam = min(max(base, s["lam_amplify"] * pull), s["lam_max"] * base)
         trial = x - lr * (g + lam * x / norm)
         if float(trial @ x) < s["epsilon"] * norm ** 2:
             return torch.zeros_like(x)
@@ -174,15 +188,18 @@ class H2SPG(torch.optim.Optimizer):
             self._still(name)
 
     def zero_groups(self) -> tuple:
-        """The groups whose variables are all zero."""
-        return tuple(n for n in self.variables if not bool(self._vector(n).any()))
+        """The groups whose variables are all zero, and those inside them (erased with
+        them: an option's gate at zero erases the branches in it)."""
+        zero = [n for n in self.variables if not bool(self._vector(n).any())]
+        removed = set().union(*(_inside(self.erasing.structures, n) for n in zero))
+        return tuple(n for n in self.variables if n in removed)
 
     def group_sparsity(self) -> float:
         return len(self.zero_groups()) / len(self.variables)
 
     def state_dict(self):
         return {**super().state_dict(), "h2spg": {"steps": self.steps, "redundant": self.redundant,
-                                                  "zero": sorted(self.zero)}}
+                                                  "zero": sorted(self.zero), "scale": self.scale}}
 
     def load_state_dict(self, state):
         state = dict(state)
@@ -191,6 +208,7 @@ class H2SPG(torch.optim.Optimizer):
         self.steps = own["steps"]
         self.redundant = None if own["redundant"] is None else tuple(own["redundant"])
         self.zero = set(own["zero"])
+        self.scale = dict(own["scale"])
 
 
 def _unit(values: dict) -> dict:

@@ -13,6 +13,10 @@
     supertickets.png  a SuperTickets search's MACs, parameters, sparsity and accuracy per
                     epoch, the shrink steps marked
     summary.md      the search's settings, the best trials, the front, the failures
+
+A `nasdsl sparsify` store's report is its own (`sparsify_report`): sparsify.png (group
+sparsity and accuracy per epoch), erased.png (the network, its erased structures
+filled; needs Graphviz) and summary.md (the sub-network against the supernet).
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ def write_report(store: Store, out) -> dict:
     matplotlib.use("Agg")  # files only, no display
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    if store.config.get("command") == "sparsify":
+        return sparsify_report(store, out)
     trials = store.trials()
     done = [t for t in trials if t.status == "done"]
     written = {name: out / f"{name}.png" for name in ("pareto", "progress", "population", "lineage")}
@@ -98,6 +104,80 @@ def plot_supertickets(rows: list[dict], path: Path) -> None:
         ax.legend(fontsize=8)
     fig.suptitle("SuperTickets: shrinking and pruning while training")
     save(fig, path)
+
+
+def sparsify_report(store: Store, out: Path) -> dict:
+    """The report of a `nasdsl sparsify` run (see the module's text)."""
+    import shutil
+
+    from nasdsl.compiler.export import render_png
+
+    rows, result = store.get_state("sparsify") or [], store.get_state("sparsify_result")
+    written = {"sparsify": out / "sparsify.png", "summary": out / "summary.md"}
+    plot_sparsify(rows, result, written["sparsify"])
+    dot = store.checkpoint_dir() / "erased.dot"
+    if dot.exists() and shutil.which("dot"):
+        written["erased"] = out / "erased.png"
+        render_png(dot.read_text(), str(written["erased"]))
+    written["summary"].write_text(sparsify_markdown(store, rows, result, "erased" in written))
+    return {k: str(v) for k, v in written.items()}
+
+
+def plot_sparsify(rows: list[dict], result: dict | None, path: Path) -> None:
+    """H2SPG over its epochs: the share of groups at zero (the target dashed) and the
+    accuracies; the constructed sub-network's test accuracy marked at the end."""
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] for r in rows]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
+    left.plot(epochs, [r["group_sparsity"] for r in rows], marker="o", label="groups at zero")
+    if result:
+        left.axhline(result["target_sparsity"], color="0.5", linestyle="--", label="target")
+        left.plot([epochs[-1] if epochs else 0], [result["group_sparsity"]], marker="*", markersize=12, color="C3",
+                  linestyle="none", label="after the end's zeroing")
+    left.set_ylim(0, 1.05)
+    left.set_ylabel("group sparsity")
+    right.plot(epochs, [r["val_acc"] for r in rows], marker="o", color="C3", label="validation")
+    right.plot(epochs, [r["train_acc"] for r in rows], marker=".", color="0.5", label="training")
+    if result and "subnet" in result["accuracy"]:
+        right.plot([epochs[-1] if epochs else 0], [result["accuracy"]["subnet"]["test"]], marker="*", markersize=12,
+                   color="C2", linestyle="none", label="sub-network, test")
+    right.set_ylabel("accuracy")
+    for ax in (left, right):
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle("OTOv3: H2SPG zeroing whole structures while training")
+    save(fig, path)
+
+
+def sparsify_markdown(store: Store, rows: list[dict], result: dict | None, drawn: bool) -> str:
+    config = store.config
+    lines = [f"# Sparsify report: {config['model']} on {config['dataset']}", "",
+             f"- {len(rows)} of {config['train']['epochs']} epochs, lr {config['train']['lr']}, batch "
+             f"{config['train']['batch_size']}" + (f", {config['limit']} training images" if config.get("limit") else ""),
+             f"- settings: {config['settings']}", f"- seed {config['seed']}; store `{store.path}`", ""]
+    if result is None:
+        lines.append("The run has not finished: resume it with `nasdsl sparsify --store ... --resume`.")
+    else:
+        sup = result["accuracy"]["supernet"]
+        lines += [f"- groups at zero: {result['zero_groups']} of {result['groups']} (group sparsity "
+                  f"{result['group_sparsity']:.3f}, target {result['target_sparsity']}); {result['projected']} zeroed "
+                  f"by the half-space projection before the end", f"- supernet: {result['params_before']:,} params, "
+                  f"{result['macs_before']:,} MACs, validation {sup['val']:.4f}, test {sup['test']:.4f}"]
+        if result["valid"]:
+            sub = result["accuracy"]["subnet"]
+            lines.append(f"- sub-network: {result['params_after']:,} params, {result['macs_after']:,} MACs, "
+                         f"validation {sub['val']:.4f}, test {sub['test']:.4f}; largest logit gap to the sparse "
+                         f"supernet {result['output_gap']:.2e}")
+        else:
+            lines.append(f"- no sub-network: the selection left an invalid network ({result['reasons'][0]})")
+        if "derivation" in result:
+            lines.append(f"- derivation ({result['distance']} options from the sub-network): `{result['derivation']}`")
+    lines += ["", "![group sparsity and accuracy](sparsify.png)", ""]
+    if drawn:
+        lines += ["![the network, its erased structures filled](erased.png)", ""]
+    return "\n".join(lines)
 
 
 def kendall_tau(a, b) -> float | None:

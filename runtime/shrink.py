@@ -198,7 +198,7 @@ def shrink(space, shrunk: Shrunk, graph: nx.DiGraph, module, threshold: float, a
         if outs and len(outs) == len(b.outputs) and all(max(_scales(module, at, n).values()) < threshold
                                                             for n in outs):
             dead_branches.add(b)
-    new_d, erased = _erase(space, d, graph, owners, dead_branches, module, at)
+    new_d, erased = erase_branches(space, d, graph, owners, dead_branches, lambda b: _mass(module, at, graph, b))
     for b in erased:
         for n in b.outputs:
             if graph.nodes[n]["op"] == "bn":
@@ -216,17 +216,18 @@ def _owner(owners: list, nodes: list):
     return max(holding, key=lambda b: len(b.prefix), default=None)
 
 
-def _erase(space, d: Derivation, graph, owners, dead: set, module, at) -> tuple[Derivation, list]:
-    """`d` without the dead branches (see the module's text), and the branches erased
-    (those of an erased unit included)."""
+def erase_branches(space, d: Derivation, graph, owners: list, dead: set, mass) -> tuple[Derivation, list]:
+    """`d` without the `dead` branches (of `owners`, `branches(graph, d)`; see the
+    module's text), and the branches erased (those of an erased unit included). A pick
+    that must keep one, and has no alternative around it to fall back on, keeps the
+    branch of largest `mass(branch)`. Shrinkage and OTOv3's sub-network both use it."""
     if not dead:
         return d, []
     root, erased = d.root, []
     by_pick: dict = {}
     for b in owners:
         by_pick.setdefault(b.pick, []).append(b)
-    alts = {".".join(map(str, parts)): plan for parts, plan, value in plan_positions(space.root, d.root)
-            if isinstance(plan, PAlt)}
+    alts = alternatives(space, d)
     gone_prefixes: list = []
     for pick, members in sorted(by_pick.items(), key=lambda kv: kv[0].count(".")):  # outer picks first
         if any(members[0].prefix.startswith(p) for p in gone_prefixes):
@@ -240,9 +241,9 @@ def _erase(space, d: Derivation, graph, owners, dead: set, module, at) -> tuple[
             root = replace_path(root, split_path(pick), Picked(tuple(a for a in picked.items if a.label in labels)))
             erased.extend(b for b in members if b in dead)
             continue
-        holder = max((p for p in alts if pick.startswith(p + ".")), key=len, default=None)
+        holder = holding(alts, pick)
         if holder is None:  # the pick must keep one: the branch with the largest scales stays
-            best = max(members, key=lambda b: _mass(module, at, graph, b))
+            best = max(members, key=mass)
             root = replace_path(root, split_path(pick), Picked(tuple(a for a in picked.items if a.label == best.label)))
             erased.extend(b for b in members if b is not best)
             continue
@@ -256,6 +257,18 @@ def _erase(space, d: Derivation, graph, owners, dead: set, module, at) -> tuple[
         gone_prefixes.append(unit)
         erased.extend(b for b in owners if b.prefix.startswith(unit))
     return space.validate(Derivation(space.root.nearest(root))), erased
+
+
+def alternatives(space, d: Derivation) -> dict:
+    """{derivation path: its alternative's plan} for every alternative `d` passes."""
+    return {".".join(map(str, parts)): plan for parts, plan, value in plan_positions(space.root, d.root)
+            if isinstance(plan, PAlt)}
+
+
+def holding(alts: dict, pick: str) -> str | None:
+    """The innermost of `alts` around derivation path `pick` (None: no alternative
+    holds it, so the pick must keep a branch)."""
+    return max((p for p in alts if pick.startswith(p + ".")), key=len, default=None)
 
 
 def _mass(module, at, graph, b: Branch) -> float:

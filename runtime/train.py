@@ -247,3 +247,19 @@ def accuracy(module: nn.Module, split: Split, batch_size: int = 1024) -> float:
                 x = x.contiguous(memory_format=torch.channels_last)
             correct += (module(x).argmax(1) == split.y[i:i + batch_size]).sum()
     return correct.item() / max(1, len(split.y))
+
+
+def macs_of(module: nn.Module, graph=None, input_shape=None) -> int:
+    """Multiply-accumulates of one image through `module` (FlopCounterMode's FLOPs / 2),
+    of `input_shape` (C, H, W) or else `graph`'s."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    shape = input_shape if input_shape is not None else graph.graph["input_shape"]
+    x = torch.zeros(1, *shape, device=next(module.parameters()).device)
+    counter = FlopCounterMode(display=False)
+    was = module.training
+    module.eval()
+    with counter, torch.no_grad():
+        module(x)
+    module.train(was)
+    return counter.get_total_flops() // 2

@@ -258,3 +258,18 @@ def test_a_parallel_remainder_is_its_derivation_or_the_nearest_one():
 
     assert kept[edge] == strongest("cell.0.x2.op1", skip={edge})  # the erased place has no say
     assert kept["stage2.cell.0.x3.op1"] == strongest("cell.0.x3.op1")
+
+
+def test_a_module_is_built_from_an_erased_graph_of_under_half_its_nodes():
+    # networkx's subgraph view of few nodes iterates them in set order; the module is
+    # built in the graph's order, so the erased graph must keep the topological one
+    space = nasdsl.load(SPACES / "superresnet.nas").bind(C=4, in_channels=1, resolution=28)
+    graph = build_graph(space, space.preset("supernet"))
+    module = build_module(graph).eval()
+    erasing = erasing_graph(graph)
+    names = [n for n in erasing.structures if ".pick." in n and not n.endswith("dil3.dil3.bn2")]
+    assert erasing.erased(names).number_of_nodes() < graph.number_of_nodes() / 2
+    _zero(module, erasing, names)
+    small = erased_module(erasing, module, names).eval()
+    x = torch.randn(2, 1, 28, 28)
+    assert torch.allclose(small(x), module(x), atol=1e-5)

@@ -1,5 +1,5 @@
 """The `nasdsl` command: check, count, sample, show, mutate, encode, restrict and compile space files,
-trace PyTorch models, and (from nasdsl.runtime) search, trials, report and export.
+trace PyTorch models, and (from nasdsl.runtime) search, trials, report, export and sparsify.
 
 Every command computes one JSON-ready dict; `--json` prints it as is and the
 human form renders the same dict with rich, so the two never disagree.
@@ -530,13 +530,16 @@ def build_parser() -> argparse.ArgumentParser:
                           help=f"the most parameters a supernet may hold (default {MAX_SUPERNET_PARAMS:,})")
 
     trace_ = command("trace", cmd_trace, "trace a PyTorch model into nasdsl's graph: params, MACs, output shape", [])
-    trace_.add_argument("model", metavar="torchvision:NAME", help="a torchvision classification model (random weights)")
+    trace_.add_argument("model", metavar="MODEL", help="torchvision:NAME, a torchvision classification model (random "
+                        "weights), or module:PATH:NAME, the module, class or function NAME of Python file PATH")
     trace_.add_argument("--input-shape", type=shape_arg, default=(3, 224, 224), metavar="C,H,W",
                         help="per-sample input shape (default 3,224,224)")
 
     from .search import add_commands  # search, trials, report
+    from .sparsify import add_sparsify
 
     add_commands(command, space, positive_int)
+    add_sparsify(command, space, positive_int, shape_arg)
     return parser
 
 

@@ -38,9 +38,10 @@ def _label(node_id, a) -> str:
     return f"{head}\\n{'x'.join(map(str, a['shape']))}"
 
 
-def to_dot(graph: nx.DiGraph) -> str:
+def to_dot(graph: nx.DiGraph, fill: dict | None = None) -> str:
     """Graphviz source: nodes labelled `op(args)` and output shape, nested clusters
-    following the provenance path (one per rule call, repetition copy, dag node)."""
+    following the provenance path (one per rule call, repetition copy, dag node);
+    `fill` colours some nodes ({node: colour}: the structures a sparsify run erased)."""
     lines = [f'digraph "{graph.graph.get("space", "network")}" {{', "  rankdir=TB;",
              '  node [shape=box, style="rounded,filled", fillcolor="#f4f4f4", fontname="Helvetica", fontsize=10];']
     tree: dict = {}
@@ -55,7 +56,8 @@ def to_dot(graph: nx.DiGraph) -> str:
     def emit(level, indent, prefix):
         for node_id in level.get("", []):
             a = graph.nodes[node_id]
-            lines.append(f'{indent}"{node_id}" [label="{_label(node_id, a)}"];')
+            colour = f', fillcolor="{fill[node_id]}"' if fill and node_id in fill else ""
+            lines.append(f'{indent}"{node_id}" [label="{_label(node_id, a)}"{colour}];')
         for name, sub in level.items():
             if name == "":
                 continue
@@ -72,12 +74,17 @@ def to_dot(graph: nx.DiGraph) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_png(graph: nx.DiGraph, path: str) -> None:
+def write_png(graph: nx.DiGraph, path: str, fill: dict | None = None) -> None:
+    render_png(to_dot(graph, fill), path)
+
+
+def render_png(source: str, path: str) -> None:
+    """Graphviz source drawn as a PNG by `dot`."""
     dot = shutil.which("dot")
     if dot is None:
         raise NasError("drawing a PNG needs Graphviz's `dot`", None,
                        "install it (Debian: apt-get install graphviz), or write --dot FILE and render it elsewhere")
-    result = subprocess.run([dot, "-Tpng", "-o", path], input=to_dot(graph), text=True, capture_output=True)
+    result = subprocess.run([dot, "-Tpng", "-o", path], input=source, text=True, capture_output=True)
     if result.returncode != 0:
         raise NasError(f"dot could not draw {path}: {result.stderr.strip()}")
 

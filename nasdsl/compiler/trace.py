@@ -93,19 +93,55 @@ def _where(root: nn.Module, err: BaseException) -> str:
     return f" ({frame.f_code.co_name}, {at})"
 
 
-def load_model(spec: str) -> nn.Module:
-    """`torchvision:NAME`: torchvision's classification model NAME, randomly
-    initialised (`weights=None`), so nothing is ever downloaded."""
-    source, sep, name = spec.partition(":")
+def load_model(spec: str, num_classes: int | None = None) -> nn.Module:
+    """The model `spec` names: `torchvision:NAME`, torchvision's classification model
+    NAME, randomly initialised (`weights=None`, so nothing is ever downloaded), with
+    `num_classes` outputs when given; or `module:PATH:NAME`, the `nn.Module` that NAME
+    (a module, or a class or function called without arguments) is in the Python file
+    PATH, which is run to find it (the user's own code, as with --plugin)."""
+    source, sep, rest = spec.partition(":")
+    if source == "module" and sep:
+        return _user_model(spec, *rest.rpartition(":")[::2])
     if source != "torchvision" or not sep:
-        raise NasError(f"expected a model as torchvision:NAME, got `{spec}`", None, "e.g. torchvision:resnet18")
+        raise NasError(f"expected a model as torchvision:NAME or module:PATH:NAME, got `{spec}`", None,
+                       "e.g. torchvision:resnet18 or module:models.py:Net")
     import torchvision
 
     names = torchvision.models.list_models(module=torchvision.models)
-    if name not in names:
-        raise NasError(f"unknown torchvision model `{name}`", None,
-                       did_you_mean(name, names) or f"the models are {', '.join(names)}")
-    return torchvision.models.get_model(name, weights=None)
+    if rest not in names:
+        raise NasError(f"unknown torchvision model `{rest}`", None,
+                       did_you_mean(rest, names) or f"the models are {', '.join(names)}")
+    extra = {} if num_classes is None else {"num_classes": num_classes}
+    return torchvision.models.get_model(rest, weights=None, **extra)
+
+
+def _user_model(spec: str, path: str, name: str) -> nn.Module:
+    import importlib.util
+
+    if not path or not name:
+        raise NasError(f"expected module:PATH:NAME, got `{spec}`", None, "e.g. module:models.py:Net")
+    file = Path(path)
+    if not file.is_file():
+        raise NasError(f"{path}: no such Python file (in `{spec}`)")
+    loaded = importlib.util.spec_from_file_location(f"nasdsl_user_{file.stem}", file)
+    code = importlib.util.module_from_spec(loaded)
+    try:
+        loaded.loader.exec_module(code)
+    except Exception as err:  # the user's file: its error, said as ours
+        raise NasError(f"{path}: running it failed: {type(err).__name__}: {err}") from err
+    found = getattr(code, name, None)
+    if found is None:
+        public = [n for n in vars(code) if not n.startswith("_")]
+        raise NasError(f"{path} has no `{name}`", None, did_you_mean(name, public) or "name a class or function there")
+    if not isinstance(found, nn.Module):
+        try:
+            found = found() if callable(found) else found
+        except Exception as err:
+            raise NasError(f"{path}: `{name}()` failed: {type(err).__name__}: {err}") from err
+    if not isinstance(found, nn.Module):
+        raise NasError(f"{path}: `{name}` is no torch.nn.Module, nor makes one without arguments "
+                       f"(got {type(found).__name__})")
+    return found
 
 
 def summary(model: str, graph: nx.DiGraph) -> dict:

@@ -51,6 +51,7 @@ from ..train import (
     TrialFailed,
     accuracy,
     device_of,
+    macs_of,
     make_optimizer,
     on_device,
     on_device_module,
@@ -218,20 +219,6 @@ class _Network:
         params = sum(p.numel() for p in self.module.parameters())
         pruned = sum(int((~m).sum()) for m in self.masks.masks.values())
         return {"params": params, "nonzero_params": params - pruned, "macs": macs_of(self.module, self.graph)}
-
-
-def macs_of(module: nn.Module, graph) -> int:
-    """Multiply-accumulates of one image through `module` (FlopCounterMode's FLOPs / 2)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    x = torch.zeros(1, *graph.graph["input_shape"], device=next(module.parameters()).device)
-    counter = FlopCounterMode(display=False)
-    was = module.training
-    module.eval()
-    with counter, torch.no_grad():
-        module(x)
-    module.train(was)
-    return counter.get_total_flops() // 2
 
 
 def _optimizer(net: _Network, config, device, total: int, warmup: int, done_steps: int):
