@@ -22,7 +22,7 @@ its four branches summed, 453,122 parameters, 19.0 M MACs at 1x28x28). Arms, eac
                  choices of the space, and its smallest derivations hold ~4 M MACs)
     hesso        (--hesso-python) HESSO on the whole super-network for E epochs at each
                  --hesso-sparsity, its compressed network tested (bench/peers/
-                 hesso_superresnet.py, in the peer venv of ../shared/peers/README.md)
+                 hesso.py, in the peer venv of ../shared/peers/README.md)
 
 Every arm reports test accuracy on the 10,000 test images, parameters (and nonzero
 ones), MACs of one image (FlopCounterMode / 2), which branches survived, and its wall
@@ -167,7 +167,7 @@ def shrink_to(space, d, module, shape, macs: int, probes: int = 16) -> tuple:
 def hesso(seed: int, target: float, args, folder: Path, data_file: Path) -> dict:
     out = folder / f"hesso-{target}-{seed}.json"
     began = time.perf_counter()
-    done = subprocess.run([args.hesso_python, str(ROOT / "bench" / "peers" / "hesso_superresnet.py"), "--data",
+    done = subprocess.run([args.hesso_python, str(ROOT / "bench" / "peers" / "hesso.py"), "--data",
                            str(data_file), "--out", str(out), "--C", str(args.C), "--epochs", str(args.epochs),
                            "--batch-size", str(args.batch_size), "--target-group-sparsity", str(target),
                            "--seed", str(seed), "--threads", str(args.threads)], capture_output=True, text=True)

@@ -115,3 +115,16 @@ def test_supertickets_quick_runs_every_arm(tmp_path):
     joint, sequential = result["runs"][0], result["runs"][-1]
     assert sequential["macs"] <= joint["macs"] and abs(sequential["sparsity"] - joint["sparsity"]) < 1e-3
     assert "joint_alone" in result["summary"]
+
+
+@pytest.mark.slow  # ~6 min on 2 cores: every arm of bench/otov3.py for one epoch on 300 images
+def test_otov3_quick_runs_every_arm(tmp_path):
+    out = tmp_path / "otov3.json"
+    subprocess.run([sys.executable, str(BENCH / "otov3.py"), "--quick", "--out", str(out)], check=True,
+                   capture_output=True, timeout=1200)
+    result = json.loads(out.read_text())
+    assert set(result["summary"]) == {"superresnet/h2spg", "superresnet/topk", "superresnet/dense", "resnet18/h2spg",
+                                      "cell/h2spg", "mixed/h2spg"}
+    h2spg = result["summary"]["superresnet/h2spg"]
+    assert h2spg["invalid"] == 0 and h2spg["distance_mean"] == 0 and h2spg["output_gap_mean"] <= 1e-5
+    assert result["summary"]["superresnet/dense"]["params_mean"] == h2spg["params_before_mean"]

@@ -117,6 +117,7 @@ def load_model(spec: str, num_classes: int | None = None) -> nn.Module:
 
 def _user_model(spec: str, path: str, name: str) -> nn.Module:
     import importlib.util
+    import sys
 
     if not path or not name:
         raise NasError(f"expected module:PATH:NAME, got `{spec}`", None, "e.g. module:models.py:Net")
@@ -125,6 +126,7 @@ def _user_model(spec: str, path: str, name: str) -> nn.Module:
         raise NasError(f"{path}: no such Python file (in `{spec}`)")
     loaded = importlib.util.spec_from_file_location(f"nasdsl_user_{file.stem}", file)
     code = importlib.util.module_from_spec(loaded)
+    sys.modules[loaded.name] = code  # its classes pickle (torch.save of the whole model) by their module's name
     try:
         loaded.loader.exec_module(code)
     except Exception as err:  # the user's file: its error, said as ours

@@ -1,15 +1,19 @@
-"""HESSO (only-train-once 3.0.1) on nasdsl's SuperResNet super-network: what it prunes.
+"""HESSO (only-train-once 3.0.1) on a super-network: what it prunes. The network is
+nasdsl's SuperResNet (`--model superresnet`, the default), or any model
+`nasdsl.compiler.trace.load_model` loads (`torchvision:NAME`, `module:PATH:NAME`).
 
 Runs in the peer venv, never in the project's `.venv` (recipe: ../shared/peers/README.md,
 "only-train-once 3.0.1"; nasdsl goes in with `pip install --no-deps -e /work/main` plus
 its pure-python dependencies, so torch stays 2.14.1):
 
-    /tmp/oto-venv/bin/python bench/peers/hesso_superresnet.py --data DATA.pt --out OUT.json
-    /tmp/oto-venv/bin/python bench/peers/hesso_superresnet.py --data DATA.pt --out OUT.json \\
+    /tmp/oto-venv/bin/python bench/peers/hesso.py --data DATA.pt --out OUT.json
+    /tmp/oto-venv/bin/python bench/peers/hesso.py --data DATA.pt --out OUT.json \\
         --epochs 2 --C 8 --threads 1
+    /tmp/oto-venv/bin/python bench/peers/hesso.py --model torchvision:resnet18 --data DATA.pt ...
 
-DATA.pt is a `torch.save`d dict of already-normalised tensors: train_x [N,1,28,28] float,
-train_y [N] int64, val_x, val_y.
+DATA.pt is a `torch.save`d dict of already-normalised tensors: train_x [N,C,H,W] float
+(the model's input shape), train_y [N] int64, val_x, val_y. A model OTO cannot handle
+(its graph, its optimizer or its construction raising) is written as {"error": ...}.
 
 The network is spaces/superresnet.nas bound to (C, blocks, in_channels=1, resolution=28,
 num_classes=10), preset `supernet` (every unit holds all four branches basic, bottleneck,
@@ -38,8 +42,8 @@ What is measured and written to --out (JSON):
     MACs (torch.utils.flop_counter.FlopCounterMode's total on one 1x1x28x28 input, / 2;
     it counts convolutions and matrix products, not batch-norm or additions), and the
     largest |full - compressed| logit on the first 16 validation images.
-  - branch survival: a branch is a distinct module prefix `<...>.pick.<label>` of the
-    original network. For each, the out_channels of each of its convolutions originally
+  - branch survival: a branch is a distinct module prefix matched by --branches (default
+    `<...>.pick.<label>`, superresnet's) of the original network. For each, the out_channels of each of its convolutions originally
     and in the compressed model; `removed` when the prefix is gone from the compressed
     model or one of its convolutions kept 0 output or 0 input channels. Also, as a
     functional check, the spread (std over images, positions and channels) of the
@@ -76,8 +80,8 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 import nasdsl  # noqa: E402
 
-BRANCH = re.compile(r"^(.*\.pick\.[^.]+)\.")
-INPUT_SHAPE = (1, 28, 28)
+BRANCH = r"^(.*\.pick\.[^.]+)\."
+INPUT_SHAPE = (1, 28, 28)  # superresnet's; another model takes the data's shape
 
 
 def steps_arg(text: str):
@@ -98,6 +102,8 @@ def resolve_steps(value, total: int) -> int:
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="superresnet", help="superresnet, torchvision:NAME or module:PATH:NAME")
+    p.add_argument("--branches", default=BRANCH, help="regex whose group 1 is a branch's module prefix")
     p.add_argument("--data", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--C", type=int, default=8)
@@ -144,7 +150,7 @@ def branch_convs(model: nn.Module) -> dict[str, list[tuple[str, nn.Conv2d]]]:
     """Each branch prefix -> its convolutions (name below the prefix, module), in order."""
     out: dict[str, list] = {}
     for name, module in model.named_modules():
-        m = BRANCH.match(name + ".")
+        m = re.match(BRANCH, name + ".")
         if m:
             convs = out.setdefault(m.group(1), [])
             if isinstance(module, nn.Conv2d):
@@ -180,7 +186,21 @@ def group_summary(oto: OTO) -> dict:
 
 
 def main(argv=None) -> dict:
+    global BRANCH
     args = parse_args(argv)
+    BRANCH = args.branches
+    try:
+        return run(args)
+    except Exception as err:  # what HESSO cannot do is a result, not a crash of the benchmark
+        result = {"peer": "only-train-once HESSO", "model": args.model, "error": f"{type(err).__name__}: {err}"}
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=1))
+        print(f"HESSO {args.model}: failed: {result['error']}")
+        return result
+
+
+def run(args) -> dict:
+    global INPUT_SHAPE
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
 
@@ -194,7 +214,13 @@ def main(argv=None) -> dict:
     pruning_steps = resolve_steps(args.pruning_steps, total_steps)
     periods = max(1, min(args.pruning_periods, pruning_steps))
 
-    model = build_supernet(args.C, args.blocks, args.seed)
+    INPUT_SHAPE = tuple(train_x.shape[1:])
+    if args.model == "superresnet":
+        model = build_supernet(args.C, args.blocks, args.seed)
+    else:
+        from nasdsl.compiler.trace import load_model
+
+        model = load_model(args.model, 10)
     original = {p: [(n, c.in_channels, c.out_channels) for n, c in convs] for p, convs in branch_convs(model).items()}
     full_params_before = n_params(model)
 
@@ -271,6 +297,7 @@ def main(argv=None) -> dict:
     full_m, small_m = macs(full), macs(small)
     result = {
         "peer": "only-train-once HESSO",
+        "model": args.model,
         "versions": {"torch": torch.__version__, "only_train_once": importlib.metadata.version("only-train-once"),
                      "python": sys.version.split()[0]},
         "settings": {**{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
@@ -299,7 +326,7 @@ def main(argv=None) -> dict:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
-    print(f"HESSO superresnet C={args.C} blocks={args.blocks} epochs={args.epochs}: "
+    print(f"HESSO {args.model} epochs={args.epochs}: "
           f"val acc full {result['full']['val_acc']:.3f} / compressed {result['compressed']['val_acc']:.3f}, "
           f"params {full_p} -> {small_p} ({result['param_ratio']:.1%}), MACs {full_m} -> {small_m} "
           f"({result['mac_ratio']:.1%}), branches removed {result['branches_removed']}/{len(branches)}, "
