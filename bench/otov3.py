@@ -25,6 +25,12 @@ the same 10,000 test images. A failure of HESSO is recorded as its error.
     .venv/bin/python bench/otov3.py [--seeds 0,1,2] [--epochs 8] [--limit 3000] \\
         [--hesso-python /tmp/oto-venv/bin/python] [--jobs 2]   # -> bench/results/otov3.json
     .venv/bin/python bench/otov3.py --quick                    # 1 seed, 1 epoch, 300 images
+
+`--selection` measures the selection alone, without training (-> otov3_selection.json):
+for each network and target, --draws random saliency orders (50), how often the top-K
+groups leave an invalid network, or for a space one that is none of its derivations,
+against H2SPG's hierarchical selection; the trained runs above give only one order
+per seed.
 """
 
 from __future__ import annotations
@@ -101,10 +107,17 @@ def hesso(network: str, seed: int, target: float, args, folder: Path) -> dict:
     return {**row, "peer": json.loads(out.read_text())}
 
 
-def hesso_target(run: dict) -> float:
-    """The channel-group sparsity that gives about our sub-network's parameters."""
+def hesso_target(run: dict, before: dict | None = None) -> float:
+    """The channel-group sparsity that gives about our sub-network's parameters: from
+    (1 - s)^2, or, given HESSO's earlier run at the same seed (`before`), from the
+    exponent p that run shows, params_after / params_before = (1 - s)^p (HESSO's
+    groups differ in size, so p need not be 2: resnet18 showed 3.3)."""
     r = run["result"]
-    return min(0.9, max(0.05, 1 - math.sqrt(r["params_after"] / r["params_before"])))
+    want, power = r["params_after"] / r["params_before"], 2.0
+    if before is not None and "error" not in before.get("peer", {"error": 1}):
+        peer = before["peer"]
+        power = math.log(peer["compressed"]["params"] / peer["full"]["params"]) / math.log(1 - before["target"])
+    return min(0.9, max(0.05, 1 - want ** (1 / power)))
 
 
 def summarise(runs: list) -> dict:
@@ -113,7 +126,7 @@ def summarise(runs: list) -> dict:
         rows = [r for r in runs if (r["network"], r["arm"]) == key]
         entry: dict = {"runs": len(rows), "errors": [r["error"] for r in rows if "error" in r]}
         fine = [r for r in rows if "error" not in r]
-        if key[1] == "hesso":
+        if key[1].startswith("hesso"):
             done = [r["peer"] for r in fine if "error" not in r["peer"]]
             entry["errors"] += [r["peer"]["error"] for r in fine if "error" in r["peer"]]
             values = {"test_acc": [p["compressed"]["val_acc"] for p in done],
@@ -146,6 +159,78 @@ def summarise(runs: list) -> dict:
     return summary
 
 
+def selection_study(draws: int) -> dict:
+    """Invalid and not-a-derivation rates of top-K and hierarchical selection over
+    random saliency orders (see the module's text)."""
+    import random
+
+    from nasdsl.runtime.algorithms.otov3 import load_subject, remainder
+    from nasdsl.runtime.h2spg import H2SPG
+
+    import nasdsl
+    from nasdsl.compiler.erasing import erased_module
+
+    space = nasdsl.load(ROOT / "spaces" / "superresnet.nas").bind(C=8, in_channels=1, resolution=28)
+    made = {"superresnet (preset)": lambda: load_subject("superresnet", (1, 28, 28), 10, space=space,
+                                                         supernet="supernet"),
+            "superresnet (parallel)": lambda: load_subject("superresnet", (1, 28, 28), 10, space=space),
+            "resnet18": lambda: load_subject("torchvision:resnet18", (3, 32, 32), 10),
+            "cell": lambda: load_subject(f"module:{CELLS}:SummedCellNet", (1, 28, 28), 10),
+            "mixed": lambda: load_subject(f"module:{CELLS}:MixedOpNet", (1, 28, 28), 10)}
+    out: dict = {}
+    for name, make in made.items():
+        t = time.perf_counter()
+        subject = make()  # the network built or traced, and its erasing graph
+        graph_s = time.perf_counter() - t
+        erasing = subject.erasing
+        first = random.Random(0)
+        names = H2SPG(subject.module, erasing, lr=0.1, target=0.5, admissible=subject.admissible()).select(
+            {n: first.random() for n in erasing.structures})
+        t = time.perf_counter()
+        erased_module(erasing, subject.module, names)
+        out[name] = {"graph_build_s": graph_s, "construct_s": time.perf_counter() - t}
+        print(f"{name}: {out[name]}", flush=True)
+        for target in (0.3, 0.5, 0.7):
+            counts = {"topk": [0, 0], "hierarchical": [0, 0]}  # invalid, not a derivation
+            selectors = {kind: H2SPG(subject.module, erasing, lr=0.1, target=target, admissible=subject.admissible(),
+                                     hierarchical=kind == "hierarchical") for kind in counts}
+            for draw in range(draws):
+                rng = random.Random(draw)
+                scores = {n: rng.random() for n in erasing.structures}
+                for kind in counts:
+                    names = selectors[kind].select(scores)
+                    if not erasing.check(names):
+                        counts[kind][0] += 1
+                    elif subject.space is not None and not subject.parallel and remainder(subject, names)[1]:
+                        counts[kind][1] += 1
+            out[f"{name}@{target}"] = {"structures": len(erasing.structures), "draws": draws,
+                                       **{f"{k}_invalid": v[0] / draws for k, v in counts.items()},
+                                       **{f"{k}_not_a_derivation": v[1] / draws for k, v in counts.items()
+                                          if subject.space is not None and not subject.parallel}}
+            print(f"{name} @ {target}: {out[f'{name}@{target}']}", flush=True)
+    return out
+
+
+def rerun_hesso(args, networks: list, began: float) -> dict:
+    """--hesso-from: HESSO again on `networks`, each seed's target recalibrated from the
+    HESSO run the file holds; the other runs kept as they are."""
+    previous = json.loads(args.hesso_from.read_text())
+    runs = previous["runs"]
+    kept = [{**r, "arm": "hesso-first-target"} if r["arm"] == "hesso" and r["network"] in networks else r
+            for r in runs]  # the first target's runs stay, under another name
+    before = {(r["network"], r["seed"]): r for r in runs if r["arm"] == "hesso"}
+    with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(args.jobs) as pool:
+        jobs = [pool.submit(hesso, r["network"], r["seed"], hesso_target(r, before.get((r["network"], r["seed"]))),
+                            args, Path(tmp))
+                for r in runs if r["arm"] == "h2spg" and r["network"] in networks and "error" not in r]
+        kept += [j.result() for j in jobs]
+    previous.update(summary=summarise(kept), runs=kept,
+                    seconds=previous["seconds"] + time.perf_counter() - began,
+                    hesso_recalibrated=sorted(networks))
+    record.write(args.out, previous)
+    return previous
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", default="0,1,2")
@@ -154,14 +239,26 @@ def main(argv=None) -> dict:
     p.add_argument("--jobs", type=int, default=2, help="arms run at once, one thread each")
     p.add_argument("--networks", default=",".join(NETWORKS))
     p.add_argument("--hesso-python", help="the peer venv's python (HESSO's arms are skipped without it)")
+    p.add_argument("--hesso-from", type=Path, metavar="JSON", help="rerun only HESSO on --networks against this "
+                   "result's runs of ours, its target recalibrated from the HESSO run there (equal parameters)")
     p.add_argument("--quick", action="store_true", help="1 seed, 1 epoch, 300 images: the script runs")
+    p.add_argument("--selection", action="store_true", help="the selection study alone (see the module's text)")
+    p.add_argument("--draws", type=int, default=50, help="random saliency orders per network and target (50)")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "otov3.json")
     args = p.parse_args(argv)
+    if args.selection:
+        began = time.perf_counter()
+        result = {"draws": args.draws, "study": selection_study(args.draws), "machine": record.machine(),
+                  "seconds": time.perf_counter() - began}
+        record.write(args.out.with_name("otov3_selection.json") if args.out.name == "otov3.json" else args.out, result)
+        return result
     if args.quick:
         args.seeds, args.epochs, args.limit = "0", 1, 300
     seeds = [int(s) for s in args.seeds.split(",")]
     networks = args.networks.split(",")
     began = time.perf_counter()
+    if args.hesso_from:
+        return rerun_hesso(args, networks, began)
     with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(args.jobs) as pool:
         folder = Path(tmp)
         jobs = [pool.submit(ours, n, arm, target, seed, args, folder)

@@ -128,3 +128,14 @@ def test_otov3_quick_runs_every_arm(tmp_path):
     h2spg = result["summary"]["superresnet/h2spg"]
     assert h2spg["invalid"] == 0 and h2spg["distance_mean"] == 0 and h2spg["output_gap_mean"] <= 1e-5
     assert result["summary"]["superresnet/dense"]["params_mean"] == h2spg["params_before_mean"]
+
+
+def test_otov3_selection_study_never_breaks_the_network_hierarchically(tmp_path):
+    out = tmp_path / "selection.json"
+    subprocess.run([sys.executable, str(BENCH / "otov3.py"), "--selection", "--draws", "2", "--out", str(out)],
+                   check=True, capture_output=True, timeout=300)
+    study = json.loads(out.read_text())["study"]
+    targets = {k: v for k, v in study.items() if "@" in k}
+    assert len(targets) == 15 and all(v["hierarchical_invalid"] == 0 for v in targets.values())
+    assert all(v["hierarchical_not_a_derivation"] == 0 for k, v in targets.items() if k.startswith("superresnet (preset)"))
+    assert all(study[n]["construct_s"] >= 0 for n in ("resnet18", "cell", "mixed"))

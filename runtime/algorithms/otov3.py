@@ -108,16 +108,16 @@ class Subject:
     def parallel(self) -> bool:
         return self.space is not None and self.base is None
 
-    def summed_picks(self) -> dict:
-        """{pick path: [(branch, its nodes)]} of the space's summed picks in this network,
-        and which of them no alternative holds (so they keep a branch)."""
+    def summed_picks(self) -> tuple[dict, set]:
+        """({pick path: [(branch, its nodes)]} of the space's summed picks in this
+        network, the picks no alternative holds: those must keep a branch)."""
         d = self.module.base if self.parallel else self.base
         graph = self.erasing.graph
         alts = alternatives(self.space, d)
         picks: dict = {}
         for b in branches(graph, d):
             picks.setdefault(b.pick, []).append((b, frozenset(n for n in graph if n.startswith(b.prefix))))
-        return d, picks, {p for p in picks if holding(alts, p) is None}
+        return picks, {p for p in picks if holding(alts, p) is None}
 
     def admissible(self):
         """For a space, `names -> bool`: whether the network without them is still one of
@@ -128,7 +128,7 @@ class Subject:
         shortcut, a unit without its projection). None for a traced model."""
         if self.space is None:
             return None
-        _, picks, must_keep = self.summed_picks()
+        picks, must_keep = self.summed_picks()
         branch_nodes = {nodes for members in picks.values() for _, nodes in members}
         erasing = self.erasing
 
@@ -341,7 +341,7 @@ def remainder(subject: Subject, names) -> tuple:
     else:
         d, distance = subject.base, 0
     gone = erasing.removed_nodes(names)
-    _, picks, _ = subject.summed_picks()
+    picks, _ = subject.summed_picks()
     branch_nodes = {nodes for members in picks.values() for _, nodes in members}
     owners = branches(erasing.graph, d)  # the summed picks of the derivation reached so far
     dead = {b for b in owners if {n for n in erasing.graph if n.startswith(b.prefix)} <= gone}
