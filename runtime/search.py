@@ -72,6 +72,7 @@ class SearchConfig:
     @classmethod
     def from_record(cls, record: dict) -> "SearchConfig":
         """The config a store recorded (the inverse of `identity`)."""
+        not_a_sparsify_run(record)
         if "space_path" not in record:
             raise NasError("this store does not record where its space file is (it predates that)",
                            hint="give the SPACE file and the search's flags with --resume")
@@ -269,11 +270,20 @@ def trained_module(store: Store, trial: Trial, space, input_shape: tuple):
     return module
 
 
+def not_a_sparsify_run(record: dict) -> None:
+    """A `nasdsl sparsify` store is refused by the commands of a search, saying so."""
+    if record.get("command") == "sparsify":
+        raise NasError("this store holds a `nasdsl sparsify` run, not a search",
+                       hint="continue it with `nasdsl sparsify --store PATH --resume`; `nasdsl trials` and "
+                            "`nasdsl report` show it")
+
+
 def stored_space(store: Store, space_file=None) -> tuple:
     """(space, input shape) of the search a store holds, bound as it was: the space file
     it read (`space_file` where it has moved; its digest must be the store's) and the
     data set it trained on, read again for its classes and image shape."""
     record = dict(store.config)
+    not_a_sparsify_run(record)
     if space_file is not None:
         record["space_path"] = str(Path(space_file).resolve())
     elif "space_path" not in record:

@@ -77,6 +77,10 @@ def test_a_space_is_sparsified_to_its_target_and_the_sub_network_is_its_derivati
     assert main(["report", "--store", str(store), "--out", str(tmp_path / "r"), "--json"]) == 0
     written = json.loads(capsys.readouterr().out)["report"]
     assert Path(written["sparsify"]).stat().st_size > 0 and "sub-network" in Path(written["summary"]).read_text()
+    assert main(["trials", "--store", str(store), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["sparsify"] == rows
+    assert main(["search", "--store", str(store), "--resume"]) == 1  # not a search's store, and it says so
+    assert "holds a `nasdsl sparsify` run" in capsys.readouterr().err
     # the finished run, resumed, is its result
     assert main(["sparsify", "--store", str(store), "--resume", "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == out

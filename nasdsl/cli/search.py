@@ -238,9 +238,10 @@ def cmd_trials(args) -> int:
             emit(args, {"evaluations": [e.to_json() for e in rows]}, render_evaluations)
             return EXIT_OK
         data = {"trials": [t.to_json() for t in store.trials()]}
-        tickets = store.get_state("supertickets")
-        if tickets:  # a SuperTickets search: its network epoch by epoch
-            data["supertickets"] = tickets
+        for state in ("supertickets", "sparsify"):  # a SuperTickets search or a sparsify run, epoch by epoch
+            rows = store.get_state(state)
+            if rows:
+                data[state] = rows
     emit(args, data, render_trials)
     return EXIT_OK
 
@@ -276,6 +277,8 @@ def render_trials(console: Console, data: dict, title: str = "trials", pareto=fr
         console.print("* on the accuracy/MACs Pareto front")
     if data.get("supertickets"):
         render_supertickets(console, data["supertickets"])
+    if data.get("sparsify"):
+        render_sparsify_epochs(console, data["sparsify"])
 
 
 def render_supertickets(console: Console, rows: list) -> None:
@@ -286,6 +289,16 @@ def render_supertickets(console: Console, rows: list) -> None:
         table.add_row(str(r["epoch"]), f"{r['val_acc']:.4f}", f"{r['sparsity']:.2f}", f"{r['params']:,}",
                       f"{r['nonzero_params']:,}", f"{r['macs']:,}", str(len(r["erased"])),
                       "yes" if r["rebuilt"] else "")
+    console.print(table)
+
+
+def render_sparsify_epochs(console: Console, rows: list) -> None:
+    table = Table(title="sparsify: H2SPG epoch by epoch")
+    for column in ("epoch", "loss", "val acc", "group sparsity", "groups at zero", "redundant"):
+        table.add_column(column, no_wrap=True, justify="right")
+    for r in rows:
+        table.add_row(str(r["epoch"]), f"{r['loss']:.4f}", f"{r['val_acc']:.4f}", f"{r['group_sparsity']:.3f}",
+                      str(r["zero_groups"]), str(r["redundant"]))
     console.print(table)
 
 
