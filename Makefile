@@ -41,7 +41,7 @@ demo: $(STAMP) debian-packages
 	$(NASDSL) report --store $(DEMO)/search.db --out $(DEMO)/report
 	@echo "report: $(DEMO)/report/summary.md (pareto, progress, population and lineage PNGs beside it)"
 
-test: $(STAMP)
+test: $(STAMP) debian-packages
 	$(PY) -m pytest
 
 bench: $(STAMP) debian-packages

@@ -81,9 +81,18 @@ def render_check(console, data):
 # ---- count ------------------------------------------------------------------------
 def cmd_count(args) -> int:
     space = load_space(args)
-    emit(args, {"space": space.name, "count": space.count},
-         lambda console, d: console.print(f"{d['space']}: {log_count(d['count'])}"))
+    data = {"space": space.name, "count": space.count}
+    if args.distinct:
+        data["distinct"] = space.distinct()
+    emit(args, data, render_count)
     return EXIT_OK
+
+
+def render_count(console, data) -> None:
+    line = f"{data['space']}: {log_count(data['count'])}"
+    if "distinct" in data:
+        line += f", {data['distinct']} distinct functions"
+    console.print(line)
 
 
 # ---- sample -----------------------------------------------------------------------
@@ -462,6 +471,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     count = command("count", cmd_count, "the exact number of derivations", [space])
     count.add_argument("file", metavar="FILE")
+    count.add_argument("--distinct", action="store_true",
+                       help="also count the distinct functions (enumerates the space: up to 1,000,000 derivations)")
 
     sample = command("sample", cmd_sample, "draw derivations (deterministic per --seed)", [space])
     sample.add_argument("file", metavar="FILE")

@@ -289,6 +289,14 @@ def _module(factory_name, **fixed):
 _ACTS = tuple(_ACTIVATIONS) + ("identity",)
 
 
+def _no_bias(a) -> bool:
+    return not a["bias"]
+
+
+def _not_affine(a) -> bool:  # normalised zeros are zeros; the affine shift is not
+    return not a["affine"]
+
+
 def _p(name, *args, **semantics):
     register(Primitive(name, tuple(args), **semantics))
 
@@ -297,17 +305,20 @@ _p("conv", Arg("out", "int"), Arg("kernel", "int", 3), Arg("stride", "int", 1), 
    Arg("dilation", "int", 1), Arg("bias", "bool", False), Arg("padding", "int", -1),
    doc="2-d convolution; padding -1 keeps the size at stride 1: dilation * (kernel - 1) // 2",
    shape=_conv_shape, params=_conv_params, macs=_conv_macs, module=_conv_module,
-   channels=_conv_channels, slicer=ch.slice_conv, adapter=ch.adapt_conv, keeps_output=False)
+   channels=_conv_channels, slicer=ch.slice_conv, adapter=ch.adapt_conv, keeps_output=False,
+   zero_at_zero=_no_bias)
 _p("dwconv", Arg("kernel", "int", 3), Arg("stride", "int", 1), Arg("dilation", "int", 1),
    Arg("bias", "bool", False), Arg("padding", "int", -1),
    doc="depthwise convolution (groups = channels); the channels pass through",
    shape=lambda a, s: _conv_shape(_dw(a, s), s), params=lambda a, s: _conv_params(_dw(a, s), s),
    macs=lambda a, s, o: _conv_macs(_dw(a, s), s, o), module=lambda a, s: _conv_module(_dw(a, s), s),
-   channels=DEPTHWISE, slicer=ch.slice_conv, keeps_output=False)
+   channels=DEPTHWISE, slicer=ch.slice_conv, keeps_output=False,
+   zero_at_zero=_no_bias)
 _p("sepconv", Arg("out", "int"), Arg("kernel", "int", 3), Arg("stride", "int", 1), Arg("dilation", "int", 1),
    doc="depthwise then pointwise convolution (no norm or activation between)",
    shape=_sep_shape, params=_sep_params, macs=_sep_macs, module=_sep_module,
-   channels=PRODUCER, slicer=ch.slice_sepconv, keeps_output=False)
+   channels=PRODUCER, slicer=ch.slice_sepconv, keeps_output=False,
+   zero_at_zero=True)
 _p("fact_reduce", Arg("out", "int"),
    doc="DARTS FactorizedReduce: relu, two stride-2 1x1 convs (one shifted by a pixel), concat, bn",
    shape=_fr_shape, params=_fr_params, macs=_fr_macs, module=_fr_module,
@@ -315,16 +326,19 @@ _p("fact_reduce", Arg("out", "int"),
    window=ch.window_fact_reduce, keeps_output=False)
 _p("bn", Arg("affine", "bool", True), Arg("eps", "float", 1e-5, low=0), Arg("momentum", "float", 0.1, low=0, high=1),
    doc="batch norm over channels", params=_norm_params, module=_bn_module,
-   channels=PASS, slicer=ch.slice_per_channel, keeps_output=False)
+   channels=PASS, slicer=ch.slice_per_channel, keeps_output=False,
+   zero_at_zero=_not_affine)
 _p("instancenorm", Arg("affine", "bool", True), doc="instance norm over channels",
    shape=lambda a, s: feature_map(s, "instancenorm"), params=_norm_params,
    module=lambda a, s: __import__("torch").nn.InstanceNorm2d(s[0][0], affine=a["affine"]),
-   channels=PASS, slicer=ch.slice_per_channel, keeps_output=False)
+   channels=PASS, slicer=ch.slice_per_channel, keeps_output=False,
+   zero_at_zero=_not_affine)
 _p("layernorm", Arg("affine", "bool", True), doc="layer norm over (C, H, W) with a per-channel affine (GroupNorm(1, C))",
    shape=lambda a, s: feature_map(s, "layernorm"), params=_norm_params,
    module=lambda a, s: __import__("torch").nn.GroupNorm(1, s[0][0], affine=a["affine"]),
    # its statistics pool every channel: removing one changes the others, so none is removed
-   channels=Channels("pass", whole=("in", "out")), slicer=ch.slice_per_channel, keeps_output=False)
+   channels=Channels("pass", whole=("in", "out")), slicer=ch.slice_per_channel, keeps_output=False,
+   zero_at_zero=_not_affine)
 _NONZERO_AT_ZERO = ("sigmoid", "hsigmoid")  # f(0) = 0.5
 
 
@@ -334,35 +348,46 @@ def _activation_channels(kind: str) -> Channels:
 
 for _act in _ACTIVATIONS:
     _p(_act, doc=f"{_act} activation", module=lambda a, s, k=_act: activation_module(k),
-       channels=_activation_channels(_act))
+       channels=_activation_channels(_act), zero_at_zero=_act not in _NONZERO_AT_ZERO)
 _p("act", Arg("kind", "str", allowed=_ACTS), doc="an activation named by a value: act(kind={relu, hswish})",
-   module=lambda a, s: activation_module(a["kind"]), channels=lambda a, s, o: _activation_channels(a["kind"]))
+   module=lambda a, s: activation_module(a["kind"]), channels=lambda a, s, o: _activation_channels(a["kind"]),
+   zero_at_zero=lambda a: a["kind"] not in _NONZERO_AT_ZERO)
 _p("se", Arg("ratio", "float", 0.25, low=0), Arg("divisor", "int", 8, low=1), Arg("squeeze", "int", 0, low=0),
    Arg("act", "str", "relu", allowed=_ACTS), Arg("gate", "str", "hsigmoid", allowed=_ACTS),
    doc="squeeze-and-excitation (torchvision's): squeeze channels = squeeze if > 0 else "
        "make_divisible(ratio * channels, divisor)",
    shape=lambda a, s: feature_map(s, "se"), params=_se_params,
    macs=lambda a, s, o: 2 * s[0][0] * se_squeeze(a, s[0][0]), module=_se_module,
-   channels=PASS, slicer=ch.slice_se, strongest_first=ch.se_strongest_first)
+   channels=PASS, slicer=ch.slice_se, strongest_first=ch.se_strongest_first,
+   zero_at_zero=True)
 _p("maxpool", Arg("kernel", "int", 3), Arg("stride", "int", 1), Arg("padding", "int", -1),
-   Arg("ceil_mode", "bool", False), shape=_pool_shape("maxpool"), module=_maxpool_module, channels=PASS)
+   Arg("ceil_mode", "bool", False), shape=_pool_shape("maxpool"), module=_maxpool_module, channels=PASS,
+   zero_at_zero=True)
 _p("avgpool", Arg("kernel", "int", 3), Arg("stride", "int", 1), Arg("padding", "int", -1),
    Arg("count_include_pad", "bool", False), Arg("ceil_mode", "bool", False), shape=_pool_shape("avgpool"),
    module=_avgpool_module,
-   channels=PASS, keeps_output=False)
+   channels=PASS, keeps_output=False,
+   zero_at_zero=True)
 _p("gap", doc="global average pooling to 1x1", shape=lambda a, s: (feature_map(s, "gap")[0], 1, 1),
-   module=lambda a, s: __import__("torch").nn.AdaptiveAvgPool2d(1), channels=PASS, keeps_output=False)
+   module=lambda a, s: __import__("torch").nn.AdaptiveAvgPool2d(1), channels=PASS, keeps_output=False,
+   zero_at_zero=True)
 _p("flatten", shape=lambda a, s: (math.prod(s[0]),), module=lambda a, s: __import__("torch").nn.Flatten(1),
-   channels=Channels("pass", order=_flatten_order))
+   channels=Channels("pass", order=_flatten_order),
+   zero_at_zero=True)
 _p("linear", Arg("out", "int"), Arg("bias", "bool", True), shape=_linear_shape,
    params=lambda a, s: s[0][0] * a["out"] + (a["out"] if a["bias"] else 0),
    macs=lambda a, s, o: s[0][0] * a["out"], module=_linear_module,
-   channels=PRODUCER, slicer=ch.slice_linear, keeps_output=False)
-_p("dropout", Arg("p", "float", 0.0, low=0, high=1), module=lambda a, s: __import__("torch").nn.Dropout(a["p"]), channels=PASS)
-_p("identity", doc="passes its input through", channels=PASS)
+   channels=PRODUCER, slicer=ch.slice_linear, keeps_output=False,
+   zero_at_zero=_no_bias)
+_p("dropout", Arg("p", "float", 0.0, low=0, high=1), module=lambda a, s: __import__("torch").nn.Dropout(a["p"]), channels=PASS,
+   zero_at_zero=True)
+_p("identity", doc="passes its input through", channels=PASS,
+   zero_at_zero=True)
 _p("zero", Arg("stride", "int", 1, low=1), Arg("out", "int", 0, low=0),
    doc="zeros (an absent edge); out 0 keeps the channel count, stride subsamples",
    shape=_zero_shape, module=_module("Zero", stride=lambda a, s: a["stride"], out=lambda a, s: a["out"]),
-   channels=lambda a, s, o: PRODUCER if a.get("out") else PASS, slicer=ch.slice_zero)
+   channels=lambda a, s, o: PRODUCER if a.get("out") else PASS, slicer=ch.slice_zero,
+   zero_at_zero=True)
 _p("shuffle", Arg("groups", "int"), doc="channel shuffle", shape=_shuffle_shape,
-   module=_module("ChannelShuffle", groups=lambda a, s: a["groups"]), channels=Channels("pass", order=_shuffle_order))
+   module=_module("ChannelShuffle", groups=lambda a, s: a["groups"]), channels=Channels("pass", order=_shuffle_order),
+   zero_at_zero=True)

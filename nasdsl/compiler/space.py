@@ -5,6 +5,8 @@ while the space layer itself never imports the compiler."""
 from __future__ import annotations
 
 from ..language.check import load_file
+from ..language.errors import NasError
+from ..space.subspace import NEIGHBOURHOOD_LIMIT
 from ..space import space as spaces
 from . import primitives  # noqa: F401  (registers the standard primitives)
 
@@ -23,6 +25,55 @@ class Space(spaces.Space):
         from .module import build_module
 
         return build_module(self.graph(d, input_shape), seed)
+
+    # ---- functional identity (nasdsl.compiler.identity)
+    def canonical(self, d, input_shape=None, constants: bool = True):
+        """What `d` computes, as a graph: zeros, constants, wires and dead code reduced,
+        nodes labelled by op, arguments and shape, never by path."""
+        from .identity import function_graph
+
+        return function_graph(self.graph(d, input_shape), constants)
+
+    def function_hash(self, d, input_shape=None, constants: bool = True) -> str:
+        """A hash that functionally identical derivations share. It is canonical unless
+        it starts with `~` (a network with symmetric branches), when equal hashes may
+        still differ: `Functions` settles those with VF2."""
+        from .identity import function_key
+
+        return function_key(self.canonical(d, input_shape, constants))
+
+    def distinct(self, input_shape=None, constants: bool = True, limit: int = 1_000_000, progress=None) -> int:
+        """The exact number of distinct functions among all derivations (enumerated;
+        a space of more than `limit` derivations is refused)."""
+        from .identity import Functions
+
+        if self.count > limit:
+            raise NasError(f"space `{self.name}` has {self.count:,} derivations, too many to enumerate for "
+                           f"distinct functions (the limit is {limit:,})", None,
+                           "restrict it (`space.restrict`) or estimate on samples (bench/identity.py)")
+        functions = Functions()
+        for d in self.enumerate():
+            functions.add(self.canonical(d, input_shape, constants))
+            if progress is not None:
+                progress()
+        return functions.count
+
+    def neighbourhood(self, d, r: int = 1, limit: int = NEIGHBOURHOOD_LIMIT, distinct: bool = False,
+                      input_shape=None) -> list:
+        """Every derivation within distance `r` of `d`, `d` first; with `distinct`, one per
+        function (the nearest, then the first by rank), so none computes what another does."""
+        near = super().neighbourhood(d, r, limit)
+        if not distinct:
+            return near
+        from .identity import Functions
+
+        functions, kept = Functions(), []
+        for x in near:
+            before = functions.count
+            functions.add(self.canonical(x, input_shape))
+            if functions.count > before:
+                kept.append(x)
+        return kept
 
 
 def load(path, params: dict | None = None) -> Space:

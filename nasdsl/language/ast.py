@@ -236,6 +236,15 @@ class Preset:
 
 
 @attrs.frozen
+class Only:
+    """`only [within R of] DERIVATION`: the space keeps this derivation (and all within R)."""
+
+    value: object  # a raw derivation
+    radius: int = 0
+    pos: Pos | None = _pos()
+
+
+@attrs.frozen
 class Import:
     path: str
     names: tuple | None  # None: import every rule
@@ -259,6 +268,7 @@ class Module:
     rules: tuple
     presets: tuple
     source: object = attrs.field(default=None, eq=False, repr=False)
+    only: tuple = ()  # of Only: a finite space's members
 
 
 # ---- raw derivation text (read by the derivation grammar) --------------------

@@ -129,6 +129,12 @@ class Primitive:
     window: Callable | None = None
     keeps_output: bool = True  # False lets a following activation overwrite the output
     strongest_first: Callable | None = None  # (its tensors by name) -> the same, inner channels strongest first
+    # whether an all-zero input gives an all-zero output, or (args) -> that: functional
+    # identity (nasdsl.compiler.identity) lets a zero edge's zeros through such an op
+    zero_at_zero: bool | Callable = False
+
+    def keeps_zero(self, args: dict) -> bool:
+        return self.zero_at_zero if isinstance(self.zero_at_zero, bool) else bool(self.zero_at_zero(args))
 
     def arg(self, name: str) -> Arg | None:
         return next((a for a in self.args if a.name == name), None)

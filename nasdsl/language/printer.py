@@ -173,8 +173,9 @@ def header(h: ast.Header) -> str:
     return f"space {h.name}({', '.join(param(p) for p in h.params)})"
 
 
-def module(h: ast.Header, rules, presets=(), comment: str = "") -> str:
-    """A whole file: comment lines, header, rules, presets (given as (name, params, text))."""
+def module(h: ast.Header, rules, presets=(), comment: str = "", only=()) -> str:
+    """A whole file: comment lines, header, rules, presets (given as (name, params, text)),
+    then a finite space's `only` statements (given as (radius, text))."""
     out = [f"# {line}" if line else "#" for line in comment.splitlines()]
     out.append(header(h))
     out.append("")
@@ -182,4 +183,8 @@ def module(h: ast.Header, rules, presets=(), comment: str = "") -> str:
     for name, params, text in presets:
         args = f"({', '.join(f'{k}={value(v)}' for k, v in params)})" if params else ""
         out.append(f"preset {name}{args} = {text}")
+    if only:
+        out.append("")
+    for radius, text in only:
+        out.append(f"only within {radius} of {text}" if radius else f"only {text}")
     return "\n".join(out) + "\n"

@@ -214,7 +214,7 @@ class _ToAst(Transformer_NonRecursive):
 
     # statements
     def start(self, meta, items):
-        header, imports, rules, presets = None, [], [], []
+        header, imports, rules, presets, only = None, [], [], [], []
         for item in items:
             if item is None:
                 continue
@@ -228,7 +228,9 @@ class _ToAst(Transformer_NonRecursive):
                 rules.append(item)
             elif isinstance(item, ast.Preset):
                 presets.append(item)
-        return ast.Module(header, tuple(imports), tuple(rules), tuple(presets), source=self.source)
+            elif isinstance(item, ast.Only):
+                only.append(item)
+        return ast.Module(header, tuple(imports), tuple(rules), tuple(presets), source=self.source, only=tuple(only))
 
     def space_header(self, meta, items):
         name, *params = items
@@ -281,6 +283,10 @@ class _ToAst(Transformer_NonRecursive):
         params = items[1] if isinstance(items[1], tuple) else ()
         value = items[-1]
         return ast.Preset(str(name), params, value, pos=_tok_pos(name, self.source))
+
+    def only(self, meta, items):
+        radius, value = items
+        return ast.Only(value, int(radius) if radius is not None else 0, pos=self._p(meta))
 
     def preset_params(self, meta, items):
         return tuple(i for i in items if i is not None)

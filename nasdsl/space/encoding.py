@@ -240,7 +240,10 @@ class Encoding:
             decoder.push(token, repair)
         if not decoder.done:  # the layout and the plans' decoders disagree
             raise AssertionError(f"decoding stopped short after {len(seq)} tokens")
-        return decoder.derivation
+        d = decoder.derivation
+        if self.space.finite and d not in self.space:  # the tokens follow the grammar, not the member list
+            return Derivation(self.space.root.nearest(d.root)) if repair else self.space.validate(d)
+        return d
 
     def allowed(self, prefix) -> frozenset:
         """The tokens position len(prefix) may hold after `prefix` (empty when complete);

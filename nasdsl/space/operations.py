@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import random
 
-from .derivation import Derivation, replace_path
+from .derivation import Derivation, distance, replace_path
 from .plan import PValue, Splice
 
 
@@ -31,11 +31,14 @@ def mutate(space, d: Derivation, rng: random.Random, kind: str = "choice") -> De
     count, a pick, a `where` value); everything else is kept where still valid
     and drawn fresh where not (new copies, a new alternative's insides).
     kind="subtree": one site is resampled uniformly among its other derivations.
-    A space with a single derivation returns `d` unchanged.
+    A space with a single derivation returns `d` unchanged. In a finite space
+    (`only` statements) the mutant is a member: one of the nearest others.
     """
     d = space.validate(d)
     if kind not in ("choice", "subtree"):
         raise ValueError(f"unknown mutation kind `{kind}` (choice, subtree)")
+    if space.finite:
+        return _mutate_member(space, d, rng, kind)
     candidates = [(parts, plan, value) for parts, plan, value in positions(space.root, d.root)
                   if _mutable(plan, kind)]
     if not candidates:
@@ -43,6 +46,18 @@ def mutate(space, d: Derivation, rng: random.Random, kind: str = "choice") -> De
     parts, plan, value = candidates[rng.randrange(len(candidates))]
     new = plan.resample_other(value, rng) if kind == "subtree" else plan.change_one(value, rng)
     return Derivation(replace_path(d.root, list(parts), new))
+
+
+def _mutate_member(space, d, rng, kind):
+    """In a finite space a mutation stays among its members: one of the nearest others
+    (kind="choice"), or any other (kind="subtree"), uniformly."""
+    others = [Derivation(m) for m in space.root.members if m != d.root]
+    if not others:
+        return d
+    if kind == "choice":
+        far = [distance(d, o) for o in others]
+        others = [o for o, f in zip(others, far) if f == min(far)]
+    return others[rng.randrange(len(others))]
 
 
 def _mutable(plan, kind) -> bool:
@@ -65,7 +80,8 @@ def crossover(space, a: Derivation, b: Derivation, rng: random.Random) -> Deriva
     as `a` did at the receiving position (the same plan), so the child is in the
     space by construction; positions may differ (`b`'s block in stage 2 can
     replace `a`'s block in stage 3 when their arguments agree). When the parents
-    share no such position with different contents, the child is `a`.
+    share no such position with different contents, the child is `a`. In a finite
+    space a child outside it is replaced by the member nearest it.
     """
     a, b = space.validate(a), space.validate(b)
     from_b: dict = {}
@@ -82,4 +98,7 @@ def crossover(space, a: Derivation, b: Derivation, rng: random.Random) -> Deriva
     if not pairs:
         return a
     parts, donor = pairs[rng.randrange(len(pairs))]
-    return Derivation(replace_path(a.root, list(parts), donor))
+    child = Derivation(replace_path(a.root, list(parts), donor))
+    if space.finite and child not in space:  # the member nearest the child the grammar allows
+        return Derivation(space.root.nearest(child.root))
+    return child

@@ -32,7 +32,7 @@ import attrs
 from ..language import ast, ir, primitives
 from ..language.errors import DerivationError, NasError, did_you_mean
 from ..language.expr import SYMBOLIC, Scope, evaluate, show, type_name
-from .derivation import Alt, Node, Picked, Rep, scalar_text
+from .derivation import Alt, Derivation, Node, Picked, Rep, distance, scalar_text
 from .encoding import Shape, choose, merge, pad, slot
 from .scope import coerce, rule_names
 
@@ -226,6 +226,11 @@ class PValue(_Plan):
         i = self.rank(value)
         j = rng.randrange(self.count - 1)
         return self.values[j + 1 if j >= i else j]
+
+    def changes(self, value, rng):
+        """Every value of the site but `value` (what a neighbourhood steps through)."""
+        i = self.rank(value)
+        return (self.values[j] for j in range(self.count) if j != i)
 
     def nearest(self, want):
         return _nearest_value(self.values, want)
@@ -458,6 +463,11 @@ class PScope(_Tabled):
         """Another setting of the scope's `where` / argument values: one value changed
         where the scope allows it (uniform over such neighbours), else any other setting."""
         return self._conformed(self._neighbour(self._variant_of(value), rng), value, rng)
+
+    def changes(self, value, rng):
+        """Every other setting of the scope's own values, the rest kept where still valid."""
+        v = self._variant_of(value)
+        return (self._conformed(i, value, rng) for i, c in enumerate(self.counts) if c and i != v)
 
     def _neighbour(self, v, rng) -> int:
         if self._by_assignment is None:
@@ -695,6 +705,9 @@ class Splice:
     def change_one(self, node, rng):
         return self._replaced(node, self.group.change_one(_project(node, self.group), rng))
 
+    def changes(self, node, rng):
+        return (self._replaced(node, g) for g in self.group.changes(_project(node, self.group), rng))
+
     def resample_other(self, node, rng):
         return self._replaced(node, self.group.resample_other(_project(node, self.group), rng))
 
@@ -828,6 +841,12 @@ class PAlt(_Tabled):
         o = self.options[_other_index(self.counts, self._index(value.label), rng)]
         return Alt(o.label, o.scope.conform(value.node, rng))
 
+    def changes(self, value, rng):
+        """Every other option, its insides kept where still valid."""
+        current = self._index(value.label)
+        return (Alt(o.label, o.scope.conform(value.node, rng))
+                for i, o in enumerate(self.options) if self.counts[i] and i != current)
+
     def nearest(self, want):
         live = [i for i, c in enumerate(self.counts) if c]
         i = next((i for i in live if isinstance(want, Alt) and self.options[i].label == want.label), live[0])
@@ -959,6 +978,14 @@ class PRepeat(_Tabled):
         n = self.lengths[_other_index(self.counts, self.lengths.index(len(value.items)), rng)]
         kept = [self.elem.conform(item, rng) for item in value.items[:n]]
         return Rep(tuple(kept + [self.elem.sample(rng) for _ in range(n - len(kept))]))
+
+    def changes(self, value, rng):
+        """Every other number of copies: the first ones kept, new ones drawn."""
+        current = self.lengths.index(len(value.items))
+        for i, n in enumerate(self.lengths):
+            if self.counts[i] and i != current:
+                kept = [self.elem.conform(item, rng) for item in value.items[:n]]
+                yield Rep(tuple(kept + [self.elem.sample(rng) for _ in range(n - len(kept))]))
 
     def nearest(self, want):
         items = want.items if isinstance(want, Rep) else ()
@@ -1119,6 +1146,17 @@ class PPick(_Tabled):
             items.append(Alt(c.label, c.scope.conform(old[j].node, rng)) if j in old
                          else Alt(c.label, c.scope.sample(rng)))
         return Picked(tuple(items))
+
+    def changes(self, value, rng):
+        """Every other subset: the candidates it keeps keep their insides, new ones are drawn."""
+        labels = self.labels
+        old = {labels.index(a.label): a for a in value.items}
+        current = tuple(sorted(old))
+        for i, subset in enumerate(self.subsets):
+            if self.counts[i] and subset != current:
+                yield Picked(tuple(Alt(self.candidates[j].label, self.candidates[j].scope.conform(old[j].node, rng))
+                                   if j in old else Alt(self.candidates[j].label, self.candidates[j].scope.sample(rng))
+                                   for j in subset))
 
     def nearest(self, want):
         return self.conform(want, random.Random(0))
@@ -1877,3 +1915,54 @@ def _is_choice(node, rules_with_choices: set) -> bool:
     if kind is ir.RuleCall:
         return not node.shared and (bool(node.arg_sites) or node.rule in rules_with_choices)
     return False
+
+
+class PFinite(_Plan):
+    """A finite space's plan: the derivations its `only` statements keep, in the
+    grammar's rank order. It counts, ranks, samples, reads and draws among them. The
+    rest (positions, token layout, a supernet's sizing) is the grammar's, since every
+    member is a derivation of it."""
+
+    __slots__ = ("grammar", "members", "count", "_ranks", "_table")
+
+    def __init__(self, grammar, members):
+        self.grammar = grammar
+        self.members = tuple(members)  # of Node, sorted by the grammar's rank
+        self.count = len(self.members)
+        self._ranks = {m: i for i, m in enumerate(self.members)}
+        self._table = self.members
+
+    def __getattr__(self, name):  # what is not about membership is the grammar's
+        return getattr(self.grammar, name)
+
+    def sample(self, rng):
+        return self.members[rng.randrange(self.count)]
+
+    sample_per_choice = sample  # a finite set has no per-choice weights
+
+    def unrank(self, r):
+        return self.members[r]
+
+    def rank(self, node):
+        return self._ranks[node]
+
+    def iterate(self):
+        return iter(self.members)
+
+    def draw(self, index):
+        return self.members[index(self.count) if self.count > 1 else 0]
+
+    def nearest(self, want):
+        node = self.grammar.nearest(want)
+        if node in self._ranks:
+            return node
+        target = Derivation(node)
+        return min(self.members, key=lambda m: distance(Derivation(m), target))
+
+    @_located
+    def read(self, raw, path):
+        node = self.grammar.read(raw, path)
+        if node not in self._ranks:
+            raise _err(path, f"is not one of the {self.count} derivations this space keeps",
+                       "its `only` statements list them (`nasdsl sample` draws one)", raw)
+        return node

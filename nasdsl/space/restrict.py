@@ -356,6 +356,12 @@ def _edited(space, replace: dict, clones: list):
     return header, ordered
 
 
+def grammar_of(space):
+    """(header, rules): `space`'s grammar as one self-contained file would hold it
+    (imports inlined, parameters at their bound values, only what `network` reaches)."""
+    return _edited(space, {}, [])
+
+
 def _text(edited, presets) -> str:
     header, rules = edited
     return printer.module(header, rules, presets, f"{header.name}, restricted (written by nasdsl)")

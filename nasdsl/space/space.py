@@ -23,6 +23,7 @@ from . import encoding as encoding_
 from . import operations
 from . import plan as planning
 from . import restrict as restriction
+from . import subspace as subspaces
 from .derivation import Derivation, Node, distance
 
 
@@ -201,6 +202,7 @@ class Space:
         self.preset_syntax = {p.name: p for p in presets}
         self.module = module
         self.is_library = is_library
+        self.only_syntax = getattr(module, "only", ())  # a finite space's `only` statements
 
     # ---- construction
     @classmethod
@@ -234,6 +236,8 @@ class Space:
                                "add `network = ...`")
             if rules["network"].params:
                 raise NasError("`network` takes no parameters; use the space's parameters", rules["network"].pos)
+        if header.library and module.only:
+            raise NasError("a library keeps no derivations: `only` belongs in a `space` file", module.only[0].pos)
         space = cls(header.name, header, rules, bound, module.presets, module, header.library)
         space._file = file
         check_parameter_requires(space)
@@ -260,8 +264,39 @@ class Space:
         return [r for r in reachable(self.rules, "network") if self.rules[r].shared]
 
     @functools.cached_property
-    def root(self) -> planning.PScope:
-        """The plan of the whole space: shared rules first, then `network`'s choices."""
+    def root(self):
+        """The plan of the whole space: the grammar's, or for a finite space (`only`
+        statements) the set they keep, a PFinite over the grammar's plan."""
+        if not self.only_syntax:
+            return self.grammar_root
+        return planning.PFinite(self.grammar_root, self._kept())
+
+    @property
+    def finite(self) -> bool:
+        """Whether `only` statements list the derivations (a sub-space)."""
+        return bool(self.only_syntax)
+
+    def _kept(self) -> list:
+        """The members the `only` statements name, each neighbourhood found in the grammar."""
+        grammar = self.grammar_root
+        kept: dict = {}
+        for only in self.only_syntax:
+            try:
+                d = Derivation(grammar.read(only.value, ""))
+            except DerivationError as err:
+                raise NasError(f"`only`: {err.message}", err.pos or only.pos, err.hint) from None
+            try:
+                near = subspaces.neighbourhood_in(grammar, d, only.radius) if only.radius else [d]
+            except ValueError as err:
+                raise NasError(f"`only within {only.radius}`: {err}", only.pos,
+                               "a smaller radius, or list the derivations one by one") from None
+            kept.update((x.root, None) for x in near)
+        return sorted(kept, key=grammar.rank)
+
+    @functools.cached_property
+    def grammar_root(self) -> planning.PScope:
+        """The grammar's plan: shared rules first, then `network`'s choices (a finite
+        space's members are derivations of it)."""
         if self.is_library:
             raise NasError(f"`{self.name}` is a library: it has rules to import but no network", self.header.pos)
         shared = []
@@ -491,7 +526,18 @@ class Space:
         return distance(self.validate(a), self.validate(b))
 
     def restrict(self, keep: dict):
+        if self.finite:
+            raise NasError(f"space `{self.name}` is a finite set (`only` statements): it is not restricted by paths",
+                           self.only_syntax[0].pos, "take the members you want: `space.subspace(...)`")
         return restriction.restrict(self, keep)
+
+    def neighbourhood(self, d, r: int = 1, limit: int = subspaces.NEIGHBOURHOOD_LIMIT) -> list:
+        """Every derivation within distance `r` of `d`, each once, `d` first (see nasdsl.space.subspace)."""
+        return subspaces.neighbourhood(self, d, r, limit)
+
+    def subspace(self, derivations) -> "subspaces.SubSpace":
+        """The finite set of `derivations` as a SubSpace (membership, count, sampling, enumeration)."""
+        return subspaces.SubSpace.of(self, derivations)
 
     def __repr__(self):
         params = ", ".join(f"{k}={show(v)}" for k, v in self.params.items())
