@@ -28,9 +28,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
+from support import SMALL, SPACES  # noqa: E402
+
 import nasdsl  # noqa: E402
 from nasdsl.compiler.identity import Functions, function_graph  # noqa: E402
-from support import SMALL, SPACES  # noqa: E402
 
 NB201_OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 NB201_EDGES = ((1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2))

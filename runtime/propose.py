@@ -27,6 +27,13 @@ class Proposal:
     extra: dict = attrs.Factory(dict)  # stored with the trial (e.g. the generation)
 
 
+# What `propose` may return instead of a Proposal: an algorithm that works in rounds
+# waits for the running trials of a round (WAIT), and one with its own stopping rule
+# ends the search before --trials (END).
+WAIT = "wait"
+END = "end"
+
+
 @attrs.frozen
 class Cost:
     params: int

@@ -28,7 +28,7 @@ from nasdsl.space.space import convert_param
 from . import data as datasets
 from .algorithms import absent_settings, create, lookup
 from .oneshot import Ranks
-from .propose import Proposer, trial_rng
+from .propose import END, WAIT, Proposer, trial_rng
 from .store import Store, Trial, checkpoint_dir
 from .train import TrainConfig, accuracy
 from .trial import TrialJob, TrialOutcome, _dataset
@@ -163,9 +163,12 @@ class Search:
                         self.config.data_seed, self.config.limit, self.algorithm.trial_train(self.config.train),
                         str(checkpoint), self.algorithm.job_settings(self, trial))
 
-    def propose(self, index: int) -> Trial:
-        """The `index`-th trial (0-based), proposed by the algorithm and queued in the store."""
+    def propose(self, index: int):
+        """The `index`-th trial (0-based), proposed by the algorithm and queued in the
+        store; or WAIT or END, as the algorithm says."""
         proposal = self.algorithm.propose(self.proposer, self.store, index, self.config.seed)
+        if proposal in (WAIT, END):
+            return proposal
         d = proposal.derivation
         cost = self.proposer.cost(d)
         seed = trial_rng(self.config.seed, index, "train").randrange(2**31)
@@ -180,16 +183,22 @@ class Search:
         queue = [self.store.trial(i) for i in self.store.requeue_unfinished()]
         proposed = sum("index" in t.extra for t in self.store.trials())  # linked trials were not proposed
         pending: dict = {}
+        ended = False
         executor = make_executor()
         if reporter:
             reporter.start(self)
         try:
             while True:
-                while len(pending) < workers and (queue or proposed < self.config.trials):
+                while len(pending) < workers and (queue or (proposed < self.config.trials and not ended)):
                     if queue:
                         trial = queue.pop(0)
                     else:
                         trial = self.propose(proposed)
+                        if trial == WAIT and not pending:
+                            raise NasError(f"--algorithm {self.algorithm.name} waits for trials, but none is running")
+                        if trial in (WAIT, END):
+                            ended = trial == END
+                            break
                         proposed += 1
                     self.store.start(trial.id)
                     pending[executor.submit(self.algorithm.trial_function, self.job(trial))] = trial.id

@@ -143,3 +143,23 @@ def test_otov3_selection_study_never_breaks_the_network_hierarchically(tmp_path)
     assert len(targets) == 15 and all(v["hierarchical_invalid"] == 0 for v in targets.values())
     assert all(v["hierarchical_not_a_derivation"] == 0 for k, v in targets.items() if k.startswith("superresnet (preset)"))
     assert all(study[n]["construct_s"] >= 0 for n in ("resnet18", "cell", "mixed"))
+
+
+@pytest.mark.slow
+@needs_fashion
+def test_lissnas_quick_compares_every_space(tmp_path):
+    out = tmp_path / "lissnas.json"
+    subprocess.run([sys.executable, str(BENCH / "lissnas.py"), "--quick", "--out", str(out)], check=True,
+                   capture_output=True, timeout=600)
+    result = json.loads(out.read_text())
+    assert set(result["mean_over_seeds"]) == {"lissnas", "operational", "full", "full, equal budget"}
+    assert result["seeds"][0]["pruned_size"] <= result["mean_over_seeds"]["lissnas"]["size"]
+
+
+def test_identity_bench_counts_a_small_space(tmp_path):
+    out = tmp_path / "identity.json"
+    subprocess.run([sys.executable, str(BENCH / "identity.py"), "--no-nb201-enumeration", "--draws", "5",
+                    "--neighbourhoods", "1", "--spaces", "nb201,tutorial", "--out", str(out)], check=True,
+                   capture_output=True, timeout=300)
+    rows = json.loads(out.read_text())["spaces"]
+    assert [r["neighbourhood_r1_size_median"] for r in rows] == [25, 28]

@@ -5,10 +5,10 @@ import random
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support import SMALL, SPACES
 
 import nasdsl
 from nasdsl.space.derivation import distance
-from support import SMALL, SPACES
 
 # a space with every kind of choice: a repetition with insides, tied `where` values
 # with a `require`, a pick, and alternatives with and without insides
@@ -157,8 +157,9 @@ def test_bad_only_statements_get_clear_errors(nb201, tmp_path):
 
 
 def test_a_search_runs_in_a_subspace_file(tmp_path, capsys):
-    from nasdsl.cli.commands import main
     from nasdsl.runtime.store import Store
+
+    from nasdsl.cli.commands import main
 
     tutorial = nasdsl.load(SPACES / "tutorial.nas")
     d = tutorial.sample(0)

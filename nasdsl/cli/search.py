@@ -1,4 +1,4 @@
-"""The runtime's commands: `nasdsl search`, `nasdsl trials`, `nasdsl report`, `nasdsl export`.
+"""The runtime's commands: `nasdsl search`, `nasdsl shrink`, `nasdsl trials`, `nasdsl report`, `nasdsl export`.
 
 Registered by `nasdsl.cli.commands.build_parser`; torch and the runtime are imported only
 when one of these commands runs, so `nasdsl count` stays quick.
@@ -26,18 +26,52 @@ def add_commands(command, space_parent, positive_int) -> None:
                      [space_parent])
     search.add_argument("file", metavar="SPACE", nargs="?", help="the space file (with --resume: the store's)")
 
+    add_search_options(search, positive_int)
+
+    shrink = command("shrink", cmd_shrink, "LISSNAS: shrink a space to pockets of good networks and write them "
+                     "as a .nas file", [space_parent])
+    shrink.add_argument("file", metavar="SPACE", nargs="?", help="the space file (with --resume: the store's)")
+    shrink.add_argument("-o", "--out", required=True, metavar="SMALL.nas", help="where to write the shrunk space")
+    add_search_options(shrink, positive_int)
+
+    trials = command("trials", cmd_trials, "the trials in a store", [])
+    trials.add_argument("--store", required=True, metavar="PATH", help="the SQLite trial store")
+    trials.add_argument("--evaluations", action="store_true",
+                        help="a one-shot search's shared-weight evaluations instead, best first")
+
+    report = command("report", cmd_report, "write a search's Pareto front, progress plot and summary", [])
+    report.add_argument("--store", required=True, metavar="PATH", help="the SQLite trial store")
+    report.add_argument("--out", required=True, metavar="DIR", help="folder for pareto.png, progress.png, summary.md")
+
+    export = command("export", cmd_export, "write a trial's trained network as ONNX, a torch.export program and "
+                     "standalone Python with its state_dict", [])
+    export.add_argument("--store", required=True, metavar="PATH", help="the SQLite trial store")
+    which = export.add_mutually_exclusive_group(required=True)
+    which.add_argument("--trial", type=int, metavar="N", help="the trial's id (`nasdsl trials`)")
+    which.add_argument("--ticket", action="store_true", help="a supertickets search's final ticket: its derivation "
+                       "cut to the kept channels, its pruned weights zero (superticket.*, with its masks)")
+    export.add_argument("--out", required=True, metavar="DIR", help="folder for trial_N.onnx, .pt2, .py and "
+                        ".state_dict.pt")
+    export.add_argument("--formats", type=formats_arg, default=FORMATS, metavar="F,F",
+                        help=f"which forms ({','.join(FORMATS)}; default all; py comes with its state_dict)")
+    export.add_argument("--space", metavar="FILE", help="the search's space file, where it has moved since")
+
+
+def add_search_options(parser, positive_int) -> None:
+    """A search's flags, for `nasdsl search` and `nasdsl shrink`."""
+
     def option(*names, default=None, **kwargs):
         """A flag that is absent from `args` unless given, so that `--resume` can tell
         what was asked for now from the store's own settings; DEFAULTS keeps its default."""
-        action = search.add_argument(*names, default=argparse.SUPPRESS, **kwargs)
+        action = parser.add_argument(*names, default=argparse.SUPPRESS, **kwargs)
         DEFAULTS[action.dest] = default
 
     option("--dataset", default="fashion-mnist", metavar="NAME[:PATH]",
                         help="fashion-mnist (default), mnist:PATH, digits, cifar10:PATH or imagefolder:PATH")
     option("--trials", type=int, default=20, help="architectures to train in all (default 20)")
     option("--epochs", type=int, default=3, help="training epochs per trial (default 3)")
-    search.add_argument("--store", required=True, metavar="PATH", help="the SQLite trial store")
-    search.add_argument("--resume", action="store_true",
+    parser.add_argument("--store", required=True, metavar="PATH", help="the SQLite trial store")
+    parser.add_argument("--resume", action="store_true",
                         help="continue the search in --store, with its settings (flags given must agree)")
     option("--workers", type=positive_int, default=1, help="trials trained at once (default 1)")
     option("--executor", choices=("local", "ray"), default="local",
@@ -62,29 +96,7 @@ def add_commands(command, space_parent, positive_int) -> None:
                         help="stop a trial after E epochs without a better validation accuracy")
     option("--test-top", type=int, default=5, metavar="K",
                         help="evaluate the K best trials and the Pareto front on the test set at the end (5)")
-    search.add_later(lambda parser: add_algorithm_flags(parser, positive_int))
-
-    trials = command("trials", cmd_trials, "the trials in a store", [])
-    trials.add_argument("--store", required=True, metavar="PATH", help="the SQLite trial store")
-    trials.add_argument("--evaluations", action="store_true",
-                        help="a one-shot search's shared-weight evaluations instead, best first")
-
-    report = command("report", cmd_report, "write a search's Pareto front, progress plot and summary", [])
-    report.add_argument("--store", required=True, metavar="PATH", help="the SQLite trial store")
-    report.add_argument("--out", required=True, metavar="DIR", help="folder for pareto.png, progress.png, summary.md")
-
-    export = command("export", cmd_export, "write a trial's trained network as ONNX, a torch.export program and "
-                     "standalone Python with its state_dict", [])
-    export.add_argument("--store", required=True, metavar="PATH", help="the SQLite trial store")
-    which = export.add_mutually_exclusive_group(required=True)
-    which.add_argument("--trial", type=int, metavar="N", help="the trial's id (`nasdsl trials`)")
-    which.add_argument("--ticket", action="store_true", help="a supertickets search's final ticket: its derivation "
-                       "cut to the kept channels, its pruned weights zero (superticket.*, with its masks)")
-    export.add_argument("--out", required=True, metavar="DIR", help="folder for trial_N.onnx, .pt2, .py and "
-                        ".state_dict.pt")
-    export.add_argument("--formats", type=formats_arg, default=FORMATS, metavar="F,F",
-                        help=f"which forms ({','.join(FORMATS)}; default all; py comes with its state_dict)")
-    export.add_argument("--space", metavar="FILE", help="the search's space file, where it has moved since")
+    parser.add_later(lambda later: add_algorithm_flags(later, positive_int))
 
 
 DEFAULTS: dict = {}  # the search flags' defaults, by dest (`option` above)
@@ -161,6 +173,47 @@ def algorithm_settings(args, algorithm: str) -> dict:
 
 
 def cmd_search(args) -> int:
+    _, data = run_search(args)
+    emit(args, data, render_search)
+    return EXIT_OK
+
+
+def cmd_shrink(args) -> int:
+    """`nasdsl search --algorithm lissnas`, then the shrunk space written to `--out`."""
+    from nasdsl.runtime.algorithms.lissnas import summary, to_nas
+
+    if getattr(args, "algorithm", "lissnas") != "lissnas":
+        raise UsageError(f"nasdsl shrink runs --algorithm lissnas, not {args.algorithm}; use nasdsl search for that")
+    args.algorithm = "lissnas"
+
+    def conclude(search) -> dict:
+        replay = search.algorithm.replay(search.proposer, search.store, search.config.seed)
+        report = summary(search.algorithm, replay, search.space, search.config.seed)
+        chosen = next(r for r in replay.rounds if r.index == report["chosen"])
+        Path(args.out).write_text(to_nas(search.algorithm, chosen, search.space))
+        return {**report, "out": str(args.out), "size": len(chosen.members)}
+
+    _, data = run_search(args, conclude)
+    emit(args, data, render_shrink)
+    return EXIT_OK
+
+
+def render_shrink(console: Console, data: dict) -> None:
+    table = Table("round", "size", "measured", "mean val acc", "best val acc", "mean distance", "values per path",
+                  "shrink index", title="LISSNAS rounds")
+    for r in data["rounds"]:
+        index = "" if r["shrink_index"] is None else f"{r['shrink_index']:.3f}"
+        table.add_row(str(r["round"]) + (" (chosen)" if r["round"] == data["chosen"] else ""), f"{r['size']:,}",
+                      str(r["measured"]), f"{r['mean_val_acc']:.4f}", f"{r['best_val_acc']:.4f}",
+                      f"{r['mean_distance']:.2f}", f"{r['values_per_path']:.2f}", index)
+    console.print(table)
+    console.print(f"{data['size']} derivations written to {data['out']}; search them with: "
+                  f"nasdsl search {data['out']} ...")
+
+
+def run_search(args, conclude=None):
+    """Open (or resume) the search the flags ask for, run it, test the best: (search,
+    result), with what `conclude(search)` adds, while the store is open."""
     from nasdsl.runtime.executors import make_executor
     from nasdsl.runtime.oneshot import end_follower, ranks_from_environment
     from nasdsl.runtime.progress import Reporter
@@ -190,8 +243,9 @@ def cmd_search(args) -> int:
                 "failed": sum(t.status == "failed" for t in trials),
                 "best": [t.to_json() for t in best],
                 "pareto": [t.id for t in pareto_front([t for t in trials if t.status == "done"], "macs")]}
-    emit(args, data, render_search)
-    return EXIT_OK
+        if conclude is not None:
+            data.update(conclude(search))
+    return search, data
 
 
 def search_config(args):

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from ..language.check import load_file
 from ..language.errors import NasError
-from ..space.subspace import NEIGHBOURHOOD_LIMIT
 from ..space import space as spaces
+from ..space.subspace import NEIGHBOURHOOD_LIMIT
 from . import primitives  # noqa: F401  (registers the standard primitives)
 
 

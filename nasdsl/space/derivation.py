@@ -201,7 +201,11 @@ def distance(a: Derivation, b: Derivation) -> int:
     their paths, so it is a metric: zero only for equal derivations, symmetric,
     and it obeys the triangle inequality.
     """
-    fa, fb = a.choices(), b.choices()
+    return choices_apart(a.choices(), b.choices())
+
+
+def choices_apart(fa: dict, fb: dict) -> int:
+    """How many paths two choice maps (`flatten`'s) differ on: `distance`, on maps."""
     return sum(1 for p in fa.keys() | fb.keys() if fa.get(p, _MISSING) != fb.get(p, _MISSING)
                or type(fa.get(p)) is not type(fb.get(p)))
 

@@ -30,7 +30,7 @@ import attrs
 
 from ..language import printer
 from . import restrict as restriction
-from .derivation import Derivation, flatten, replace_path
+from .derivation import Derivation, choices_apart, flatten, replace_path
 from .operations import positions
 
 NEIGHBOURHOOD_LIMIT = 1_000_000  # members of one neighbourhood, refused beyond (a wide integer range)
@@ -88,19 +88,12 @@ class _Walk:
             here = dict(flatten(value, prefix))
             if far == r and here.keys() <= mine.keys():
                 continue  # at the radius, only what d lacks (new copies, a new option's insides) may still change
-            inside = _hamming(here, mine)
+            inside = choices_apart(here, mine)
             outside = far - inside
             for new in plan.changes(value, self.rng):
-                total = outside + _hamming(dict(flatten(new, prefix)), mine)
+                total = outside + choices_apart(dict(flatten(new, prefix)), mine)
                 if total <= r:
                     yield Derivation(replace_path(y.root, list(parts), new)), total
-
-
-def _hamming(a: dict, b: dict) -> int:
-    """How many paths differ between two choice maps (see `distance`)."""
-    missing = object()
-    return sum(1 for p in a.keys() | b.keys()
-               if a.get(p, missing) != b.get(p, missing) or type(a.get(p)) is not type(b.get(p)))
 
 
 @attrs.frozen(eq=False)
