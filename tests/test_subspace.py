@@ -175,3 +175,24 @@ def test_a_search_runs_in_a_subspace_file(tmp_path, capsys):
     with Store.open(store) as s:
         texts = [t.derivation for t in s.trials()]
     assert len(texts) == 3 and all(tutorial.parse(t) in pocket for t in texts)
+
+
+def test_a_one_shot_search_runs_in_a_subspace_file(nb201, tmp_path):
+    """SPOS sizes its supernet from members that cover every value the members take,
+    and samples, evolves and retrains only members."""
+    from nasdsl.cli.commands import main
+    from nasdsl.runtime.store import Store
+
+    d = nb201.sample(0)
+    path = tmp_path / "pocket.nas"
+    path.write_text(nb201.subspace(nb201.neighbourhood(d, 1)).to_nas({d: 1}))
+    small = nasdsl.load(path)
+    cover = small.cover()
+    assert all(c in small for c in cover)
+    taken = {(p, v) for m in small for p, v in m.choices().items()}
+    assert taken == {(p, v) for c in cover for p, v in c.choices().items()}
+    store = tmp_path / "s.db"
+    assert main(["search", str(path), "--algorithm", "spos", "--dataset", "digits", "--epochs", "1", "--limit", "200",
+                 "--trials", "1", "--retrain-epochs", "1", "--store", str(store)]) == 0
+    with Store.open(store) as s:
+        assert all(nb201.parse(t.derivation) in small for t in s.trials())

@@ -401,7 +401,11 @@ class Space:
         taken, each with the largest numbers and repetitions: what a weight-sharing
         supernet is sized from, without enumerating the space. Each new derivation
         takes, at every place, what the ones before took least, until every
-        (place, choice) is reached (at most `limit` derivations)."""
+        (place, choice) is reached (at most `limit` derivations). In a finite space
+        they are members: each next one the member taking the most (path, value)
+        pairs not yet taken, until every pair some member takes is."""
+        if self.finite:
+            return self._cover_members(limit)
         wanted = planning.Wanted()
         self.root.choices((), wanted)
         state = planning.Covering()
@@ -415,6 +419,16 @@ class Space:
             if wanted <= state.reached:
                 break
         return list(found)
+
+    def _cover_members(self, limit: int) -> list[Derivation]:
+        pairs = {m: {(p, repr(v)) for p, v in Derivation(m).choices().items()} for m in self.root.members}
+        missing = set().union(*pairs.values())
+        found = []
+        while missing and len(found) < limit:
+            best = max(pairs, key=lambda m: len(pairs[m] & missing))
+            found.append(Derivation(best))
+            missing -= pairs.pop(best)
+        return found
 
     def parse(self, text: str) -> Derivation:
         """Read a derivation's text; a DerivationError names the path and what is allowed."""
