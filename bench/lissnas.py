@@ -34,9 +34,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 NASDSL = [sys.executable, "-m", "nasdsl"]
 
-import nasdsl  # noqa: E402
 from nasdsl.runtime.algorithms.lissnas import diversity  # noqa: E402
 from nasdsl.runtime.store import Store  # noqa: E402
+
+import nasdsl  # noqa: E402
 from nasdsl.space.derivation import distance, split_path  # noqa: E402
 
 

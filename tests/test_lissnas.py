@@ -1,6 +1,8 @@
 """LISSNAS: rounds replayed from the store, the shrunk space written as a .nas file,
 resumable, and searchable again."""
 
+import contextlib
+import io
 import json
 
 import pytest
@@ -24,12 +26,14 @@ def trials_of(store) -> list:
 def shrunk(tmp_path_factory):
     folder = tmp_path_factory.mktemp("shrink")
     out, store = folder / "small.nas", folder / "s.db"
-    code = main(["shrink", str(SPACES / "nb201.nas"), *NB201, *QUICK, *ROUNDS, "--trials", "40",
-                 "--workers", "2", "--store", str(store), "-o", str(out), "--json"])
-    return code, out, store, folder
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = main(["shrink", str(SPACES / "nb201.nas"), *NB201, *QUICK, *ROUNDS, "--trials", "40",
+                     "--workers", "2", "--store", str(store), "-o", str(out), "--json"])
+    return code, out, store, json.loads(printed.getvalue())
 
 
-def test_shrink_writes_a_space_file_of_the_chosen_round(shrunk, capsys):
+def test_shrink_writes_a_space_file_of_the_chosen_round(shrunk):
     code, out, store, _ = shrunk
     assert code == 0
     space = nasdsl.load(SPACES / "nb201.nas", params={"C": 4, "N": 1})
@@ -44,11 +48,8 @@ def test_shrink_writes_a_space_file_of_the_chosen_round(shrunk, capsys):
     assert sum(r == 0 for r in rounds) == 6
 
 
-def test_shrink_reports_every_round(tmp_path, capsys):
-    out, store = tmp_path / "small.nas", tmp_path / "s.db"
-    assert main(["shrink", str(SPACES / "nb201.nas"), *NB201, *QUICK, *ROUNDS, "--trials", "40",
-                 "--store", str(store), "-o", str(out), "--json"]) == 0
-    data = json.loads(capsys.readouterr().out)
+def test_shrink_reports_every_round(shrunk):
+    _, out, _, data = shrunk
     rows = data["rounds"]
     assert rows[0]["size"] == 15625 and rows[0]["shrink_index"] is None
     assert all(r["size"] < 15625 and r["shrink_index"] is not None for r in rows[1:])
@@ -71,8 +72,8 @@ def test_a_killed_shrink_resumes_to_the_same_rounds(shrunk, tmp_path):
 
 
 def test_the_shrunk_space_is_searched_like_any_space(shrunk):
-    _, out, _, folder = shrunk
-    store = folder / "again.db"
+    _, out, _, _ = shrunk
+    store = out.parent / "again.db"
     assert main(["search", str(out), *QUICK, "--algorithm", "random", "--trials", "2", "--store", str(store)]) == 0
     small = nasdsl.load(out)
     assert all(small.parse(t.derivation) in small for t in trials_of(store))

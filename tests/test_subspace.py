@@ -180,8 +180,9 @@ def test_a_search_runs_in_a_subspace_file(tmp_path, capsys):
 def test_a_one_shot_search_runs_in_a_subspace_file(nb201, tmp_path):
     """SPOS sizes its supernet from members that cover every value the members take,
     and samples, evolves and retrains only members."""
-    from nasdsl.cli.commands import main
     from nasdsl.runtime.store import Store
+
+    from nasdsl.cli.commands import main
 
     d = nb201.sample(0)
     path = tmp_path / "pocket.nas"
