@@ -13,8 +13,9 @@ decides its function:
    constant (bn after a zero edge gives its shift); it becomes one `constant` node of
    its shape.
 3. Wires vanish. `identity`, and an `add` or `concat` of a single input, pass their
-   input on. Sums are opened: `(a + b) + c` is `a + b + c`. An op without weights that repeats another's op, arguments and inputs
-   (two average pools of one node) is that other node.
+   input on. Sums are opened: `(a + b) + c` is `a + b + c`. An op without weights
+   that repeats another's op, arguments and inputs (two average pools of one node)
+   is that other node.
 4. Dead code goes: every node from which the output cannot be reached.
 
 What remains is labelled by op, arguments and shape, never by path. The edges of an
@@ -39,7 +40,7 @@ import networkx as nx
 from ..language import primitives as registry
 
 ZERO, CONSTANT, LIVE = "zero", "constant", "live"
-_WIRES = ("identity",)
+_WIRES = ("identity", "add", "concat")  # each passes its input on when it has only one
 
 
 def _keeps_zero(op: str, args: dict) -> bool:
@@ -79,16 +80,15 @@ def function_graph(graph: nx.DiGraph, constants: bool = True) -> nx.DiGraph:
             kind[n], stands[n] = LIVE, n
             out.add_node(n, label=_label("input", {}, a["shape"]))
             continue
-        kinds = [kind[i] for i in ins]
         if op == "add":
             ins = [i for i in ins if kind[i] != ZERO]
-            kinds = [kind[i] for i in ins]
+        kinds = [kind[i] for i in ins]
         if op == "zero" or not ins or (all(k == ZERO for k in kinds) and op != "output"
                                                 and (not constants or _keeps_zero(op, a["args"]))):
             kind[n] = ZERO
         elif LIVE not in kinds and op != "output":
             kind[n] = CONSTANT
-        elif len(ins) == 1 and (op in _WIRES or op in ("add", "concat")):
+        elif len(ins) == 1 and op in _WIRES:
             kind[n], stands[n] = LIVE, source(ins[0])
         else:
             label = _label(op, a["args"], a["shape"])

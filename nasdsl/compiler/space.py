@@ -42,7 +42,7 @@ class Space(spaces.Space):
 
         return function_key(self.canonical(d, input_shape, constants))
 
-    def distinct(self, input_shape=None, constants: bool = True, limit: int = 1_000_000, progress=None) -> int:
+    def distinct(self, input_shape=None, constants: bool = True, limit: int = 1_000_000) -> int:
         """The exact number of distinct functions among all derivations (enumerated;
         a space of more than `limit` derivations is refused)."""
         from .identity import Functions
@@ -54,8 +54,6 @@ class Space(spaces.Space):
         functions = Functions()
         for d in self.enumerate():
             functions.add(self.canonical(d, input_shape, constants))
-            if progress is not None:
-                progress()
         return functions.count
 
     def neighbourhood(self, d, r: int = 1, limit: int = NEIGHBOURHOOD_LIMIT, distinct: bool = False,

@@ -1923,14 +1923,13 @@ class PFinite(_Plan):
     rest (positions, token layout, a supernet's sizing) is the grammar's, since every
     member is a derivation of it."""
 
-    __slots__ = ("grammar", "members", "count", "_ranks", "_table")
+    __slots__ = ("grammar", "members", "count", "_ranks")
 
     def __init__(self, grammar, members):
         self.grammar = grammar
         self.members = tuple(members)  # of Node, sorted by the grammar's rank
         self.count = len(self.members)
         self._ranks = {m: i for i, m in enumerate(self.members)}
-        self._table = self.members
 
     def __getattr__(self, name):  # what is not about membership is the grammar's
         return getattr(self.grammar, name)

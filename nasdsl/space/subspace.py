@@ -113,7 +113,7 @@ class SubSpace:
         ranks = {}
         for d in derivations:
             if d not in ranks:
-                ranks[space.validate(d)] = space.rank(d)
+                ranks[d] = space.rank(d)  # a DerivationError for a non-member
         members = tuple(sorted(ranks, key=ranks.__getitem__))
         return cls(space, members, ranks)
 
