@@ -82,3 +82,28 @@ def test_the_shrunk_space_is_searched_like_any_space(shrunk):
 def test_shrink_refuses_another_algorithm(tmp_path):
     assert main(["shrink", str(SPACES / "nb201.nas"), *QUICK, "--algorithm", "random", "--store",
                  str(tmp_path / "s.db"), "-o", str(tmp_path / "x.nas")]) == 2
+
+
+def test_every_trial_trains_a_function_no_other_trial_does(shrunk):
+    space = nasdsl.load(SPACES / "nb201.nas", params={"C": 4, "N": 1})
+    trained = [space.parse(t.derivation) for t in trials_of(shrunk[2])]
+    assert list(space.one_per_function(trained)) == trained
+
+
+def test_round_0_draws_one_derivation_per_function_unless_told_otherwise():
+    from nasdsl.runtime.algorithms.lissnas import Lissnas
+    from nasdsl.runtime.propose import Proposer
+    from nasdsl.runtime.search import implied
+
+    space = nasdsl.load(SPACES / "nb201.nas", params={"C": 4, "N": 1})
+    proposer = Proposer(space, (3, 8, 8))
+
+    def functions(sample):
+        return len({space.function_hash(d) for d in sample})
+
+    plain = Lissnas(samples=40, distinct_sample=False)._sample(proposer, None, 0, 0)
+    distinct = Lissnas(samples=40)._sample(proposer, None, 0, 0)
+    assert len(plain) == len(distinct) == 40
+    assert functions(plain) < 40 == functions(distinct)  # a uniform draw of 40 nb201 cells holds twins
+    # a store written before the setting existed draws as it did then
+    assert implied({"algorithm": "lissnas", "settings": {"samples": 40}})["settings"]["distinct_sample"] is False

@@ -61,17 +61,19 @@ class Space(spaces.Space):
         """Every derivation within distance `r` of `d`, `d` first; with `distinct`, one per
         function (the nearest, then the first by rank), so none computes what another does."""
         near = super().neighbourhood(d, r, limit)
-        if not distinct:
-            return near
+        return list(self.one_per_function(near, input_shape)) if distinct else near
+
+    def one_per_function(self, derivations, input_shape=None, constants: bool = True):
+        """The derivations (any iterable, read lazily) that compute something none before
+        them computes: the first of each function, in order."""
         from .identity import Functions
 
-        functions, kept = Functions(), []
-        for x in near:
+        functions = Functions()
+        for x in derivations:
             before = functions.count
-            functions.add(self.canonical(x, input_shape))
+            functions.add(self.canonical(x, input_shape, constants))
             if functions.count > before:
-                kept.append(x)
-        return kept
+                yield x
 
 
 def load(path, params: dict | None = None) -> Space:

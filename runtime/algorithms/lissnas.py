@@ -3,7 +3,9 @@
 Structurally similar networks perform similarly, so good networks come in pockets.
 Each round trains a uniform sample of the current space, takes its best members as
 seeds, and makes the next space the union of the seeds' neighbourhoods (every
-derivation within `--radius`, one per function with `--distinct`). Members already
+derivation within `--radius`). By default round 0's sample, each neighbourhood and
+each next space hold one derivation per function, so no two trials train the same
+network under different texts (`--no-distinct`, `--no-distinct-sample`). Members already
 measured below the round's median are dropped. Rounds go on while the sampled mean
 accuracy rises by more than `--min-gain`. The result is the round with the best mean
 (ties: the later, smaller one). It is a finite space, which `nasdsl shrink -o` writes
@@ -23,6 +25,7 @@ The paper leaves the formulas unverified (`shared/design/lissnas.md`), so here:
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 import statistics
@@ -78,6 +81,9 @@ class Lissnas(Algorithm):
     rounds: int = setting(5, "most rounds (the first samples the whole space)", minimum=2)
     min_gain: float = setting(0.0, "end when a round's mean validation accuracy rises by no more than this")
     distinct: bool = setting(True, "one derivation per function in a neighbourhood (--no-distinct keeps them all)")
+    distinct_sample: bool = setting(True, "one derivation per function in round 0's sample and in the union of "
+                                    "the seeds' neighbourhoods too (--no-distinct-sample: one per text)",
+                                    absent=False)
 
     def __attrs_post_init__(self):
         if self.seeds > self.samples:
@@ -132,16 +138,20 @@ class Lissnas(Algorithm):
         return not last.accuracy or not last.mean > before.mean + self.min_gain
 
     def _sample(self, proposer, members, seed: int, r: int) -> list:
-        """The round's uniform sample: distinct members (of the whole space in round 0)."""
+        """The round's uniform sample: distinct members (of the whole space in round 0,
+        one per function with `distinct_sample`)."""
         rng = random.Random(f"{seed}:lissnas:{r}")
         if members is not None:
             return rng.sample(members, min(self.samples, len(members)))
-        found: dict = {}
-        for _ in range(self.samples * 20):
-            found.setdefault(proposer.sample(rng), None)
-            if len(found) == self.samples:
-                break
-        return list(found)
+        drawn = self._once(proposer, (proposer.sample(rng) for _ in range(self.samples * 20)))
+        return list(itertools.islice(drawn, self.samples))
+
+    def _once(self, proposer, derivations):
+        """Each derivation whose text, or with `distinct_sample` whose function, is new."""
+        if self.distinct_sample:
+            return proposer.space.one_per_function(derivations, proposer.input_shape)
+        seen: set = set()
+        return (d for d in derivations if not (d in seen or seen.add(d)))
 
     def _next_space(self, proposer, last: Round, measured) -> tuple:
         """(seeds, the union of their neighbourhoods without members measured below the
@@ -154,11 +164,10 @@ class Lissnas(Algorithm):
         seeds = [d for d, _ in sorted(pool, key=lambda p: (-p[1], p[0].text))[:self.seeds]]
         median = statistics.median(last.accuracy.values())
         kept: dict = {}
-        for s in seeds:
-            for d in self.neighbourhood(proposer, s):
-                t = measured.get(d.text)
-                if t is None or t.status != "done" or t.val_acc >= median or d in seeds:
-                    kept[d] = None
+        for d in self._once(proposer, (d for s in seeds for d in self.neighbourhood(proposer, s))):
+            t = measured.get(d.text)
+            if t is None or t.status != "done" or t.val_acc >= median or d in seeds:
+                kept[d] = None
         return tuple(seeds), tuple(sorted(kept, key=proposer.space.rank))
 
     def neighbourhood(self, proposer, seed: Derivation) -> tuple:
