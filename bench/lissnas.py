@@ -7,6 +7,10 @@ For each seed, in one run:
    accuracy, until its product space is no larger than S. That gives P.
 3. Random search trains `--evals` networks in S, in P and in the full space. The
    full space also gets LISSNAS's own trials added to its budget, for an equal total.
+4. SPOS (`--arms spos`) runs in S, in P and in the full space with equal budgets:
+   `--supernet-epochs` of supernet training, the same evolution on shared weights,
+   and its best `--spos-trials` retrained at the trials' own epochs and images, so
+   their accuracies compare with random search's.
 
 It reports each space's size, its diversity (mean pairwise distance, distinct values
 per choice path), and the best and mean validation accuracy of its random search,
@@ -14,6 +18,9 @@ with the best network's test accuracy. Locality is the Spearman correlation betw
 distance and |accuracy difference| over all pairs of networks measured in the run.
 
     .venv/bin/python bench/lissnas.py --seeds 0,1,2 --out bench/results/lissnas.json
+
+`--no-distinct-sample` shrinks as stores written before that setting did, which
+reproduces an earlier run's shrunk spaces (and so its random-search arm) exactly.
 """
 
 from __future__ import annotations
@@ -103,6 +110,10 @@ def space_row(name, space, members, search: dict, seed: int) -> dict:
             "best_val_acc": max(t["val_acc"] for t in done), "test_acc_of_best": done[0]["test_acc"]}
 
 
+def store_name(name: str, seed: int) -> str:
+    return f"{name.replace(', ', '-').replace(' ', '-')}-{seed}.db"
+
+
 def one_seed(seed: int, args, folder: Path) -> dict:
     common = ["--dataset", "fashion-mnist", "--epochs", args.epochs, "--limit", args.limit, "--seed", seed,
               "--workers", args.workers, "--test-top", 1, "--param", f"C={args.C}", "--param", "N=1"]
@@ -110,6 +121,7 @@ def one_seed(seed: int, args, folder: Path) -> dict:
     start = time.perf_counter()
     shrink = run(["shrink", ROOT / "spaces/nb201.nas", *common, "--samples", args.samples, "--seeds", args.k,
                   "--rounds", args.rounds, "--trials", args.samples * args.rounds,
+                  *(["--no-distinct-sample"] if args.no_distinct_sample else []),
                   "--store", folder / f"shrink-{seed}.db", "-o", small], args.threads)
     shrink_seconds = time.perf_counter() - start
     space = nasdsl.load(ROOT / "spaces/nb201.nas", params={"C": args.C, "N": 1, "num_classes": 10})
@@ -119,16 +131,27 @@ def one_seed(seed: int, args, folder: Path) -> dict:
     text, pruned_size = operational_pruning(space, round0, shrunk.count)
     pruned = folder / f"pruned-{seed}.nas"
     pruned.write_text(text)
-    searches, rows = {}, []
-    for name, path, evals in (("lissnas", small, args.evals), ("operational", pruned, args.evals),
-                              ("full", ROOT / "spaces/nb201.nas", args.evals),
-                              ("full, equal budget", ROOT / "spaces/nb201.nas", args.evals + len(lissnas_trials))):
-        store = folder / f"{name.replace(', ', '-').replace(' ', '-')}-{seed}.db"
-        searches[name] = run(["search", path, *common, "--algorithm", "random", "--trials", evals,
-                              "--store", store], args.threads)
-        members = list(nasdsl.load(path).enumerate()) if name in ("lissnas", "operational") else \
-            [space.parse(t) for t, _, _ in measured(store)]
-        rows.append(space_row(name, space, members, searches[name], seed))
+    rows = []
+    spaces = {"lissnas": small, "operational": pruned, "full": ROOT / "spaces/nb201.nas"}
+    if "random" in args.arms:
+        for name, path, evals in (*((n, p, args.evals) for n, p in spaces.items()),
+                                  ("full, equal budget", spaces["full"], args.evals + len(lissnas_trials))):
+            store = folder / store_name(name, seed)
+            search = run(["search", path, *common, "--algorithm", "random", "--trials", evals,
+                          "--store", store], args.threads)
+            members = list(nasdsl.load(path).enumerate()) if name in ("lissnas", "operational") else \
+                [space.parse(t) for t, _, _ in measured(store)]
+            rows.append(space_row(name, space, members, search, seed))
+    if "spos" in args.arms:
+        for name, path in spaces.items():
+            store = folder / store_name(f"{name}, spos", seed)
+            search = run(["search", path, *common, "--algorithm", "spos", "--epochs", args.supernet_epochs,
+                          "--retrain-epochs", args.epochs, "--trials", args.spos_trials, "--store", store],
+                         args.threads)
+            members = list(nasdsl.load(path).enumerate()) if name != "full" else \
+                [space.parse(t) for t, _, _ in measured(store)]
+            rows.append(space_row(f"{name}, spos", space, members, search, seed)
+                        | {"retrained_mean_val_acc": statistics.fmean(t["val_acc"] for t in search["best"])})
     # locality: every pair of networks measured in this seed's run
     seen: dict = {}
     for store in folder.glob(f"*-{seed}.db"):
@@ -158,21 +181,29 @@ def main(argv=None):
     parser.add_argument("--k", type=int, default=3, help="LISSNAS seeds per round")
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--evals", type=int, default=12, help="random-search evaluations in each space")
+    parser.add_argument("--arms", default="random,spos", help="searches run in each space: random, spos or both")
+    parser.add_argument("--supernet-epochs", type=int, default=16, help="SPOS supernet epochs in each space")
+    parser.add_argument("--spos-trials", type=int, default=2, help="SPOS's best, retrained stand-alone")
+    parser.add_argument("--no-distinct-sample", action="store_true",
+                        help="shrink with one derivation per text in round 0 (as before that setting)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1, help="threads per worker")
     parser.add_argument("--quick", action="store_true", help="a smoke run: one seed, tiny budgets")
     args = parser.parse_args(argv)
     if args.quick:
         args.seeds, args.limit, args.samples, args.k, args.rounds, args.evals = "0", 200, 4, 2, 2, 2
+        args.supernet_epochs, args.spos_trials = 1, 1
+    args.arms = args.arms.split(",")
+    if not args.arms or set(args.arms) - {"random", "spos"}:
+        parser.error(f"--arms takes random, spos or random,spos, not {','.join(args.arms)}")
     if not Path("/usr/share/datasets/fashion-mnist").is_dir():
         parser.error("Fashion-MNIST is not installed (/usr/share/datasets/fashion-mnist); `make debian-packages`")
     with tempfile.TemporaryDirectory() as tmp:
         seeds = [one_seed(int(s), args, Path(tmp)) for s in args.seeds.split(",")]
     summary = {}
-    for name in ("lissnas", "operational", "full", "full, equal budget"):
+    for name in dict.fromkeys(r["space"] for s in seeds for r in s["spaces"]):
         rows = [next(r for r in s["spaces"] if r["space"] == name) for s in seeds]
-        summary[name] = {k: statistics.fmean(r[k] for r in rows) for k in
-                         ("size", "mean_distance", "values_per_path", "best_val_acc", "test_acc_of_best")}
+        summary[name] = {k: statistics.fmean(r[k] for r in rows) for k in rows[0] if k != "space"}
     result = {"machine": platform.processor() or platform.machine(), "command": " ".join(
         ["bench/lissnas.py", *(argv if argv is not None else sys.argv[1:])]), "settings": vars(args) | {"out": None},
         "seeds": seeds, "mean_over_seeds": summary,

@@ -1,16 +1,17 @@
-"""Tracing, channel groups and pruning on torchvision's classification models (issue
-14), side by side with torch-pruning's DepGraph in the same run.
+"""Tracing, channel groups and pruning on torchvision's classification models and 60
+timm models (issue 14), side by side with torch-pruning's DepGraph in the same run.
 
 Per model (random weights, eval mode, batch of 2 at a small input: 64x64, 96x96 for
-inception_v3, 224x224 where a model fixes its size): whether `trace` succeeds; its
+inception_v3, the model's own size where it fixes one): whether `trace` succeeds; its
 parameters against `model.parameters()` and its MACs against torch's
 `FlopCounterMode` / 2; channel groups and how many are prunable, against
 torch-pruning's groups (Conv2d and Linear roots, with and without the classifier);
 whether a random pruning (half the groups cut to every other channel) computes what
 the model computes with those channels zeroed (`prune` against `zero_removed`); and
-the time of each step. vit_h_14 and regnet_y_128gf are left out for size.
+the time of each step. vit_h_14 and regnet_y_128gf are left out for size. A timm
+model is named `timm:NAME`.
 
-    .venv/bin/python bench/zoo.py [--models resnet18,...] [--threads 2]
+    .venv/bin/python bench/zoo.py [--models resnet18,timm:mixnet_s,...] [--threads 2]
 """
 
 from __future__ import annotations
@@ -36,18 +37,50 @@ ROOT = Path(__file__).resolve().parent.parent
 LEFT_OUT = ("vit_h_14", "regnet_y_128gf")
 SIZES = {"inception_v3": 96, **{n: 224 for n in ("vit_b_16", "vit_b_32", "vit_l_16", "vit_l_32", "maxvit_t")}}
 AUX_HEADS = ("googlenet", "inception_v3")  # their auxiliary classifiers do not run in eval: by design
+TIMM = tuple(f"timm:{n}" for n in """
+    resnet18 resnet26d seresnext26d_32x4d resnetv2_50 ecaresnet26t efficientnet_b0 efficientnet_lite0
+    tf_efficientnet_b0 efficientnetv2_rw_t mixnet_s mixnet_m ghostnet_100 ghostnetv2_100 convnext_atto
+    regnetx_002 regnety_002 densenet121 dla34 dla46_c dpn68 hrnet_w18_small inception_v3 xception41
+    res2net50_14w_8s res2net50_26w_4s resnest14d skresnet18 rexnet_100 selecsls42b tinynet_a tinynet_e
+    vit_tiny_patch16_224 deit_tiny_patch16_224 swin_tiny_patch4_window7_224 mobilevit_xxs levit_128s
+    cspresnet50 cspdarknet53 fbnetc_100 mnasnet_100 gernet_s repvgg_a0 eca_nfnet_l0 nf_resnet50
+    coat_lite_tiny pit_ti_224 efficientvit_b0 tiny_vit_5m_224 vgg11 mobilenetv3_small_100
+    mobilenetv3_large_100 lcnet_050 hardcorenas_a spnasnet_100 ese_vovnet19b_dw mixer_s16_224
+    resmlp_12_224 poolformer_s12 edgenext_xx_small botnet26t_256""".split())
 
 
 def models() -> list[str]:
-    return [n for n in torchvision.models.list_models(module=torchvision.models) if n not in LEFT_OUT]
+    """torchvision's classification models (but LEFT_OUT), then TIMM where timm is installed."""
+    names = [n for n in torchvision.models.list_models(module=torchvision.models) if n not in LEFT_OUT]
+    try:
+        import timm  # noqa: F401
+    except ImportError:
+        return names
+    return names + list(TIMM)
+
+
+def build(name: str) -> tuple[torch.nn.Module, int]:
+    """The model (random weights, eval mode) and the input size it is checked at: 64
+    (SIZES for torchvision's exceptions), or a timm model's own size where it fixes one
+    (64 fails to run)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if not name.startswith("timm:"):
+            return getattr(torchvision.models, name)(weights=None).eval(), SIZES.get(name, 64)
+        import timm
+
+        model = timm.create_model(name.removeprefix("timm:"), pretrained=False).eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, 3, 64, 64))
+        return model, 64
+    except Exception:
+        return model, model.pretrained_cfg["input_size"][-1]
 
 
 def check(name: str, seed: int = 0, torch_pruning: bool = True) -> dict:
-    """Every check on one torchvision model; a failing step is recorded, not raised."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = getattr(torchvision.models, name)(weights=None).eval()
-    size = SIZES.get(name, 64)
+    """Every check on one model; a failing step is recorded, not raised."""
+    model, size = build(name)
     torch.manual_seed(seed)
     x = torch.randn(2, 3, size, size)
     row: dict = {"model": name, "input": size}
@@ -118,7 +151,7 @@ def _torch_pruning(name: str, size: int) -> dict:
         return {}
     warnings.simplefilter("ignore")
     torch.set_num_threads(1)
-    model = getattr(torchvision.models, name)(weights=None).eval()
+    model, _ = build(name)
     x = torch.randn(1, 3, size, size)
     start = time.perf_counter()
     try:
@@ -132,6 +165,13 @@ def _torch_pruning(name: str, size: int) -> dict:
     return {"tp_s": time.perf_counter() - start, "tp_groups": groups, "tp_prunable": prunable}
 
 
+def _version(package: str) -> str | None:
+    try:
+        return __import__(package).__version__
+    except ImportError:
+        return None
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "zoo.json")
@@ -142,17 +182,12 @@ def main(argv=None) -> int:
     names = args.models.split(",") if args.models else models()
     result = {"benchmark": "zoo", "command": " ".join([Path(sys.executable).name, *sys.argv]),
               "machine": {**record.machine(), "loadavg_before": list(os.getloadavg())},
-              "torchvision": torchvision.__version__, "rows": []}
-    try:
-        import torch_pruning
-
-        result["torch_pruning"] = torch_pruning.__version__
-    except ImportError:
-        result["torch_pruning"] = None
+              "torchvision": torchvision.__version__, "timm": _version("timm"), "rows": []}
+    result["torch_pruning"] = _version("torch_pruning")
     for name in names:
         row = check(name)
         result["rows"].append(row)
-        print(f"{name:<22} " + (f"trace {row['trace_s']:5.2f} s  groups {row['groups_s']:5.2f} s  "
+        print(f"{name:<36} " + (f"trace {row['trace_s']:5.2f} s  groups {row['groups_s']:5.2f} s  "
                                 f"{row['prunable']:>3}/{row['groups']:<3} prunable (torch-pruning "
                                 f"{row.get('tp_prunable', '-')})  params {'ok' if row['params_equal'] else 'DIFF'}  "
                                 f"MACs {'ok' if row['macs_equal'] else 'DIFF'}  prune "

@@ -152,7 +152,8 @@ def test_lissnas_quick_compares_every_space(tmp_path):
     subprocess.run([sys.executable, str(BENCH / "lissnas.py"), "--quick", "--out", str(out)], check=True,
                    capture_output=True, timeout=600)
     result = json.loads(out.read_text())
-    assert set(result["mean_over_seeds"]) == {"lissnas", "operational", "full", "full, equal budget"}
+    assert set(result["mean_over_seeds"]) == {"lissnas", "operational", "full", "full, equal budget",
+                                              "lissnas, spos", "operational, spos", "full, spos"}
     assert result["seeds"][0]["pruned_size"] <= result["mean_over_seeds"]["lissnas"]["size"]
 
 

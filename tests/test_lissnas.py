@@ -107,3 +107,12 @@ def test_round_0_draws_one_derivation_per_function_unless_told_otherwise():
     assert functions(plain) < 40 == functions(distinct)  # a uniform draw of 40 nb201 cells holds twins
     # a store written before the setting existed draws as it did then
     assert implied({"algorithm": "lissnas", "settings": {"samples": 40}})["settings"]["distinct_sample"] is False
+
+
+def test_the_distinct_settings_are_turned_off_by_no_flags(tmp_path):
+    store = tmp_path / "s.db"
+    assert main(["shrink", str(SPACES / "nb201.nas"), *NB201, *QUICK, *ROUNDS, "--no-distinct", "--no-distinct-sample",
+                 "--trials", "1", "--store", str(store), "-o", str(tmp_path / "x.nas")]) == 1  # no shrunk round yet
+    with Store.open(store) as s:
+        settings = s.config["settings"]
+    assert settings["distinct"] is False and settings["distinct_sample"] is False

@@ -50,8 +50,10 @@ def setting(default, help: str, *, flag: str | None = None, metavar: str | None 
 
 
 def flag(field: attrs.Attribute) -> str:
-    """The `nasdsl search` flag of a setting."""
-    return field.metadata.get("flag") or "--" + field.name.replace("_", "-")
+    """The `nasdsl search` flag of a setting: `--field-name`, or `--no-field-name` for a
+    bool that defaults to True (the flag turns it off)."""
+    name = field.name.replace("_", "-")
+    return field.metadata.get("flag") or (f"--no-{name}" if field.default is True else f"--{name}")
 
 
 def absent_settings(cls: type) -> dict:

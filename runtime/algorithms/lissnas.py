@@ -80,10 +80,9 @@ class Lissnas(Algorithm):
     radius: int = setting(1, "neighbourhood radius: how many choice paths may differ from a seed")
     rounds: int = setting(5, "most rounds (the first samples the whole space)", minimum=2)
     min_gain: float = setting(0.0, "end when a round's mean validation accuracy rises by no more than this")
-    distinct: bool = setting(True, "one derivation per function in a neighbourhood (--no-distinct keeps them all)")
-    distinct_sample: bool = setting(True, "one derivation per function in round 0's sample and in the union of "
-                                    "the seeds' neighbourhoods too (--no-distinct-sample: one per text)",
-                                    absent=False)
+    distinct: bool = setting(True, "keep every derivation of a neighbourhood, not one per function")
+    distinct_sample: bool = setting(True, "draw round 0's sample and join the seeds' neighbourhoods one "
+                                    "derivation per text, not per function", absent=False)
 
     def __attrs_post_init__(self):
         if self.seeds > self.samples:
@@ -192,6 +191,7 @@ class Lissnas(Algorithm):
 
 def summary(algorithm: Lissnas, replay: Replay, space, seed: int = 0) -> dict:
     """Each round's size, accuracy, diversity and shrink index, and the round chosen."""
+    chosen = algorithm.result(replay)  # first: it says why when no shrunk round was measured
     rounds = [r for r in replay.rounds if r.accuracy]
     first = rounds[0]
     rows = []
@@ -204,7 +204,6 @@ def summary(algorithm: Lissnas, replay: Replay, space, seed: int = 0) -> dict:
                      "seeds": [d.text for d in r.seeds],
                      "shrink_index": None if r.members is None else
                      shrink_index(size, space.count, r.mean, first.mean, first.best)})
-    chosen = algorithm.result(replay)
     return {"rounds": rows, "chosen": chosen.index}
 
 

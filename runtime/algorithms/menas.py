@@ -52,8 +52,7 @@ class Menas(Algorithm):
     # split across the candidates: each sees 1/len(ratios) of the data per epoch
     finetune_epochs: int = setting(1, "fine-tuning epochs of the tickets, all candidates together")
     crossover: float = setting(0.0, "probability that a child is a crossover of two parents (then mutated)")
-    inherit: bool = setting(True, "children train from scratch (the ablation of weight sharing)",
-                            flag="--no-inherit")
+    inherit: bool = setting(True, "children train from scratch (the ablation of weight sharing)")
 
     def __attrs_post_init__(self):
         if not 0 <= self.rho <= 1:
