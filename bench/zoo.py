@@ -81,6 +81,9 @@ def build(name: str) -> tuple[torch.nn.Module, int]:
 def check(name: str, seed: int = 0, torch_pruning: bool = True) -> dict:
     """Every check on one model; a failing step is recorded, not raised."""
     model, size = build(name)
+    # no gradients: torch's module tracker (under FlopCounterMode) fails on a parameter passed
+    # to a submodule as its input (timm's pit: "Expected gradient function to be set")
+    model.requires_grad_(False)
     torch.manual_seed(seed)
     x = torch.randn(2, 3, size, size)
     row: dict = {"model": name, "input": size}

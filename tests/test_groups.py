@@ -178,8 +178,19 @@ class _Named(torch.nn.Module):
         return self.output(self.middle(self.input(x)))
 
 
+class _BatchNormAct(torch.nn.BatchNorm2d):
+    """timm's BatchNormAct2d in small: a BatchNorm2d whose forward calls F.batch_norm,
+    which torch.fx traces into (it is no torch.nn module), then an activation."""
+
+    def forward(self, x):
+        x = torch.nn.functional.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                                           self.training, self.momentum, self.eps)
+        return torch.relu(x)
+
+
 @pytest.mark.parametrize("model, prunable", [
     pytest.param(_Chain(torch.nn.GroupNorm(1, 8)), 0, id="groupnorm-pools-every-channel"),
+    pytest.param(_Chain(_BatchNormAct(8)), 1, id="functional-batch-norm-on-a-module's-statistics"),
     pytest.param(_Chain(torch.nn.Sigmoid()), 0, id="sigmoid-makes-zero-0.5"),
     pytest.param(_Chain(torch.nn.Hardsigmoid()), 0, id="hardsigmoid-makes-zero-0.5"),
     pytest.param(_Chain(torch.nn.ReLU()), 1, id="relu-keeps-zero"),

@@ -17,6 +17,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import nasdsl
 from nasdsl.cli.commands import main
 from nasdsl.compiler import primitives
+from nasdsl.compiler.groups import channel_groups
 from nasdsl.compiler.trace import trace
 from nasdsl.language.expr import type_name
 
@@ -190,30 +191,48 @@ def test_what_cannot_be_traced_is_a_nas_error():
         def forward(self, x):
             return x if x.sum() > 0 else -x
 
-    with pytest.raises(nasdsl.NasError, match="cannot trace Branchy"):
+    with pytest.raises(nasdsl.NasError) as caught:
         trace(Branchy(), torch.randn(1, 3))
+    line = Branchy.forward.__code__.co_firstlineno + 1
+    assert f"cannot trace Branchy (forward, test_trace.py:{line})" in str(caught.value)
+    assert "Traceback" not in str(caught.value) and "x.shape" in caught.value.hint
+    with pytest.raises(nasdsl.NasError, match="at `stem`"):
+        trace(Tiny(), torch.randn(1, 4, 16, 16))
 
-    class Pad(nn.Module):  # timm's shape checks, as in mobilevit or efficientvit
+
+def test_a_submodule_that_branches_on_a_shape_is_kept_whole():
+    """timm's dynamic "same" padding and shape checks (tf_efficientnet, mobilevit,
+    efficientvit) branch on a traced shape: that submodule becomes one node, a leaf,
+    with its parameters and MACs; the rest traces as usual."""
+
+    class Pad(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(4, 4, 3)
+
         def forward(self, x):
             if x.shape[-1] < 8:
-                x = F.pad(x, (0, 8 - x.shape[-1]))
-            return x
+                x = F.pad(x, (1, 1, 1, 1))
+            return self.conv(x)
 
     class Net(nn.Module):
         def __init__(self):
             super().__init__()
-            self.stem, self.blocks = nn.Conv2d(3, 4, 1), nn.Sequential(nn.ReLU(), Pad())
+            self.stem, self.blocks = nn.Conv2d(3, 4, 1), nn.Sequential(nn.ReLU(), Pad(), Pad())
+            self.head = nn.Conv2d(4, 2, 1)
 
         def forward(self, x):
-            return self.blocks(self.stem(x))
+            return self.head(self.blocks(self.stem(x)))
 
-    with pytest.raises(nasdsl.NasError) as caught:
-        trace(Net(), torch.randn(1, 3, 4, 4))
-    line = Pad.forward.__code__.co_firstlineno + 1
-    assert f"cannot trace Net in `blocks.1` (Pad.forward, test_trace.py:{line})" in str(caught.value)
-    assert "Traceback" not in str(caught.value) and "x.shape" in caught.value.hint
-    with pytest.raises(nasdsl.NasError, match="at `stem`"):
-        trace(Tiny(), torch.randn(1, 4, 16, 16))
+    model, x = Net().eval(), torch.randn(1, 3, 4, 4)
+    graph = trace(model, x)
+    assert [graph.nodes[n]["op"] for n in ("blocks.1", "blocks.2")] == ["module:Pad"] * 2
+    assert graph.graph["params"] == sum(p.numel() for p in model.parameters())
+    with FlopCounterMode(display=False) as counter:
+        model(x)
+    assert graph.graph["macs"] == counter.get_total_flops() // 2
+    groups = channel_groups(graph)
+    assert [g.prunable for g in groups] == [False, False]  # stem and head: a leaf keeps its channels whole
 
 
 def test_cli_trace(capsys):

@@ -254,7 +254,9 @@ def _erased_trace(full: nx.DiGraph, graph: nx.DiGraph, module):
 
     import torch.fx
 
-    gm = torch.fx.symbolic_trace(copy.deepcopy(module))
+    from .trace import fx_trace
+
+    gm = fx_trace(copy.deepcopy(module))
     fx = {n.name: n for n in gm.graph.nodes}
     for join, a in graph.nodes(data=True):
         before = full.nodes[join]["inputs"]

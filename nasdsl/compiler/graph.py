@@ -41,6 +41,12 @@ def build_graph(space, d: Derivation, input_shape: tuple | None = None) -> nx.Di
     return elaborate(space, derivation_chooser(space, d), shape, derivation=d.text)
 
 
+def holder(graph, node) -> str:
+    """The path of the submodule that holds a node's weights: the node's id, or the
+    module a traced function call works on (`module`, see `nasdsl.compiler.trace`)."""
+    return graph.nodes[node].get("module", node)
+
+
 def output_shape(graph) -> tuple:
     outs = graph.graph["outputs"]
     return graph.nodes[outs[0]]["shape"] if len(outs) == 1 else tuple(graph.nodes[o]["shape"] for o in outs)

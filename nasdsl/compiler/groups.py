@@ -30,6 +30,7 @@ import numpy as np
 from ..language.errors import NasError
 from ..language.primitives import BARRIER
 from . import primitives
+from .graph import holder
 
 
 @attrs.frozen
@@ -283,7 +284,7 @@ def prune(graph: nx.DiGraph, module, keep: dict):
     pruned = copy.deepcopy(module)
     named = dict(pruned.named_modules())
     for node, a in graph.nodes(data=True):
-        if node not in named or a["op"] in JOINS:
+        if holder(graph, node) not in named or a["op"] in JOINS:
             continue
         out_keep, in_keep = positions[node]
         full_out = a["shape"][0] if a["shape"] else 0
@@ -291,7 +292,7 @@ def prune(graph: nx.DiGraph, module, keep: dict):
         changed_out = out_keep is not None and len(out_keep) != full_out
         changed_in = bool(in_keep) and len(in_keep[0]) != full_in
         if changed_out or changed_in:
-            _slice(named[node], a["op"], in_keep[0] if in_keep else None, out_keep, node)
+            _slice(named[holder(graph, node)], a["op"], in_keep[0] if in_keep else None, out_keep, node)
     return pruned
 
 
@@ -307,13 +308,13 @@ def zero_removed(graph: nx.DiGraph, module, keep: dict):
     with torch.no_grad():
         for node, a in graph.nodes(data=True):
             out_keep = positions[node][0]
-            if node not in named or out_keep is None or not a["shape"] or a["op"] in JOINS:
+            if holder(graph, node) not in named or out_keep is None or not a["shape"] or a["op"] in JOINS:
                 continue
             gone = sorted(set(range(a["shape"][0])) - set(out_keep))
             if not gone:
                 continue
             for name in ("weight", "bias"):
-                p = getattr(named[node], name, None)
+                p = getattr(named[holder(graph, node)], name, None)
                 if isinstance(p, torch.nn.Parameter) and p.dim() >= 1 and p.shape[0] == a["shape"][0]:
                     p[torch.as_tensor(gone, dtype=torch.long)] = 0
     return zeroed

@@ -2,11 +2,14 @@
 compiled derivations (shapes, params, MACs, channel groups, pruning) work on
 published models too.
 
-`trace(module, example)` runs `torch.fx.symbolic_trace` and then the traced graph
+`trace(module, example)` runs `torch.fx.symbolic_trace` (`fx_trace`: a submodule that
+branches on a traced shape is kept whole) and then the traced graph
 on `example` (in eval mode, under torch's flop counter), and keeps `nasdsl.compiler.graph`'s
 schema: one node per tensor operation, with `op`, `args`, `path`, `rules`,
 `inputs`, `in_shapes`, `shape`, `params`, `macs` (and `fx`, the torch.fx node's name,
-for rewiring the module: `nasdsl.compiler.erasing`). A node's id is the submodule's
+for rewiring the module: `nasdsl.compiler.erasing`; and `module` where a function
+call works on one submodule's parameters, as timm's `BatchNormAct2d` calls
+`F.batch_norm`: that submodule's path, which pruning slices). A node's id is the submodule's
 qualified name (`layer1.0.conv1`; a module called again gets `layer1.0.relu_1`)
 or the fx name of a function call (`add_3`). An operation is named in nasdsl's
 vocabulary (`conv`, `bn`, `relu`, `add`, `mul`, `concat`, ...) only where that
@@ -49,14 +52,7 @@ def trace(module: nn.Module, example: torch.Tensor) -> nx.DiGraph:
     modes = {m: m.training for m in module.modules()}
     module.eval()  # the graph of inference: no stochastic depth, no auxiliary heads
     try:
-        try:
-            gm = torch.fx.symbolic_trace(module)
-        except Exception as err:
-            where = _where(module, err)
-            raise NasError(f"cannot trace {name}{where}: {type(err).__name__}: {str(err).splitlines()[0]}", None,
-                           "torch.fx.symbolic_trace needs control flow that does not depend on tensor values or "
-                           "shapes (an `if x.shape[-1] < k`); rewrite that branch, or trace the submodules "
-                           "around it") from err
+        gm = fx_trace(module)
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
             probe = _Probe(gm, counter)
             try:
@@ -72,25 +68,68 @@ def trace(module: nn.Module, example: torch.Tensor) -> nx.DiGraph:
     return _Builder(module, gm, probe.flops, example.shape[0]).graph
 
 
-def _where(root: nn.Module, err: BaseException) -> str:
-    """` in `path` (Class.forward, file:line)` for the innermost frame of the failure
-    outside torch: the model's own code that branched on a traced value."""
+LEAF_TRIES = 32  # module classes that may become leaves before tracing gives up
+
+
+class _Tracer(torch.fx.Tracer):
+    """torch.fx's tracer, which also keeps the modules of `leaves` (classes) whole."""
+
+    def __init__(self, leaves: set):
+        super().__init__()
+        self.leaves = leaves
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return type(m) in self.leaves or super().is_leaf_module(m, qualname)
+
+
+def fx_trace(module: nn.Module) -> torch.fx.GraphModule:
+    """`torch.fx.symbolic_trace`, except that a submodule whose own forward branches on
+    a traced value (`if x.shape[-1] < k`, timm's dynamic "same" padding) is kept whole,
+    a leaf: the graph then has one node for it, with its parameters and MACs, and the
+    rest of the model is traced as usual. The model's own forward failing is an error
+    naming the line."""
+    leaves: set = set()
+    for _ in range(LEAF_TRIES):
+        try:
+            graph = _Tracer(leaves).trace(module)
+            return torch.fx.GraphModule(module, graph, type(module).__name__)
+        except Exception as err:
+            path, owner, where = _culprit(module, err)
+            if owner is None or owner is module or type(owner) in leaves:
+                raise NasError(f"cannot trace {type(module).__name__}{where}: {type(err).__name__}: "
+                               f"{str(err).splitlines()[0]}", None,
+                               "torch.fx.symbolic_trace needs control flow that does not depend on tensor values "
+                               "or shapes (an `if x.shape[-1] < k`); rewrite that branch, or trace the submodules "
+                               "around it") from err
+            leaves.add(type(owner))
+    raise NasError(f"cannot trace {type(module).__name__}: more than {LEAF_TRIES} kinds of submodule branch on "
+                   "traced values")
+
+
+def _culprit(root: nn.Module, err: BaseException) -> tuple:
+    """(path, module, ` in `path` (Class.forward, file:line)`) of the failure: the
+    innermost submodule whose code is on the stack, and the innermost line outside
+    torch, the model's own code that branched on a traced value (path and module None
+    where no submodule's code is on the stack)."""
     names = {id(m): path for path, m in root.named_modules()}
     torch_dir = str(Path(torch.__file__).parent)
-    found, tb = None, err.__traceback__
+    line, owner, tb = None, None, err.__traceback__
     while tb is not None:
         frame = tb.tb_frame
         if not frame.f_code.co_filename.startswith(torch_dir) and frame.f_code.co_filename != __file__:
-            found = (frame, tb.tb_lineno)
+            line = (frame, tb.tb_lineno)
+            me = frame.f_locals.get("self")
+            if isinstance(me, nn.Module) and id(me) in names:
+                owner = me
         tb = tb.tb_next
-    if found is None:
-        return ""
-    frame, line = found
-    owner = frame.f_locals.get("self")
-    at = f"{Path(frame.f_code.co_filename).name}:{line}"
-    if isinstance(owner, nn.Module) and id(owner) in names:
-        return f" in `{names[id(owner)] or '(the model)'}` ({type(owner).__name__}.{frame.f_code.co_name}, {at})"
-    return f" ({frame.f_code.co_name}, {at})"
+    if line is None:
+        return None, None, ""
+    frame, number = line
+    at = f"{frame.f_code.co_name}, {Path(frame.f_code.co_filename).name}:{number}"
+    if owner is None or owner is root:
+        return ("", root, f" ({at})") if owner is root else (None, None, f" ({at})")
+    path = names[id(owner)]
+    return path, owner, f" in `{path}` ({type(owner).__name__}, {at})"
 
 
 def load_model(spec: str, num_classes: int | None = None) -> nn.Module:
@@ -201,7 +240,7 @@ class _Builder:
         self.graph = nx.DiGraph(space=self.space)
         self.values: dict[torch.fx.Node, tuple] = {}  # fx node → (graph node, per-sample shape) of a tensor
         self.tuples: dict[torch.fx.Node, str] = {}  # fx node → graph node of a tuple of tensors
-        self.attrs: dict[torch.fx.Node, nn.Parameter] = {}  # get_attr nodes that fetch a parameter
+        self.attrs: dict[torch.fx.Node, tuple] = {}  # get_attr nodes that fetch a parameter: (its path, it)
         self.counted: set[int] = set()  # ids of the parameters already counted
         # a module's first call is named by its path, so a function call must not take a path, and a
         # later call of a module must take neither a path nor the name of a function call
@@ -232,7 +271,7 @@ class _Builder:
         elif n.op == "get_attr":
             value = _fetch(self.root, n.target)
             if isinstance(value, nn.Parameter):
-                self.attrs[n] = value
+                self.attrs[n] = (n.target, value)
         elif n.op == "output":
             ids, shapes, _ = self.reads(n)
             self.add(self.ends["output"], "output", {}, (), ids, shapes, shapes[0] if len(shapes) == 1 else None)
@@ -248,7 +287,7 @@ class _Builder:
 
     def operation(self, n: torch.fx.Node, meta):
         ids, shapes, attrs = self.reads(n)
-        used = list(attrs)
+        used = [p for _, p in attrs]
         if n.op == "call_module":
             module = self.root.get_submodule(n.target)
             used += module.parameters()
@@ -265,7 +304,9 @@ class _Builder:
             op_args = (fallback, {})
         params = sum(p.numel() for p in {id(p): p for p in used}.values() if id(p) not in self.counted)
         self.counted.update(id(p) for p in used)
-        self.add(node_id, *op_args, self.rules(n), ids, shapes, shape, params, macs, fx=n.name)
+        owners = {path.rpartition(".")[0] for path, _ in attrs}
+        holder = owners.pop() if n.op != "call_module" and len(owners) == 1 and primitives.get(op_args[0]) else None
+        self.add(node_id, *op_args, self.rules(n), ids, shapes, shape, params, macs, fx=n.name, module=holder)
         if n.op == "call_module" and any(True for _ in module.parameters()):
             self.calls.setdefault(n.target, []).append(node_id)
         if shape is None:
@@ -284,10 +325,12 @@ class _Builder:
         name = n.target if n.op == "call_method" else getattr(n.target, "__name__", "")
         return n.kwargs.get("inplace") is True or (name.endswith("_") and not name.endswith("__"))
 
-    def add(self, node_id, op, args, rules, inputs, in_shapes, shape, params=0, macs=0, fx=None):
+    def add(self, node_id, op, args, rules, inputs, in_shapes, shape, params=0, macs=0, fx=None, module=None):
         # `fx`: the torch.fx node's name, so a later symbolic_trace of the module finds it (erasing.py)
         self.graph.add_node(node_id, op=op, args=args, path=node_id, rules=rules, inputs=list(inputs),
                             in_shapes=list(in_shapes), shape=shape, params=params, macs=macs, fx=fx)
+        if module is not None:
+            self.graph.nodes[node_id]["module"] = module
         for source in inputs:
             self.graph.add_edge(source, node_id)
 
@@ -459,6 +502,21 @@ def _mean_is_gap(n):
     return {} if sorted(d % 4 for d in dims) == [2, 3] and _arg(n, 2, "keepdim") is True else None
 
 
+def _fn_bn(n):
+    """F.batch_norm in eval mode on a module's running statistics (timm's BatchNormAct2d)."""
+    names = ("running_mean", "running_var", "weight", "bias", "training", "momentum", "eps")
+    given = dict(zip(names, n.args[1:]), **n.kwargs)
+    weight, bias = given.get("weight"), given.get("bias")
+    if given.get("training", False) is not False or not all(
+            isinstance(given.get(k), torch.fx.Node) for k in ("running_mean", "running_var")) or \
+            (weight is None) != (bias is None):
+        return None
+    momentum, eps = given.get("momentum", 0.1), given.get("eps", 1e-5)
+    if not isinstance(momentum, (int, float)) or not isinstance(eps, (int, float)):
+        return None
+    return {"affine": weight is not None, "eps": float(eps), "momentum": float(momentum)}
+
+
 def _dropout(n):
     """F.dropout is nn.Dropout in eval mode only where it is told so (its `training` defaults to True)."""
     p = _arg(n, 1, "p", 0.5)
@@ -485,6 +543,7 @@ _FUNCTIONS = {
     F.avg_pool2d: ("avgpool", _fn_pool("avgpool", ("kernel_size", "stride", "padding", "ceil_mode",
                                                    "count_include_pad", "divisor_override"))),
     F.dropout: ("dropout", _dropout),
+    F.batch_norm: ("bn", _fn_bn),
 }
 
 # functions of other libraries, by (module, name), so that tracing imports none of them
