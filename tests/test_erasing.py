@@ -273,3 +273,39 @@ def test_a_module_is_built_from_an_erased_graph_of_under_half_its_nodes():
     small = erased_module(erasing, module, names).eval()
     x = torch.randn(2, 1, 28, 28)
     assert torch.allclose(small(x), module(x), atol=1e-5)
+
+
+class _FunctionalNorm(nn.BatchNorm2d):
+    """timm's BatchNormAct2d without its activation: a BatchNorm2d calling F.batch_norm."""
+
+    def forward(self, x):
+        return nn.functional.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                                        self.training, self.momentum, self.eps)
+
+
+class _Residual(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.body = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), _FunctionalNorm(8))
+        self.head = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        x = self.stem(x)
+        return self.head(x + self.body(x))
+
+
+def test_a_functional_norm_is_part_of_its_branch_and_erased_with_it():
+    torch.manual_seed(0)
+    model = _Residual().eval()
+    graph = trace(model, torch.randn(1, 3, 8, 8))
+    erasing = erasing_graph(graph)
+    (name,) = erasing.structures
+    assert graph.nodes[name]["op"] == "bn" and graph.nodes[name]["module"] == "body.1"
+    assert {p for p, _ in erasing.variables(model, name)} == {"body.0.weight", "body.0.bias", "body.1.weight",
+                                                               "body.1.bias"}
+    zeroed = copy.deepcopy(model)
+    _zero(zeroed, erasing, [name])
+    small = erased_module(erasing, zeroed, [name]).eval()
+    x = torch.randn(2, 3, 8, 8)
+    assert torch.allclose(small(x), zeroed(x), atol=1e-5) and torch.allclose(zeroed(x), model.head(model.stem(x)))

@@ -38,6 +38,7 @@ import networkx as nx
 from ..language.errors import NasError, did_you_mean
 from . import channels as ch
 from . import primitives
+from .graph import holder
 
 JOINS = ("add", "gsum")  # a sum keeps its shape with any non-empty subset of its inputs
 
@@ -122,7 +123,8 @@ class Erasing:
 
     def all_variables(self, module) -> dict[str, list]:
         """`variables` of every structure, each parameter's owning node found once."""
-        owners = [(p, _owner(self.graph, p)) for p, _ in module.named_parameters()]
+        holders = {holder(self.graph, n): n for n in self.graph}
+        owners = [(p, _owner(holders, p)) for p, _ in module.named_parameters()]
         return {name: [(f"{s.gate[0]}.gate", s.gate[1])] if s.gate is not None
                 else [(p, None) for p, node in owners if node in s.nodes]
                 for name, s in self.structures.items()}
@@ -306,11 +308,12 @@ def _zeroed(graph, nodes: set, output, shared: dict, order: dict) -> bool:
     return zero.get(output, False)
 
 
-def _owner(graph, parameter: str):
-    """The node a parameter belongs to: the longest node id its name starts with (a
-    gated sum's module also holds its options' modules, under longer paths)."""
+def _owner(holders: dict, parameter: str):
+    """The node a parameter belongs to: the one whose module (`holders`: module path ->
+    node) has the longest path its name starts with (a gated sum's module also holds
+    its options' modules, under longer paths)."""
     parts = parameter.split(".")
     for k in range(len(parts) - 1, 0, -1):
-        if ".".join(parts[:k]) in graph:
-            return ".".join(parts[:k])
+        if ".".join(parts[:k]) in holders:
+            return holders[".".join(parts[:k])]
     return None
