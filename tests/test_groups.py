@@ -188,8 +188,28 @@ class _BatchNormAct(torch.nn.BatchNorm2d):
         return torch.relu(x)
 
 
+class _Scaled(torch.nn.Module):
+    """Layer scale as timm writes it (a (C,) parameter viewed per channel) or as
+    torchvision does (a (C, 1, 1) parameter); `twice` scales two tensors with two
+    parameters of one module, which a pruning of one could not slice alone."""
+
+    def __init__(self, shape=(8,), twice=False):
+        super().__init__()
+        self.gamma = torch.nn.Parameter(torch.rand(*shape) + 0.5)
+        self.twice = twice
+        if twice:
+            self.other = torch.nn.Parameter(torch.rand(*shape) + 0.5)
+
+    def forward(self, x):
+        y = x * self.gamma.view(1, -1, 1, 1)
+        return y + (x.relu() * self.other.view(1, -1, 1, 1)) if self.twice else y
+
+
 @pytest.mark.parametrize("model, prunable", [
     pytest.param(_Chain(torch.nn.GroupNorm(1, 8)), 0, id="groupnorm-pools-every-channel"),
+    pytest.param(_Chain(_Scaled()), 1, id="layer-scale-viewed"),
+    pytest.param(_Chain(_Scaled((8, 1, 1))), 1, id="layer-scale-per-channel-map"),
+    pytest.param(_Chain(_Scaled(twice=True)), 0, id="two-scales-of-one-module-stay-whole"),
     pytest.param(_Chain(_BatchNormAct(8)), 1, id="functional-batch-norm-on-a-module's-statistics"),
     pytest.param(_Chain(torch.nn.Sigmoid()), 0, id="sigmoid-makes-zero-0.5"),
     pytest.param(_Chain(torch.nn.Hardsigmoid()), 0, id="hardsigmoid-makes-zero-0.5"),
@@ -213,3 +233,32 @@ def test_traced_pruning_stays_exact_where_channels_interact(model, prunable):
         with torch.no_grad():
             torch.testing.assert_close(prune(graph, model, keep).eval()(x), zero_removed(graph, model, keep).eval()(x),
                                        atol=1e-5, rtol=1e-4)
+
+
+SCALED = """
+space scaled
+network = conv(out=8, kernel=3) bn relu add(identity, body) conv(out=4, kernel=1)
+body = conv(out=8, kernel=3) bn scale(init=0.5)
+"""
+
+
+def test_layer_scale_compiles_traces_back_and_prunes():
+    """`scale` in a space: its graph is its module's, the module traces back to the same
+    ops, and the compiled and the traced network prune as their zeroed copies do."""
+    from nasdsl.compiler.trace import trace
+
+    space = nasdsl.loads(SCALED)
+    d = space.sample(seed=0)
+    graph, module = space.graph(d, (3, 8, 8)), space.compile(d, (3, 8, 8)).eval()
+    assert graph.graph["params"] == sum(p.numel() for p in module.parameters())
+    assert torch.equal(module.get_submodule("body.scale").weight, torch.full((8,), 0.5))
+    check_pruning(space, d)
+    traced = trace(module, torch.randn(1, 3, 8, 8))
+    assert [a["op"] for _, a in traced.nodes(data=True)] == [a["op"] for _, a in graph.nodes(data=True)
+                                                             if a["op"] != "identity"]  # a skip calls nothing
+    groups = [g for g in channel_groups(traced) if g.prunable]
+    assert len(groups) == len([g for g in channel_groups(graph) if g.prunable]) == 1  # the trunk, scale in it
+    x = torch.randn(2, 3, 8, 8)
+    keep = random_keep(groups, random.Random(0))
+    with torch.no_grad():
+        torch.testing.assert_close(prune(traced, module, keep)(x), zero_removed(traced, module, keep)(x))

@@ -44,6 +44,23 @@ class Zero(nn.Module):
         return x.mul(0.0)
 
 
+class LayerScale(nn.Module):
+    """`x * weight`, one learnable scale per channel (CaiT's and ConvNeXt's layer
+    scale), starting at `init`."""
+
+    def __init__(self, channels: int, init: float = 1.0):
+        super().__init__()
+        self.init = init
+        self.weight = nn.Parameter(torch.full((channels,), float(init)))
+
+    @property
+    def channels(self) -> int:
+        return self.weight.shape[0]
+
+    def forward(self, x):
+        return x * self.weight.view(1, -1, *([1] * (x.dim() - 2)))
+
+
 class ChannelShuffle(nn.Module):
     def __init__(self, groups: int):
         super().__init__()

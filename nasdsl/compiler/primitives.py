@@ -379,6 +379,9 @@ _p("linear", Arg("out", "int"), Arg("bias", "bool", True), shape=_linear_shape,
    macs=lambda a, s, o: s[0][0] * a["out"], module=_linear_module,
    channels=PRODUCER, slicer=ch.slice_linear, keeps_output=False,
    zero_at_zero=_no_bias)
+_p("scale", Arg("init", "float", 1.0), doc="a learnable scale per channel (layer scale), starting at init",
+   params=lambda a, s: s[0][0], module=_module("LayerScale", channels=lambda a, s: s[0][0], init=lambda a, s: a["init"]),
+   channels=PASS, slicer=ch.slice_per_channel, keeps_output=False, zero_at_zero=True)
 _p("dropout", Arg("p", "float", 0.0, low=0, high=1), module=lambda a, s: __import__("torch").nn.Dropout(a["p"]), channels=PASS,
    zero_at_zero=True)
 _p("identity", doc="passes its input through", channels=PASS,

@@ -42,6 +42,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from ..language.errors import NasError, did_you_mean
 from . import primitives
 from .graph import output_shape
+from .modules import LayerScale
 
 
 def trace(module: nn.Module, example: torch.Tensor) -> nx.DiGraph:
@@ -240,7 +241,8 @@ class _Builder:
         self.graph = nx.DiGraph(space=self.space)
         self.values: dict[torch.fx.Node, tuple] = {}  # fx node → (graph node, per-sample shape) of a tensor
         self.tuples: dict[torch.fx.Node, str] = {}  # fx node → graph node of a tuple of tensors
-        self.attrs: dict[torch.fx.Node, tuple] = {}  # get_attr nodes that fetch a parameter: (its path, it)
+        # get_attr nodes that fetch a parameter or buffer, and reshapes of them: (its path, it, shape)
+        self.attrs: dict[torch.fx.Node, tuple] = {}
         self.counted: set[int] = set()  # ids of the parameters already counted
         # a module's first call is named by its path, so a function call must not take a path, and a
         # later call of a module must take neither a path nor the name of a function call
@@ -270,8 +272,12 @@ class _Builder:
                 self.values[n] = (self.ends["input"], shape)
         elif n.op == "get_attr":
             value = _fetch(self.root, n.target)
-            if isinstance(value, nn.Parameter):
-                self.attrs[n] = (n.target, value)
+            if isinstance(value, torch.Tensor):
+                self.attrs[n] = (n.target, value, tuple(value.shape))
+        elif self.reshapes_an_attribute(n) and isinstance(meta, TensorMetadata):
+            # `self.gamma.view(1, -1, 1, 1)`: still that tensor, to the operation that reads it
+            path, value, _ = self.attrs[n.args[0]]
+            self.attrs[n] = (path, value, tuple(meta.shape))
         elif n.op == "output":
             ids, shapes, _ = self.reads(n)
             self.add(self.ends["output"], "output", {}, (), ids, shapes, shapes[0] if len(shapes) == 1 else None)
@@ -287,7 +293,7 @@ class _Builder:
 
     def operation(self, n: torch.fx.Node, meta):
         ids, shapes, attrs = self.reads(n)
-        used = [p for _, p in attrs]
+        used = [t for _, t, _ in attrs if isinstance(t, nn.Parameter)]
         if n.op == "call_module":
             module = self.root.get_submodule(n.target)
             used += module.parameters()
@@ -304,8 +310,11 @@ class _Builder:
             op_args = (fallback, {})
         params = sum(p.numel() for p in {id(p): p for p in used}.values() if id(p) not in self.counted)
         self.counted.update(id(p) for p in used)
-        owners = {path.rpartition(".")[0] for path, _ in attrs}
-        holder = owners.pop() if n.op != "call_module" and len(owners) == 1 and primitives.get(op_args[0]) else None
+        holder = None
+        if n.op != "call_module" and attrs and primitives.get(op_args[0]):
+            holder = self.holder(attrs)
+            if holder is None:  # a pruning could not slice what it reads
+                op_args = (fallback, {})
         self.add(node_id, *op_args, self.rules(n), ids, shapes, shape, params, macs, fx=n.name, module=holder)
         if n.op == "call_module" and any(True for _ in module.parameters()):
             self.calls.setdefault(n.target, []).append(node_id)
@@ -315,6 +324,40 @@ class _Builder:
         self.values[n] = (node_id, shape)
         if self.in_place(n) and isinstance(n.args[0], torch.fx.Node) and n.args[0] in self.values:
             self.values[n.args[0]] = (node_id, shape)  # later reads of the tensor it changed read this node
+
+    def reshapes_an_attribute(self, n) -> bool:
+        name = n.target if n.op == "call_method" else getattr(n.target, "__name__", None)
+        return (n.op in ("call_method", "call_function") and name in _RESHAPES and bool(n.args)
+                and n.args[0] in self.attrs and not any(a in self.values or a in self.tuples for a in n.args[1:]))
+
+    def holder(self, attrs) -> str | None:
+        """The path of the one submodule whose tensors a function call reads, if it reads
+        all of them (its own, not its children's): a pruning slices them all, per channel."""
+        owners = {path.rpartition(".")[0] for path, _, _ in attrs}
+        if len(owners) != 1:
+            return None
+        owner = owners.pop()
+        module = self.root.get_submodule(owner)
+        own = {name for name, t in (*module.named_parameters(recurse=False), *module.named_buffers(recurse=False))
+               if t.dim() >= 1}
+        return owner if own == {path.rpartition(".")[2] for path, _, _ in attrs} else None
+
+    def scale(self, n, shape):
+        """`x * gamma` with one parameter per channel of x (layer scale), else None."""
+        if len(n.args) != 2 or n.kwargs or shape is None:
+            return None
+        tensor = [a for a in n.args if a in self.values]
+        factor = [a for a in n.args if a in self.attrs]
+        if len(tensor) != 1 or len(factor) != 1:
+            return None
+        _, value, full = self.attrs[factor[0]]
+        aligned = (1,) * (len(shape) + 1 - len(full)) + full
+        # the parameter itself per channel along its first dimension, as its slicer cuts it
+        if not isinstance(value, nn.Parameter) or len(aligned) != len(shape) + 1 or value.numel() != shape[0] or \
+                value.shape[0] != shape[0] or \
+                aligned[1] != shape[0] or any(k != 1 for i, k in enumerate(aligned) if i != 1):
+            return None
+        return ("scale", {"init": 1.0})  # a traced scale's arguments say nothing of its trained values
 
     def in_place(self, n) -> bool:
         """Whether `n` overwrites its first argument (`x.add_(y)`, `nn.ReLU(inplace=True)`)."""
@@ -374,6 +417,8 @@ class _Builder:
         if not isinstance(n.target, str) and not _hashable(n.target):
             return None
         merge = _MERGES.get(n.target)
+        if merge == "mul" and self.scale(n, shape):
+            return self.scale(n, shape)
         if merge is not None:
             return (merge, {}) if self.merges(merge, n, shapes, shape) else None
         op, read = _FUNCTIONS.get(n.target, None) or _BY_NAME.get(
@@ -479,6 +524,7 @@ _MODULES = {
     nn.Linear: ("linear", lambda m: {"out": m.out_features, "bias": m.bias is not None}),
     nn.Dropout: ("dropout", lambda m: {"p": float(m.p)}),
     nn.Identity: ("identity", _plain),
+    LayerScale: ("scale", lambda m: {"init": float(m.init)}),
 }
 
 
@@ -552,6 +598,8 @@ _BY_NAME = {
     ("torchvision.ops.stochastic_depth", "stochastic_depth"):
         ("identity", lambda n: {} if _arg(n, 3, "training", True) is False else None),
 }
+
+_RESHAPES = ("view", "reshape", "unsqueeze", "squeeze", "flatten")  # of a parameter: still one per channel
 
 _MERGES = {
     **{target: "add" for target in (operator.add, torch.add, "add", "add_")},
