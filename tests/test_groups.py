@@ -214,6 +214,7 @@ class _Scaled(torch.nn.Module):
     pytest.param(_Chain(torch.nn.Sigmoid()), 0, id="sigmoid-makes-zero-0.5"),
     pytest.param(_Chain(torch.nn.Hardsigmoid()), 0, id="hardsigmoid-makes-zero-0.5"),
     pytest.param(_Chain(torch.nn.ReLU()), 1, id="relu-keeps-zero"),
+    pytest.param(_Chain(torch.nn.LeakyReLU(0.1)), 1, id="leaky-relu-keeps-zero"),
     pytest.param(_Twice(), 1, id="a-module-called-twice"),
     pytest.param(_Named(), 1, id="submodules-named-input-and-output"),
 ])

@@ -349,6 +349,8 @@ def _activation_channels(kind: str) -> Channels:
 for _act in _ACTIVATIONS:
     _p(_act, doc=f"{_act} activation", module=lambda a, s, k=_act: activation_module(k),
        channels=_activation_channels(_act), zero_at_zero=_act not in _NONZERO_AT_ZERO)
+_p("leaky_relu", Arg("slope", "float", 0.01), doc="leaky relu: x if x > 0 else slope * x",
+   module=lambda a, s: __import__("torch").nn.LeakyReLU(a["slope"]), channels=PASS, zero_at_zero=True)
 _p("act", Arg("kind", "str", allowed=_ACTS), doc="an activation named by a value: act(kind={relu, hswish})",
    module=lambda a, s: activation_module(a["kind"]), channels=lambda a, s, o: _activation_channels(a["kind"]),
    zero_at_zero=lambda a: a["kind"] not in _NONZERO_AT_ZERO)

@@ -515,6 +515,7 @@ _MODULES = {
     nn.GELU: ("gelu", lambda m: {} if m.approximate == "none" else None),
     nn.Sigmoid: ("sigmoid", _plain),
     nn.Mish: ("mish", _plain),
+    nn.LeakyReLU: ("leaky_relu", lambda m: {"slope": float(m.negative_slope)}),
     nn.MaxPool2d: ("maxpool", lambda m: _pool("maxpool", m.kernel_size, m.stride, m.padding, m.dilation,
                                               m.ceil_mode, return_indices=m.return_indices)),
     nn.AvgPool2d: ("avgpool", lambda m: _pool("avgpool", m.kernel_size, m.stride, m.padding, 1, m.ceil_mode,
@@ -578,6 +579,8 @@ _FUNCTIONS = {
     F.hardsigmoid: ("hsigmoid", _plain),
     F.silu: ("silu", _plain),
     F.mish: ("mish", _plain),
+    F.leaky_relu: ("leaky_relu", lambda n: {"slope": float(_arg(n, 1, "negative_slope", 0.01))}
+                   if isinstance(_arg(n, 1, "negative_slope", 0.01), (int, float)) else None),
     F.gelu: ("gelu", lambda n: {} if _arg(n, 1, "approximate", "none") == "none" else None),
     **{target: ("sigmoid", _plain) for target in (torch.sigmoid, F.sigmoid, "sigmoid", "sigmoid_")},
     **{target: ("flatten", _plain) for target in (torch.flatten, torch.reshape, "flatten", "view", "reshape")},
