@@ -307,3 +307,13 @@ def test_ceil_mode_pooling_is_nasdsls_pooling():
             assert node["shape"] == tuple(model(torch.randn(1, 3, side, side)).shape[1:])
             built = primitives.get(node["op"]).module(node["args"], node["in_shapes"])
             assert built(torch.randn(1, 4, side, side)).shape[1:] == node["shape"]
+
+
+def test_cli_traces_a_timm_model_and_names_an_unknown_one(capsys):
+    pytest.importorskip("timm")
+    assert main(["trace", "timm:lcnet_050", "--input-shape", "3,64,64", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["model"] == "timm:lcnet_050" and data["output_shape"] == [1000] and data["prunable_groups"] == 16
+    assert main(["trace", "timm:lcnet_05"]) == 1
+    err = capsys.readouterr().err
+    assert "unknown timm model `lcnet_05`" in err and "did you mean `lcnet_0" in err and "Traceback" not in err

@@ -541,8 +541,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help=f"the most parameters a supernet may hold (default {MAX_SUPERNET_PARAMS:,})")
 
     trace_ = command("trace", cmd_trace, "trace a PyTorch model into nasdsl's graph: params, MACs, output shape", [])
-    trace_.add_argument("model", metavar="MODEL", help="torchvision:NAME, a torchvision classification model (random "
-                        "weights), or module:PATH:NAME, the module, class or function NAME of Python file PATH")
+    trace_.add_argument("model", metavar="MODEL", help="torchvision:NAME or timm:NAME, a torchvision or timm "
+                        "classification model (random weights), or module:PATH:NAME, the module, class or function "
+                        "NAME of Python file PATH")
     trace_.add_argument("--input-shape", type=shape_arg, default=(3, 224, 224), metavar="C,H,W",
                         help="per-sample input shape (default 3,224,224)")
 

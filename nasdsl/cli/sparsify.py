@@ -34,7 +34,7 @@ def add_sparsify(command, space_parent, positive_int, shape_arg) -> None:
                        "are zero, then build the compact sub-network (and, for a space, its derivation)",
                        [space_parent])
     sparsify.add_argument("model", metavar="MODEL", nargs="?",
-                          help="a space file with --supernet, torchvision:NAME, or module:PATH:NAME (a Python file "
+                          help="a space file with --supernet, torchvision:NAME, timm:NAME, or module:PATH:NAME (a Python file "
                                "and the module, class or function there); with --resume: the store's")
     sparsify.add_argument("--supernet", metavar="FORM", help="for a space: `parallel` (every option of every "
                           "alternative, summed under gates) or a preset's name (that derivation compiled: "
@@ -72,7 +72,7 @@ def cmd_sparsify(args) -> int:
                              "PRESET for a preset of it that holds every branch")
         space = load(config["model"], params=dict(config["param"] or ()))
     elif config["supernet"] is not None:
-        raise UsageError("--supernet is for a space file; torchvision:NAME and module:PATH:NAME are the network")
+        raise UsageError("--supernet is for a space file; torchvision:NAME, timm:NAME and module:PATH:NAME are the network")
     data = load_data(config["dataset"], seed=config["data_seed"], limit=config["limit"])
     shape = tuple(config["input_shape"] or data.input_shape)
     subject = load_subject(config["model"], shape, data.num_classes, space=space,
@@ -114,7 +114,7 @@ def _config(args) -> dict:
         settings = {**stored["settings"], **settings_given}
     else:
         if "model" not in given:
-            raise UsageError("name the network: a space file with --supernet, torchvision:NAME or module:PATH:NAME")
+            raise UsageError("name the network: a space file with --supernet, torchvision:NAME, timm:NAME or module:PATH:NAME")
         base = {**DEFAULTS}
         settings = attrs.asdict(Sparsify(**settings_given))
     base.update(given)

@@ -135,16 +135,18 @@ def _culprit(root: nn.Module, err: BaseException) -> tuple:
 
 def load_model(spec: str, num_classes: int | None = None) -> nn.Module:
     """The model `spec` names: `torchvision:NAME`, torchvision's classification model
-    NAME, randomly initialised (`weights=None`, so nothing is ever downloaded), with
-    `num_classes` outputs when given; or `module:PATH:NAME`, the `nn.Module` that NAME
-    (a module, or a class or function called without arguments) is in the Python file
-    PATH, which is run to find it (the user's own code, as with --plugin)."""
+    NAME, or `timm:NAME`, timm's, randomly initialised (nothing is ever downloaded),
+    with `num_classes` outputs when given; or `module:PATH:NAME`, the `nn.Module` that
+    NAME (a module, or a class or function called without arguments) is in the Python
+    file PATH, which is run to find it (the user's own code, as with --plugin)."""
     source, sep, rest = spec.partition(":")
     if source == "module" and sep:
         return _user_model(spec, *rest.rpartition(":")[::2])
+    if source == "timm" and sep:
+        return _timm_model(rest, num_classes)
     if source != "torchvision" or not sep:
-        raise NasError(f"expected a model as torchvision:NAME or module:PATH:NAME, got `{spec}`", None,
-                       "e.g. torchvision:resnet18 or module:models.py:Net")
+        raise NasError(f"expected a model as torchvision:NAME, timm:NAME or module:PATH:NAME, got `{spec}`", None,
+                       "e.g. torchvision:resnet18, timm:mixnet_s or module:models.py:Net")
     import torchvision
 
     names = torchvision.models.list_models(module=torchvision.models)
@@ -153,6 +155,19 @@ def load_model(spec: str, num_classes: int | None = None) -> nn.Module:
                        did_you_mean(rest, names) or f"the models are {', '.join(names)}")
     extra = {} if num_classes is None else {"num_classes": num_classes}
     return torchvision.models.get_model(rest, weights=None, **extra)
+
+
+def _timm_model(name: str, num_classes: int | None) -> nn.Module:
+    try:
+        import timm
+    except ImportError:
+        raise NasError(f"timm:{name} needs timm, which is not installed", None, "pip install timm") from None
+    names = timm.list_models()
+    if name not in names:
+        raise NasError(f"unknown timm model `{name}`", None,
+                       did_you_mean(name, names) or "`timm.list_models()` lists them")
+    extra = {} if num_classes is None else {"num_classes": num_classes}
+    return timm.create_model(name, pretrained=False, **extra)
 
 
 def _user_model(spec: str, path: str, name: str) -> nn.Module:

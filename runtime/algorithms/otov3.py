@@ -149,7 +149,7 @@ def load_subject(spec: str, input_shape, num_classes: int, *, space=None, supern
     gates at 1/options (every site the mean of its options: summed at 1, superresnet's
     twelve skip-or-unit slots would double the signal twelve times), or as the preset
     `supernet` names, compiled; else the model `spec` names (`torchvision:NAME`,
-    `module:PATH:NAME`) traced on `input_shape`."""
+    `timm:NAME`, `module:PATH:NAME`) traced on `input_shape`."""
     torch.manual_seed(seed)
     if space is not None and supernet == "parallel":
         from nasdsl.compiler.parallel import ParallelSupernet
