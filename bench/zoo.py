@@ -119,7 +119,7 @@ def check(name: str, seed: int = 0, torch_pruning: bool = True) -> dict:
     return row
 
 
-def _in_a_process(name: str, size: int, timeout: float = 300) -> dict:
+def _in_a_process(name: str, size: int, timeout: float = 180) -> dict:
     """torch-pruning's count in a process of its own, its memory capped: on some models
     (swin, maxvit) it grows past 16 GB, which must not end the benchmark."""
     import concurrent.futures
