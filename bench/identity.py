@@ -3,9 +3,9 @@
 For each space (at the test suite's small sizes where it has one; sizes do not change
 the counts):
 - the exact number of distinct functions, where the space is small enough to
-  enumerate (NAS-Bench-201). It is given under both zero conventions, beside two
-  independent expression forms of the cell: the benchmark's own check and the same
-  check with sums opened and zeros dropped;
+  enumerate (NAS-Bench-201, and RegNet's 20,058). NAS-Bench-201's is given under both
+  zero conventions, beside two independent expression forms of the cell: the
+  benchmark's own check and the same check with sums opened and zeros dropped;
 - how often a uniform sampler draws a function it already drew (n draws);
 - the radius-1 neighbourhood: its size, the time to build it (median of the
   samples), and the share of its members that compute a function another member
@@ -83,6 +83,9 @@ def nb201_counts() -> dict:
             "seconds": round(seconds, 1)}
 
 
+ENUMERABLE = 100_000  # spaces up to this size are enumerated for their exact distinct count
+
+
 def sampled(name: str, draws: int, neighbourhoods: int) -> dict:
     space = nasdsl.load(SPACES / f"{name}.nas", params=SMALL.get(name, {}))
     functions = Functions()
@@ -101,7 +104,11 @@ def sampled(name: str, draws: int, neighbourhoods: int) -> dict:
         for x in near:
             kept.add(space.canonical(x))
         twins.append(1 - kept.count / len(near))
-    return {"space": name, "count": space.count, "draws": draws, "uniform_repeat_share": repeats / draws,
+    exact = {}
+    if name != "nb201" and space.count <= ENUMERABLE:  # nb201's exact counts are nb201_counts'
+        start = time.perf_counter()
+        exact = {"distinct": space.distinct(), "distinct_seconds": round(time.perf_counter() - start, 1)}
+    return {"space": name, "count": space.count, **exact, "draws": draws, "uniform_repeat_share": repeats / draws,
             "neighbourhood_r1_size_median": statistics.median(sizes),
             "neighbourhood_r1_seconds_median": round(statistics.median(times), 3),
             "neighbourhood_r1_twin_share_mean": round(statistics.mean(twins), 4)}

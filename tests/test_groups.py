@@ -178,6 +178,17 @@ class _Named(torch.nn.Module):
         return self.output(self.middle(self.input(x)))
 
 
+class _Pooled(torch.nn.Module):
+    """conv, a mean over H and W without keepdim (mnasnet's head), linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.head = torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.Linear(8, 4)
+
+    def forward(self, x):
+        return self.head(self.conv(x).mean([2, 3]))
+
+
 class _BatchNormAct(torch.nn.BatchNorm2d):
     """timm's BatchNormAct2d in small: a BatchNorm2d whose forward calls F.batch_norm,
     which torch.fx traces into (it is no torch.nn module), then an activation."""
@@ -215,6 +226,8 @@ class _Scaled(torch.nn.Module):
     pytest.param(_Chain(torch.nn.Hardsigmoid()), 0, id="hardsigmoid-makes-zero-0.5"),
     pytest.param(_Chain(torch.nn.ReLU()), 1, id="relu-keeps-zero"),
     pytest.param(_Chain(torch.nn.LeakyReLU(0.1)), 1, id="leaky-relu-keeps-zero"),
+    pytest.param(_Chain(torch.nn.AdaptiveAvgPool2d(2)), 1, id="adaptive-pool-to-2x2"),
+    pytest.param(_Pooled(), 1, id="mean-over-h-and-w-then-linear"),
     pytest.param(_Twice(), 1, id="a-module-called-twice"),
     pytest.param(_Named(), 1, id="submodules-named-input-and-output"),
 ])

@@ -274,7 +274,7 @@ def test_functional_forms_and_in_place_methods():
                                              "ceil_mode": False})
     assert [ops[n][0] for n in ("sigmoid", "add", "relu", "mean", "mul", "relu6", "adaptive_avg_pool2d", "flatten")] \
         == ["sigmoid", "add", "relu", "gap", "mul", "relu6", "gap", "flatten"]
-    assert ops["mean_1"][0] == "function:mean" and graph.nodes["mean_1"]["inputs"] == ["add_"]
+    assert ops["mean_1"][0] == "spatial_mean" and graph.nodes["mean_1"]["inputs"] == ["add_"]  # no keepdim: (C,)
     assert ops["add_1"][0] == "add" and graph.graph["macs"] == 16 * 64
 
 

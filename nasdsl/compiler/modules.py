@@ -61,6 +61,13 @@ class LayerScale(nn.Module):
         return x * self.weight.view(1, -1, *([1] * (x.dim() - 2)))
 
 
+class SpatialMean(nn.Module):
+    """The mean over height and width: (N, C, H, W) -> (N, C)."""
+
+    def forward(self, x):
+        return x.mean((2, 3))
+
+
 class ChannelShuffle(nn.Module):
     def __init__(self, groups: int):
         super().__init__()

@@ -373,6 +373,13 @@ _p("avgpool", Arg("kernel", "int", 3), Arg("stride", "int", 1), Arg("padding", "
 _p("gap", doc="global average pooling to 1x1", shape=lambda a, s: (feature_map(s, "gap")[0], 1, 1),
    module=lambda a, s: __import__("torch").nn.AdaptiveAvgPool2d(1), channels=PASS, keeps_output=False,
    zero_at_zero=True)
+_p("spatial_mean", doc="the mean over H and W: (C, H, W) -> (C,), gap and flatten in one",
+   shape=lambda a, s: (feature_map(s, "spatial_mean")[0],), module=_module("SpatialMean"), channels=PASS,
+   keeps_output=False, zero_at_zero=True)
+_p("adaptive_avgpool", Arg("size", "int", 1, low=1), doc="adaptive average pooling to size x size",
+   shape=lambda a, s: (feature_map(s, "adaptive_avgpool")[0], a["size"], a["size"]),
+   module=lambda a, s: __import__("torch").nn.AdaptiveAvgPool2d(a["size"]), channels=PASS, keeps_output=False,
+   zero_at_zero=True)
 _p("flatten", shape=lambda a, s: (math.prod(s[0]),), module=lambda a, s: __import__("torch").nn.Flatten(1),
    channels=Channels("pass", order=_flatten_order),
    zero_at_zero=True)

@@ -427,8 +427,7 @@ class _Builder:
         if n.op == "call_module":
             module = self.root.get_submodule(n.target)
             op, read = _MODULES.get(type(module), (None, None))
-            args = read(module) if read else None
-            return (op, args) if args is not None else None
+            return _named(op, read(module) if read else None)
         if not isinstance(n.target, str) and not _hashable(n.target):
             return None
         merge = _MERGES.get(n.target)
@@ -438,8 +437,7 @@ class _Builder:
             return (merge, {}) if self.merges(merge, n, shapes, shape) else None
         op, read = _FUNCTIONS.get(n.target, None) or _BY_NAME.get(
             (getattr(n.target, "__module__", None), getattr(n.target, "__name__", None)), (None, None))
-        args = read(n) if read else None
-        return (op, args) if args is not None else None
+        return _named(op, read(n) if read else None)
 
     def merges(self, kind, n, shapes, shape) -> bool:
         """Whether `n` is nasdsl's merge: its tensors are all graph values, and they
@@ -455,6 +453,14 @@ class _Builder:
 
     def all_values(self, args) -> bool:
         return all(isinstance(a, torch.fx.Node) and a in self.values for a in args)
+
+
+def _named(op, found):
+    """(op, args) from a reader's answer: its arguments (None: no such op), or, where the
+    table's op is None, the reader's own (op, args)."""
+    if found is None:
+        return None
+    return found if op is None else (op, found)
 
 
 def _agrees(op, args, shapes, shape, params, macs) -> bool:
@@ -535,7 +541,7 @@ _MODULES = {
                                               m.ceil_mode, return_indices=m.return_indices)),
     nn.AvgPool2d: ("avgpool", lambda m: _pool("avgpool", m.kernel_size, m.stride, m.padding, 1, m.ceil_mode,
                                               m.count_include_pad, m.divisor_override)),
-    nn.AdaptiveAvgPool2d: ("gap", lambda m: {} if _square(m.output_size) == 1 else None),
+    nn.AdaptiveAvgPool2d: (None, lambda m: _adaptive(m.output_size)),
     nn.Flatten: ("flatten", lambda m: {} if (m.start_dim, m.end_dim) == (1, -1) else None),
     nn.Linear: ("linear", lambda m: {"out": m.out_features, "bias": m.bias is not None}),
     nn.Dropout: ("dropout", lambda m: {"p": float(m.p)}),
@@ -557,11 +563,19 @@ def _fn_pool(kind, names):
     return read
 
 
-def _mean_is_gap(n):
+def _mean(n):
+    """A mean over H and W: `gap` with keepdim, else `spatial_mean`."""
     dims = _arg(n, 1, "dim")
-    if not isinstance(dims, (tuple, list)) or not all(isinstance(d, int) for d in dims):
+    if not isinstance(dims, (tuple, list)) or not all(isinstance(d, int) for d in dims) or \
+            sorted(d % 4 for d in dims) != [2, 3] or set(n.kwargs) - {"dim", "keepdim"}:
         return None
-    return {} if sorted(d % 4 for d in dims) == [2, 3] and _arg(n, 2, "keepdim") is True else None
+    return ("gap", {}) if _arg(n, 2, "keepdim", False) is True else ("spatial_mean", {})
+
+
+def _adaptive(size):
+    """An adaptive average pool to a square `size`: `gap` to 1x1, else `adaptive_avgpool`."""
+    k = _square(size)
+    return None if k is None else ("gap", {}) if k == 1 else ("adaptive_avgpool", {"size": k})
 
 
 def _fn_bn(n):
@@ -599,9 +613,9 @@ _FUNCTIONS = {
     F.gelu: ("gelu", lambda n: {} if _arg(n, 1, "approximate", "none") == "none" else None),
     **{target: ("sigmoid", _plain) for target in (torch.sigmoid, F.sigmoid, "sigmoid", "sigmoid_")},
     **{target: ("flatten", _plain) for target in (torch.flatten, torch.reshape, "flatten", "view", "reshape")},
-    F.adaptive_avg_pool2d: ("gap", lambda n: {} if _square(_arg(n, 1, "output_size")) == 1 else None),
-    "mean": ("gap", _mean_is_gap),
-    torch.mean: ("gap", _mean_is_gap),
+    F.adaptive_avg_pool2d: (None, lambda n: _adaptive(_arg(n, 1, "output_size"))),
+    "mean": (None, _mean),
+    torch.mean: (None, _mean),
     F.max_pool2d: ("maxpool", _fn_pool("maxpool", ("kernel_size", "stride", "padding", "dilation", "ceil_mode",
                                                    "return_indices"))),
     F.avg_pool2d: ("avgpool", _fn_pool("avgpool", ("kernel_size", "stride", "padding", "ceil_mode",
