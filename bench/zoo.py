@@ -59,28 +59,29 @@ def models() -> list[str]:
     return names + list(TIMM)
 
 
-def build(name: str) -> tuple[torch.nn.Module, int]:
-    """The model (random weights, eval mode) and the input size it is checked at: 64
+def build(name: str, size: int = 64) -> tuple[torch.nn.Module, int]:
+    """The model (random weights, eval mode) and the input size it is checked at: `size`
     (SIZES for torchvision's exceptions), or a timm model's own size where it fixes one
-    (64 fails to run)."""
+    (`size` fails to run)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if not name.startswith("timm:"):
-            return getattr(torchvision.models, name)(weights=None).eval(), SIZES.get(name, 64)
+            return getattr(torchvision.models, name)(weights=None).eval(), SIZES.get(name, size)
         import timm
 
         model = timm.create_model(name.removeprefix("timm:"), pretrained=False).eval()
     try:
         with torch.no_grad():
-            model(torch.zeros(1, 3, 64, 64))
-        return model, 64
+            model(torch.zeros(1, 3, size, size))
+        return model, size
     except Exception:
         return model, model.pretrained_cfg["input_size"][-1]
 
 
-def check(name: str, seed: int = 0, torch_pruning: bool = True) -> dict:
-    """Every check on one model; a failing step is recorded, not raised."""
-    model, size = build(name)
+def check(name: str, seed: int = 0, torch_pruning: bool = True, size: int = 64) -> dict:
+    """Every check on one model (at input `size`, see `build`); a failing step is
+    recorded, not raised."""
+    model, size = build(name, size)
     # no gradients: torch's module tracker (under FlopCounterMode) fails on a parameter passed
     # to a submodule as its input (timm's pit: "Expected gradient function to be set")
     model.requires_grad_(False)
