@@ -120,24 +120,34 @@ def check(name: str, seed: int = 0, torch_pruning: bool = True, size: int = 64) 
     return row
 
 
-def _in_a_process(name: str, size: int, timeout: float = 180) -> dict:
+_WORKER = None  # torch-pruning's process, reused from model to model until it fails
+
+
+def _in_a_process(name: str, size: int, timeout: float = 120) -> dict:
     """torch-pruning's count in a process of its own, its memory capped: on some models
-    (swin, maxvit) it grows past 16 GB, which must not end the benchmark."""
+    (swin, maxvit) it grows past 16 GB, which must not end the benchmark. The process
+    serves model after model (starting one costs seconds) and is replaced when it dies
+    or hangs."""
     import concurrent.futures
     import multiprocessing
 
-    with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
-                                                initializer=_capped) as pool:
-        try:
-            return pool.submit(_torch_pruning, name, size).result(timeout=timeout)
-        except concurrent.futures.TimeoutError:
-            for p in multiprocessing.active_children():
-                p.kill()
-            return {"tp_error": f"no answer in {timeout:.0f} s"}
-        except concurrent.futures.process.BrokenProcessPool:
-            return {"tp_error": "its process died (killed for memory)"}
-        except MemoryError:
-            return {"tp_error": "MemoryError under the worker's 6 GB cap"}
+    global _WORKER
+    if _WORKER is None:
+        _WORKER = concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                                                         initializer=_capped)
+    try:
+        return _WORKER.submit(_torch_pruning, name, size).result(timeout=timeout)
+    except concurrent.futures.TimeoutError:
+        failed = {"tp_error": f"no answer in {timeout:.0f} s"}
+    except concurrent.futures.process.BrokenProcessPool:
+        failed = {"tp_error": "its process died (killed for memory)"}
+    except MemoryError:
+        return {"tp_error": "MemoryError under the worker's 6 GB cap"}
+    for process in multiprocessing.active_children():
+        process.kill()
+    _WORKER.shutdown(wait=False, cancel_futures=True)
+    _WORKER = None
+    return failed
 
 
 def _capped(gigabytes: int = 6) -> None:
