@@ -17,6 +17,7 @@ model is named `timm:NAME`.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import sys
@@ -127,7 +128,27 @@ def _in_a_process(name: str, size: int, timeout: float = 120) -> dict:
     """torch-pruning's count in a process of its own, its memory capped: on some models
     (swin, maxvit) it grows past 16 GB, which must not end the benchmark. The process
     serves model after model (starting one costs seconds) and is replaced when it dies
-    or hangs."""
+    or hangs; a model that runs out of memory in it is tried once more in a new one (a
+    process that served many models holds more of its capped address space)."""
+    answer = _in_the_worker(name, size, timeout)
+    if "alloc" in answer.get("tp_error", "") or answer.get("tp_error", "").startswith("MemoryError"):
+        _retire()
+        answer = _in_the_worker(name, size, timeout)
+    return answer
+
+
+def _retire() -> None:
+    import multiprocessing
+
+    global _WORKER
+    for process in multiprocessing.active_children():
+        process.kill()
+    if _WORKER is not None:
+        _WORKER.shutdown(wait=False, cancel_futures=True)
+    _WORKER = None
+
+
+def _in_the_worker(name: str, size: int, timeout: float) -> dict:
     import concurrent.futures
     import multiprocessing
 
@@ -143,10 +164,9 @@ def _in_a_process(name: str, size: int, timeout: float = 120) -> dict:
         failed = {"tp_error": "its process died (killed for memory)"}
     except MemoryError:
         return {"tp_error": "MemoryError under the worker's 6 GB cap"}
-    for process in multiprocessing.active_children():
-        process.kill()
-    _WORKER.shutdown(wait=False, cancel_futures=True)
-    _WORKER = None
+    except Exception as err:  # the worker's own failure, not the model's
+        return {"tp_error": f"{type(err).__name__}: {(str(err).splitlines() or [''])[0][:200]}"}
+    _retire()
     return failed
 
 
@@ -175,7 +195,7 @@ def _torch_pruning(name: str, size: int) -> dict:
         groups = len(list(graph.get_all_groups(root_module_types=roots)))
         prunable = len(list(graph.get_all_groups(ignored_layers=linears[-1:], root_module_types=roots)))
     except Exception as err:
-        return {"tp_error": f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"}
+        return {"tp_error": f"{type(err).__name__}: {(str(err).splitlines() or [''])[0][:200]}"}
     return {"tp_s": time.perf_counter() - start, "tp_groups": groups, "tp_prunable": prunable}
 
 
@@ -191,6 +211,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "zoo.json")
     parser.add_argument("--models", default=None, help="comma-separated (default: all but " + ", ".join(LEFT_OUT) + ")")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--resume", action="store_true", help="keep the rows already in --out, check the rest")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     names = args.models.split(",") if args.models else models()
@@ -198,9 +219,16 @@ def main(argv=None) -> int:
               "machine": {**record.machine(), "loadavg_before": list(os.getloadavg())},
               "torchvision": torchvision.__version__, "timm": _version("timm"), "rows": []}
     result["torch_pruning"] = _version("torch_pruning")
-    for name in names:
+    if args.resume and args.out.exists():
+        # rows torch-pruning answered, or that it cannot (a model error), are kept; others are checked again
+        result["rows"] = [r for r in json.loads(args.out.read_text())["rows"] if r["model"] in names
+                          and not any(k in r.get("tp_error", "") for k in ("alloc", "MemoryError", "no answer"))]
+    done = {r["model"] for r in result["rows"]}
+    for name in [n for n in names if n not in done]:
         row = check(name)
         result["rows"].append(row)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2) + "\n")  # so far: a killed run resumes (--resume)
         print(f"{name:<36} " + (f"trace {row['trace_s']:5.2f} s  groups {row['groups_s']:5.2f} s  "
                                 f"{row['prunable']:>3}/{row['groups']:<3} prunable (torch-pruning "
                                 f"{row.get('tp_prunable', '-')})  params {'ok' if row['params_equal'] else 'DIFF'}  "
