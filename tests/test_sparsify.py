@@ -155,7 +155,7 @@ def test_a_traced_model_and_a_users_module_are_sparsified(tmp_path, capsys):
     (["torchvision:resnet18", "--supernet", "parallel"], 2, "--supernet is for a space file"),
     (["torchvision:resnet81"], 1, "did you mean `resnet18`"),
     (["module:/no/such.py:Net"], 1, "no such Python file"),
-    (["resnet18"], 1, "expected a model as torchvision:NAME or module:PATH:NAME"),
+    (["resnet18"], 1, "expected a model as torchvision:NAME, timm:NAME or module:PATH:NAME"),
     (["torchvision:resnet18", "--target-sparsity", "1.5"], 1, "--target-sparsity must lie in [0, 1]"),
     ([SUPERRESNET, *PARAMS, "--supernet", "nosuch"], 1, "has no preset `nosuch`"),
 ])

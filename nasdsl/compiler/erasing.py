@@ -256,7 +256,7 @@ def _erased_trace(full: nx.DiGraph, graph: nx.DiGraph, module):
 
     import torch.fx
 
-    from .trace import fx_trace
+    from .fxtrace import fx_trace
 
     gm = fx_trace(copy.deepcopy(module))
     fx = {n.name: n for n in gm.graph.nodes}
