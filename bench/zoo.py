@@ -165,9 +165,14 @@ def _in_the_worker(name: str, size: int, timeout: float) -> dict:
     except MemoryError:
         return {"tp_error": "MemoryError under the worker's 6 GB cap"}
     except Exception as err:  # the worker's own failure, not the model's
-        return {"tp_error": f"{type(err).__name__}: {(str(err).splitlines() or [''])[0][:200]}"}
+        return {"tp_error": _said(err)}
     _retire()
     return failed
+
+
+def _said(err: BaseException) -> str:
+    """An error in one line: its class and its message's first line (which may be empty)."""
+    return f"{type(err).__name__}: {(str(err).splitlines() or [''])[0][:200]}"
 
 
 def _capped(gigabytes: int = 6) -> None:
@@ -195,7 +200,7 @@ def _torch_pruning(name: str, size: int) -> dict:
         groups = len(list(graph.get_all_groups(root_module_types=roots)))
         prunable = len(list(graph.get_all_groups(ignored_layers=linears[-1:], root_module_types=roots)))
     except Exception as err:
-        return {"tp_error": f"{type(err).__name__}: {(str(err).splitlines() or [''])[0][:200]}"}
+        return {"tp_error": _said(err)}
     return {"tp_s": time.perf_counter() - start, "tp_groups": groups, "tp_prunable": prunable}
 
 

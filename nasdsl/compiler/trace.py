@@ -368,8 +368,8 @@ class _Builder:
         if not isinstance(n.target, str) and not _hashable(n.target):
             return None
         merge = _MERGES.get(n.target)
-        if merge == "mul" and self.scale(n, shape):
-            return self.scale(n, shape)
+        if merge == "mul" and (scaled := self.scale(n, shape)):
+            return scaled
         if merge is not None:
             return (merge, {}) if self.merges(merge, n, shapes, shape) else None
         op, read = _FUNCTIONS.get(n.target, None) or _BY_NAME.get(
