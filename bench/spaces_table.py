@@ -11,11 +11,13 @@ The pictures go to docs/img/<space>.png; big networks are drawn smaller (fewer
 cells or blocks, or one part) as DRAW says, so that they stay readable.
 
     .venv/bin/python bench/spaces_table.py    # → bench/results/spaces_table.json, docs/img/*.png
+    .venv/bin/python bench/spaces_table.py --merge spaces/vit.nas   # re-measure some, keep the rest's rows
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import platform
 import statistics
@@ -103,6 +105,11 @@ DRAW = {
                     "preset `mobilenet_v3_large` with the first block of each stage only (6 of its 15 blocks)"),
     "mobilenet3_mt": (preset_first_blocks("mobilenet_v3_large"),
                       "preset `mobilenet_v3_large` with the first block of each stage only (6 of its 15 blocks)"),
+    "vit": (preset_first_blocks("deit_tiny"), "preset `deit_tiny` with its first block only (of 12)"),
+    "unet": (lambda s: (s.bind(max_depth=3), s.parse("(d=3, level=(m=1.0, k=3, skip=cat(lower=(level=(m=1.0, k=3, "
+                                                   "skip=cat(lower=(level=(m=1.0, k=3), up=transposed))), "
+                                                   "up=transposed))))")),
+             "the paper's network with 3 levels instead of 5 (64, 128, 256 channels)"),
     "hnb201": (lambda s: (s, s.sample(seed=0)), "sample seed 0, one part of it: the first `block` (C in the "
                                                  "paper's grammar), since the whole network has about 850 nodes"),
 }
@@ -195,6 +202,8 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "spaces_table.json")
     parser.add_argument("--img", type=Path, default=ROOT / "docs" / "img")
     parser.add_argument("--samples", type=int, default=1000, help="uniform samples per space")
+    parser.add_argument("--merge", action="store_true",
+                        help="replace only the given spaces' rows in --out, keeping the others' (and their dates)")
     parser.add_argument("spaces", nargs="*", type=Path, help="default: every space file in spaces/")
     args = parser.parse_args(argv)
     paths = [p.resolve() for p in (args.spaces or sorted((ROOT / "spaces").glob("*.nas")))]
@@ -209,6 +218,15 @@ def main(argv=None) -> int:
         preset_rows += presets(path)
         drawings.append(draw(path, args.img))
         print(drawings[-1]["png"], drawings[-1]["nodes"], "nodes", flush=True)
+    measured = {"measured": time.strftime("%Y-%m-%d")}
+    rows, preset_rows, drawings = ([{**r, **measured} for r in part] for part in (rows, preset_rows, drawings))
+    if args.merge and args.out.exists():
+        old = json.loads(args.out.read_text())
+        names = {r["space"] for r in rows}
+        rows, preset_rows, drawings = (sorted([r for r in old[key] if r["space"] not in names] + new,
+                                              key=lambda r: r["space"])
+                                       for key, new in (("spaces", rows), ("presets", preset_rows),
+                                                        ("drawings", drawings)))
     result = {"benchmark": "spaces_table", "python": sys.version.split()[0], "machine": platform.machine(),
               "samples": args.samples, "spaces": rows, "presets": preset_rows, "drawings": drawings}
     record.write(args.out, result)

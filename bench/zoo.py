@@ -4,7 +4,7 @@ timm models (issue 14), side by side with torch-pruning's DepGraph in the same r
 Per model (random weights, eval mode, batch of 2 at a small input: 64x64, 96x96 for
 inception_v3, the model's own size where it fixes one): whether `trace` succeeds; its
 parameters against `model.parameters()` and its MACs against torch's
-`FlopCounterMode` / 2; channel groups and how many are prunable, against
+`FlopCounterMode` / 2 (attention on the math kernel: `nasdsl.compiler.flops`); channel groups and how many are prunable, against
 torch-pruning's groups (Conv2d and Linear roots, with and without the classifier);
 whether a random pruning (half the groups cut to every other channel) computes what
 the model computes with those channels zeroed (`prune` against `zero_removed`); and
@@ -28,8 +28,8 @@ from pathlib import Path
 import record  # bench/record.py, beside this script
 import torch
 import torchvision
-from torch.utils.flop_counter import FlopCounterMode
 
+from nasdsl.compiler.flops import flop_counter
 from nasdsl.compiler.groups import channel_groups, prune, zero_removed
 from nasdsl.compiler.trace import trace
 from nasdsl.language.errors import NasError
@@ -98,7 +98,7 @@ def check(name: str, seed: int = 0, torch_pruning: bool = True, size: int = 64) 
     row["trace_s"] = time.perf_counter() - start
     row["traced"] = True
     row["params_equal"] = graph.graph["params"] == sum(p.numel() for p in model.parameters())
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+    with torch.no_grad(), flop_counter() as counter:
         model(x[:1])
     row["macs_equal"] = graph.graph["macs"] == counter.get_total_flops() // 2
     start = time.perf_counter()

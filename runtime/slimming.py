@@ -28,13 +28,7 @@ import torch
 from torch import nn
 
 from nasdsl.compiler import primitives
-from nasdsl.compiler.groups import channel_groups
-
-
-def _width(graph: nx.DiGraph, node: str, side: str) -> int:
-    a = graph.nodes[node]
-    shape = a["shape"] if side == "out" else a["in_shapes"][int(side.removeprefix("in"))]
-    return shape[0] if shape else 0
+from nasdsl.compiler.groups import channel_groups, side_width
 
 
 def mixes(graph: nx.DiGraph, node: str) -> bool:
@@ -57,15 +51,16 @@ def group_costs(graph: nx.DiGraph, groups=None) -> dict[str, float]:
             continue
         shares: dict[str, dict] = {}  # node -> {"in": share, "out": share}
         for node, side, positions in g.members:
-            width = _width(graph, node, side)
+            width = side_width(graph, node, side)
             if width:
-                kind = "out" if side == "out" else "in"
+                kind = side if side in ("out", "inner") else "in"
                 share = len(positions) / g.channels / width  # a flatten repeats a channel per pixel
                 shares.setdefault(node, {})[kind] = max(shares.get(node, {}).get(kind, 0.0), share)
         total = 0.0
         for node, by_side in shares.items():
             a, b = by_side.get("in", 0.0), by_side.get("out", 0.0)
             share = a + b - a * b if mixes(graph, node) else max(a, b)
+            share += by_side.get("inner", 0.0)  # an attention's or MLP's MACs grow with its inner width
             total += graph.nodes[node].get("macs", 0) * share
         costs[g.name] = total
     return costs

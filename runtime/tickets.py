@@ -45,7 +45,7 @@ import attrs
 import torch
 
 from nasdsl.compiler import primitives
-from nasdsl.compiler.groups import channel_groups, prune
+from nasdsl.compiler.groups import channel_groups, prune, side_width
 from nasdsl.compiler.module import build_module
 from nasdsl.language.errors import NasError
 from nasdsl.space.derivation import Derivation, Rep, get_path, replace_path, split_path
@@ -193,13 +193,8 @@ def _controllers(space, d, graph, group, input_shape, ints) -> tuple:
 
 def _full_members(graph, group) -> list:
     """(node, side) of the group's layers whose channels are exactly the group's."""
-    full = []
-    for node, side, positions in group.members:
-        a = graph.nodes[node]
-        shape = a["shape"] if side == "out" else a["in_shapes"][int(side[2:])]
-        if shape and shape[0] == group.channels == len(positions):
-            full.append((node, side))
-    return full
+    return [(node, side) for node, side, positions in group.members
+            if side_width(graph, node, side) == group.channels == len(positions)]
 
 
 def _new_width(graph, new_graph, group):
@@ -207,13 +202,9 @@ def _new_width(graph, new_graph, group):
     there, or None if they disagree or are gone."""
     widths = set()
     for node, side in _full_members(graph, group):
-        if node not in new_graph.nodes:
+        if node not in new_graph.nodes or not side_width(new_graph, node, side):
             return None
-        a = new_graph.nodes[node]
-        shape = a["shape"] if side == "out" else a["in_shapes"][int(side[2:])]
-        if not shape:
-            return None
-        widths.add(shape[0])
+        widths.add(side_width(new_graph, node, side))
     return widths.pop() if len(widths) == 1 else None
 
 

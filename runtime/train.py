@@ -252,14 +252,13 @@ def accuracy(module: nn.Module, split: Split, batch_size: int = 1024) -> float:
 def macs_of(module: nn.Module, graph=None, input_shape=None) -> int:
     """Multiply-accumulates of one image through `module` (FlopCounterMode's FLOPs / 2),
     of `input_shape` (C, H, W) or else `graph`'s."""
-    from torch.utils.flop_counter import FlopCounterMode
+    from nasdsl.compiler.flops import flop_counter
 
     shape = input_shape if input_shape is not None else graph.graph["input_shape"]
     x = torch.zeros(1, *shape, device=next(module.parameters()).device)
-    counter = FlopCounterMode(display=False)
     was = module.training
     module.eval()
-    with counter, torch.no_grad():
+    with flop_counter() as counter, torch.no_grad():
         module(x)
     module.train(was)
     return counter.get_total_flops() // 2

@@ -14,7 +14,9 @@ SMALL = {"nb201": {"C": 4, "N": 1}, "mobilenetv3": {"resolution": 64, "width": 0
          "darts": {"C": 4, "layers": 5}, "hnb201": {"C": 4, "resolution": 8},
          "mobilenet3_mt": {"resolution": 28, "in_channels": 1, "num_classes": 10, "width": 0.5, "max_depth": 2},
          "superresnet": {"resolution": 28, "in_channels": 1, "C": 8, "blocks": 2},
-         "regnet": {"resolution": 32, "num_classes": 10}}
+         "regnet": {"resolution": 32, "num_classes": 10},
+         "vit": {"resolution": 16, "patch": 4, "in_channels": 1, "num_classes": 10, "width": 0.125, "head_dim": 8},
+         "unet": {"resolution": 16, "in_channels": 1, "num_classes": 3, "base": 4, "max_depth": 3}}
 
 
 def look_trained(module, seed: int = 0, min_scale: float = 0.5):

@@ -8,12 +8,12 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from support import SMALL
-from torch.utils.flop_counter import FlopCounterMode
 
 import nasdsl
 import nasdsl.compiler.module
 from nasdsl.cli.commands import main
 from nasdsl.compiler.export import to_dot, to_json
+from nasdsl.compiler.flops import flop_counter
 from nasdsl.compiler.graph import output_shape
 from nasdsl.space.strategies import derivations
 
@@ -25,7 +25,7 @@ SHIPPED = {path.stem: nasdsl.load(path) for path in sorted(SPACES.glob("*.nas"))
 def measured(module, x):
     """(output, MACs per sample) as torch's flop counter sees them."""
     module.eval()
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+    with torch.no_grad(), flop_counter() as counter:
         y = module(x)
     return y, counter.get_total_flops() // 2 // x.shape[0]
 
@@ -90,6 +90,13 @@ def test_a_computed_argument_of_the_wrong_type_is_a_clear_error():
     space = nasdsl.loads("space s\nnetwork = conv(out=8 * 1.5 + 0.25)\n")
     with pytest.raises(nasdsl.NasError, match="argument `out` of `conv` .*int"):
         space.graph(space.sample(seed=0), (3, 8, 8))
+
+
+def test_a_rule_named_like_a_module_method_is_a_clear_error():
+    space = nasdsl.loads("space s\nnetwork = double\ndouble = conv(out=4) bn\n")
+    with pytest.raises(nasdsl.NasError, match="`double` names a method of torch.nn.Module") as err:
+        space.compile(space.sample(seed=0), (3, 8, 8))
+    assert "rename the rule or label `double`" in str(err.value)
 
 
 def test_residual_inputs_are_not_modified_in_place():

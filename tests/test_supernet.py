@@ -20,6 +20,9 @@ FITTING = {
     "mobilenetv3": ({"width": 0.25, "resolution": 32, "num_classes": 10}, (3, 32, 32)),
     "tutorial": ({}, (1, 28, 28)),
     "superresnet": ({"C": 8}, (3, 32, 32)),
+    # heads, head widths and MLP widths slice q, k and v each (AutoFormer's weight entanglement)
+    "vit": ({"resolution": 16, "patch": 4, "width": 0.125, "head_dim": 8, "num_classes": 10}, (3, 16, 16)),
+    "unet": ({"base": 4, "max_depth": 3, "resolution": 16, "num_classes": 3}, (1, 16, 16)),
 }
 _NETS: dict = {}
 

@@ -103,6 +103,78 @@ def slice_se(m, in_keep, out_keep):
     m.fc2.out_channels = len(in_keep)
 
 
+def slice_groupnorm(m, in_keep, out_keep):
+    """A GroupNorm with a group per channel (only that one is sliced: see its Channels)."""
+    slice_per_channel(m, in_keep, out_keep)
+    m.num_groups = len(out_keep)
+
+
+def slice_last_dim(m, in_keep, out_keep):
+    """A module whose own tensors hold one value per channel along their last dimension
+    (a class token, a position embedding)."""
+    from torch import nn
+
+    for name, p in list(m.named_parameters(recurse=False)):
+        setattr(m, name, nn.Parameter(p[..., _idx(out_keep)].clone()))
+
+
+def slice_patch_embed(m, in_keep, out_keep):
+    slice_conv(m.proj, in_keep, out_keep)
+
+
+# where an Attention's and an Mlp's tensors hold their inner channels: (name, axis, blocks)
+ATTENTION_INNER = (("qkv.weight", 0, 3), ("qkv.bias", 0, 3), ("proj.weight", 1, 1))
+MLP_INNER = (("fc1.weight", 0, 1), ("fc1.bias", 0, 1), ("fc2.weight", 1, 1))
+
+
+def _blocks(keep, width: int, blocks: int) -> list:
+    """Positions `keep` of each of `blocks` equal parts of `width`, as positions of the whole."""
+    return [b * (width // blocks) + k for b in range(blocks) for k in keep]
+
+
+def slice_attention(m, in_keep, out_keep, inner=None):
+    """An Attention: the channels qkv reads and proj writes, and, with `inner`, its
+    inner channels (head h holds h * head_dim ..). Whole heads go, or the same count
+    from every head that stays; the scale stays, so the function is the one before."""
+    inner = range(m.heads * m.head_dim) if inner is None else list(inner)
+    per = m.head_dim
+    counts = [sum(1 for c in inner if c // per == h) for h in range(m.heads)]
+    live = [n for n in counts if n]
+    if len(set(live)) != 1:
+        raise NasError(f"an attention keeps whole heads or as many channels of each of its {m.heads} heads "
+                       f"(kept {counts})")
+    slice_linear(m.qkv, in_keep, _blocks(inner, m.qkv.out_features, 3))
+    slice_linear(m.proj, inner, out_keep)
+    m.heads, m.head_dim = len(live), live[0]
+
+
+def slice_mlp(m, in_keep, out_keep, inner=None):
+    """An Mlp's input and output channels and, with `inner`, its hidden ones."""
+    inner = range(m.fc1.out_features) if inner is None else inner
+    slice_linear(m.fc1, in_keep, inner)
+    slice_linear(m.fc2, inner, out_keep)
+
+
+def zero_inner(m, where, gone) -> None:
+    """Zero the inner channels `gone` in a module's tensors, `where` as a primitive's
+    `inner` says: (name, axis, blocks) each; a tensor the module lacks (no bias) is skipped."""
+    for name, axis, blocks in where:
+        owner, _, attr = name.rpartition(".")
+        t = getattr(m.get_submodule(owner) if owner else m, attr, None)
+        if t is not None:
+            t.index_fill_(axis, _idx(_blocks(gone, t.shape[axis], blocks)), 0)
+
+
+def slice_convtranspose(m, in_keep, out_keep):
+    """An `nn.ConvTranspose2d`, weight (in, out, kh, kw)."""
+    from torch import nn
+
+    m.weight = nn.Parameter(m.weight[_idx(in_keep)][:, _idx(out_keep)].clone())
+    m.in_channels, m.out_channels = len(in_keep), len(out_keep)
+    if m.bias is not None:
+        m.bias = nn.Parameter(m.bias[_idx(out_keep)].clone())
+
+
 def slice_zero(m, in_keep, out_keep):
     if m.out:
         m.out = len(out_keep)
@@ -189,6 +261,12 @@ def window_fact_reduce(name, bank, shape):
     return pieces(bank, shape, blocks=2 if name.startswith("bn.") else 1)
 
 
+def window_attention(name, bank, shape):
+    """An attention's qkv rows are three parts, q, k and v: each keeps its own first heads
+    (AutoFormer's weight entanglement); proj keeps the first heads' columns."""
+    return pieces(bank, shape, blocks=3 if name.startswith("qkv.") else 1)
+
+
 def adapt(name, theirs, mine, parent_args, child_args):
     """The standard adapter: `resize`."""
     return resize(theirs, mine)
@@ -202,6 +280,11 @@ def adapt_conv(name, theirs, mine, parent_args, child_args):
         if grouped_p != grouped_c or (grouped_c and theirs.shape[1] != mine.shape[1]):
             return None
     return resize(theirs, mine)
+
+
+def adapt_attention(name, theirs, mine, parent_args, child_args):
+    """q, k and v each seed their own rows (see `window_attention`)."""
+    return resize(theirs, mine, blocks=3 if name.startswith("qkv.") else 1)
 
 
 def adapt_fact_reduce(name, theirs, mine, parent_args, child_args):

@@ -30,6 +30,7 @@ import numpy as np
 from ..language.errors import NasError
 from ..language.primitives import BARRIER
 from . import primitives
+from .channels import zero_inner
 from .graph import holder
 
 
@@ -84,16 +85,31 @@ class _Units:
                 self.parent[max(rx, ry)] = min(rx, ry)
 
 
-def _channels(shape) -> int:
-    return shape[0]
+def inner_width(graph: nx.DiGraph, node) -> int:
+    """How many inner channels a node's op has (an attention's heads x head_dim), or 0."""
+    a = graph.nodes[node]
+    prim = primitives.get(a["op"])
+    found = prim.inner_of(a["args"], a["in_shapes"]) if prim else None
+    return found[0] if found else 0
+
+
+def side_width(graph: nx.DiGraph, node, side: str) -> int:
+    """How many channels a group member's side holds: "out", "in<k>" or "inner"."""
+    if side == "inner":
+        return inner_width(graph, node)
+    a = graph.nodes[node]
+    shape = a["shape"] if side == "out" else a["in_shapes"][int(side[2:])]
+    return primitives.channel_count(shape) if shape else 0
 
 
 def layouts(graph: nx.DiGraph):
-    """(units, {node: output layout}, {node: [input layouts]}, producers): the channel
-    unit behind every output channel (or feature) of every node."""
+    """(units, {node: output layout}, {node: [input layouts]}, {node: inner layout},
+    producers): the channel unit behind every output channel (or feature) of every
+    node, and behind its op's inner channels; producers by the name of their group."""
     units = _Units()
     out: dict = {}
     ins: dict = {}
+    inner: dict = {}
     producers: dict = {}
     for node in nx.topological_sort(graph):
         a = graph.nodes[node]
@@ -104,12 +120,12 @@ def layouts(graph: nx.DiGraph):
             if graph.nodes[i]["shape"] is None and shape:
                 # an item of a tuple (`chunk`, `split`): which of the tuple's channels it holds is
                 # not known, so it gets channels of its own, kept whole
-                layout = units.new(_channels(shape))
+                layout = units.new(primitives.channel_count(shape))
                 units.fixed.update(layout.tolist())
             sources.append(layout)
         ins[node] = sources
         if op == "input":
-            out[node] = units.new(_channels(a["shape"]))
+            out[node] = units.new(primitives.channel_count(a["shape"]))
             units.fixed.update(out[node].tolist())
             continue
         if op == "output":
@@ -131,6 +147,8 @@ def layouts(graph: nx.DiGraph):
             continue
         prim = primitives.get(op)  # None for a traced op nasdsl has no word for: a barrier
         flow = prim.channels_of(a["args"], a["in_shapes"], a["shape"]) if prim else BARRIER
+        if inner_width(graph, node):
+            inner[node] = producers[f"{node}.inner"] = units.new(inner_width(graph, node))
         if flow.flow == "pass":
             out[node] = first if flow.order is None else first[flow.order(a["args"], a["in_shapes"])]
             if not flow.zero and any(graph.nodes[n]["op"] != "mul" for n in graph.successors(node)):
@@ -141,7 +159,7 @@ def layouts(graph: nx.DiGraph):
             out[node] = first
             producers.setdefault(node, out[node])
         else:  # a producer or a barrier: new channels
-            out[node] = units.new(_channels(a["shape"]) if a["shape"] and len(a["shape"]) else 0)
+            out[node] = units.new(primitives.channel_count(a["shape"]) if a["shape"] and len(a["shape"]) else 0)
             if flow.flow == "producer":
                 producers[node] = out[node]
         if flow.flow == "barrier" or "in" in flow.whole:
@@ -157,14 +175,16 @@ def layouts(graph: nx.DiGraph):
             for mine, theirs in zip(ins[nodes[0]], ins[other]):
                 if len(mine) == len(theirs):
                     units.union(mine, theirs)
-    return units, out, ins, producers
+            if other in inner:
+                units.union(inner[nodes[0]], inner[other])
+    return units, out, ins, inner, producers
 
 
 def channel_groups(graph: nx.DiGraph) -> list[Group]:
     """The channel-coupling groups of a graph, in the order their layers appear. The
     work is on arrays of every layer side's channels at once (a large network has
     millions of channel positions), in time proportional to them."""
-    units, out, ins, producers = layouts(graph)
+    units, out, ins, inner, producers = layouts(graph)
     roots = units.roots()  # each unit's class, found once
     fixed = {int(roots[u]) for u in units.fixed}
     # every layer side, in graph order (a node's output, then its inputs), and its channels' classes
@@ -176,6 +196,9 @@ def channel_groups(graph: nx.DiGraph) -> list[Group]:
         for k, layout in enumerate(ins.get(node, [])):
             layers.append((node, f"in{k}"))
             chunks.append(roots[layout])
+        if node in inner:
+            layers.append((node, "inner"))
+            chunks.append(roots[inner[node]])
     cls_at = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int64)
     layer_at = np.repeat(np.arange(len(chunks)), [len(c) for c in chunks])
     pos_at = np.concatenate([np.arange(len(c)) for c in chunks]) if chunks else np.zeros(0, dtype=np.int64)
@@ -248,7 +271,7 @@ def kept_positions(graph: nx.DiGraph, keep: dict):
     """{node: (output positions kept, [input positions kept per input])} for a keep-set
     {group name: group channel indices to keep}; checks names and indices."""
     groups = {g.name: g for g in channel_groups(graph)}
-    units, out, ins, _ = layouts(graph)
+    units, out, ins, inner, _ = layouts(graph)
     find = units.find
     removed = set()
     for name, indices in keep.items():
@@ -264,7 +287,7 @@ def kept_positions(graph: nx.DiGraph, keep: dict):
         if not indices or indices[0] < 0 or indices[-1] >= g.channels:
             raise NasError(f"channel group `{name}`: keep 1..{g.channels} of its channels, indices 0..{g.channels - 1}")
         node, side, positions = next(m for m in g.members if len(m[2]) == g.channels)
-        layout = out[node] if side == "out" else ins[node][int(side[2:])]
+        layout = out[node] if side == "out" else inner[node] if side == "inner" else ins[node][int(side[2:])]
         classes = [find(layout[p]) for p in positions]
         removed.update(c for i, c in enumerate(classes) if i not in set(indices))
     result = {}
@@ -272,7 +295,8 @@ def kept_positions(graph: nx.DiGraph, keep: dict):
         o = out.get(node)
         out_keep = None if o is None else [p for p, u in enumerate(o.tolist()) if find(u) not in removed]
         in_keep = [[p for p, u in enumerate(layout.tolist()) if find(u) not in removed] for layout in ins[node]]
-        result[node] = (out_keep, in_keep)
+        inner_keep = [p for p, u in enumerate(inner[node].tolist()) if find(u) not in removed] if node in inner else None
+        result[node] = (out_keep, in_keep, inner_keep)
     return result
 
 
@@ -286,13 +310,15 @@ def prune(graph: nx.DiGraph, module, keep: dict):
     for node, a in graph.nodes(data=True):
         if holder(graph, node) not in named or a["op"] in JOINS:
             continue
-        out_keep, in_keep = positions[node]
-        full_out = a["shape"][0] if a["shape"] else 0
-        full_in = a["in_shapes"][0][0] if a["in_shapes"] else 0
+        out_keep, in_keep, inner_keep = positions[node]
+        full_out = primitives.channel_count(a["shape"]) if a["shape"] else 0
+        full_in = primitives.channel_count(a["in_shapes"][0]) if a["in_shapes"] and a["in_shapes"][0] else 0
         changed_out = out_keep is not None and len(out_keep) != full_out
         changed_in = bool(in_keep) and len(in_keep[0]) != full_in
-        if changed_out or changed_in:
-            _slice(named[holder(graph, node)], a["op"], in_keep[0] if in_keep else None, out_keep, node)
+        changed_inner = inner_keep is not None and len(inner_keep) != inner_width(graph, node)
+        if changed_out or changed_in or changed_inner:
+            _slice(named[holder(graph, node)], a["op"], in_keep[0] if in_keep else None, out_keep, node,
+                   inner_keep if changed_inner else None)
     return pruned
 
 
@@ -307,15 +333,21 @@ def zero_removed(graph: nx.DiGraph, module, keep: dict):
     named = dict(zeroed.named_modules())
     with torch.no_grad():
         for node, a in graph.nodes(data=True):
-            out_keep = positions[node][0]
+            out_keep, _, inner_keep = positions[node]
             if holder(graph, node) not in named or out_keep is None or not a["shape"] or a["op"] in JOINS:
                 continue
-            gone = sorted(set(range(a["shape"][0])) - set(out_keep))
+            if inner_keep is not None and len(inner_keep) != inner_width(graph, node):
+                prim = primitives.get(a["op"])
+                where = prim.inner_of(a["args"], a["in_shapes"])[1]
+                zero_inner(named[holder(graph, node)], where,
+                           sorted(set(range(inner_width(graph, node))) - set(inner_keep)))
+            width = primitives.channel_count(a["shape"])
+            gone = sorted(set(range(width)) - set(out_keep))
             if not gone:
                 continue
             for name in ("weight", "bias"):
                 p = getattr(named[holder(graph, node)], name, None)
-                if isinstance(p, torch.nn.Parameter) and p.dim() >= 1 and p.shape[0] == a["shape"][0]:
+                if isinstance(p, torch.nn.Parameter) and p.dim() >= 1 and p.shape[0] == width:
                     p[torch.as_tensor(gone, dtype=torch.long)] = 0
     return zeroed
 
@@ -323,9 +355,9 @@ def zero_removed(graph: nx.DiGraph, module, keep: dict):
 JOINS = ("input", "output", "gsum")  # nodes whose modules hold nothing per channel (a gsum: one gate per option)
 
 
-def _slice(m, op, in_keep, out_keep, node):
-    """Cut a module down to the kept input and output channels, in place, by its
-    primitive's slicer."""
+def _slice(m, op, in_keep, out_keep, node, inner_keep=None):
+    """Cut a module down to the kept input, output (and inner) channels, in place, by
+    its primitive's slicer."""
     import torch
 
     prim = primitives.get(op)
@@ -335,6 +367,9 @@ def _slice(m, op, in_keep, out_keep, node):
         return
     try:
         with torch.no_grad():
-            prim.slicer(m, in_keep, out_keep)
+            if inner_keep is None:
+                prim.slicer(m, in_keep, out_keep)
+            else:
+                prim.slicer(m, in_keep, out_keep, inner=inner_keep)
     except NasError as err:
         raise NasError(f"`{node}`: {err.message}") from None

@@ -16,6 +16,7 @@ import networkx as nx
 import torch
 import torch.fx
 
+from ..language.errors import NasError
 from . import primitives
 from .modules import GatedSum
 
@@ -53,6 +54,7 @@ def module_parts(graph: nx.DiGraph, seed: int | None = 0) -> tuple[dict, torch.f
         elif op == "concat":
             values[node_id] = fx.call_function(torch.cat, (tuple(inputs),), {"dim": 1})
         elif op == "gsum":  # a parallel site: its branches' modules sit below it, by path
+            _check_name(node_id)
             modules[node_id] = GatedSum(len(inputs))
             values[node_id] = fx.call_module(node_id, tuple(inputs))
         else:
@@ -60,12 +62,22 @@ def module_parts(graph: nx.DiGraph, seed: int | None = 0) -> tuple[dict, torch.f
             if factory is None:  # identity: the value passes on, nothing is built
                 values[node_id] = inputs[0]
                 continue
+            _check_name(node_id)
             module = factory(attrs["args"], attrs["in_shapes"])
             if hasattr(module, "inplace"):
                 module.inplace = _may_overwrite(graph, attrs["inputs"][0])
             modules[node_id] = module
             values[node_id] = fx.call_module(node_id, (inputs[0],))
     return modules, fx
+
+
+def _check_name(node_id: str) -> None:
+    """A submodule's path is its node id; a part of it that torch.nn.Module already has
+    as an attribute (`double`, `train`, `to`) cannot name a submodule."""
+    taken = [part for part in node_id.split(".") if hasattr(torch.nn.Module, part)]
+    if taken:
+        raise NasError(f"`{node_id}`: `{taken[0]}` names a method of torch.nn.Module, so it cannot name a submodule",
+                       None, f"rename the rule or label `{taken[0]}`")
 
 
 def _may_overwrite(graph, source: str) -> bool:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 
 class GatedSum(nn.Module):
@@ -48,9 +49,10 @@ class LayerScale(nn.Module):
     """`x * weight`, one learnable scale per channel (CaiT's and ConvNeXt's layer
     scale), starting at `init`."""
 
-    def __init__(self, channels: int, init: float = 1.0):
+    def __init__(self, channels: int, init: float = 1.0, last: bool = False):
         super().__init__()
         self.init = init
+        self.last = last  # tokens: the channels are the last axis
         self.weight = nn.Parameter(torch.full((channels,), float(init)))
 
     @property
@@ -58,7 +60,7 @@ class LayerScale(nn.Module):
         return self.weight.shape[0]
 
     def forward(self, x):
-        return x * self.weight.view(1, -1, *([1] * (x.dim() - 2)))
+        return x * (self.weight if self.last else self.weight.view(1, -1, *([1] * (x.dim() - 2))))
 
 
 class SpatialMean(nn.Module):
@@ -123,3 +125,132 @@ class FactorizedReduce(nn.Module):
     def forward(self, x):
         x = self.relu(x)
         return self.bn(torch.cat([self.conv_1(x), self.conv_2(x[:, :, 1:, 1:])], dim=1))
+
+
+# ---- tokens ---------------------------------------------------------------------------
+class PatchEmbed(nn.Module):
+    """A strided conv cutting a map into patches, read as tokens: (B, C, H, W) -> (B, N, D)."""
+
+    def __init__(self, proj: nn.Conv2d):
+        super().__init__()
+        self.proj = proj
+
+    def forward(self, x):
+        return self.proj(x).flatten(2).transpose(1, 2)
+
+
+class Tokens(nn.Module):
+    """A feature map's pixels as tokens: (B, C, H, W) -> (B, H * W, C)."""
+
+    def forward(self, x):
+        return x.flatten(2).transpose(1, 2)
+
+
+class ToMap(nn.Module):
+    """Tokens laid out row by row as a feature map: (B, N, D) -> (B, D, height, N / height)."""
+
+    def __init__(self, height: int):
+        super().__init__()
+        self.height = height
+
+    def forward(self, x):
+        b, n, d = x.shape
+        return x.transpose(1, 2).reshape(b, d, self.height, n // self.height)
+
+
+class ClsToken(nn.Module):
+    """A learned token put first: (B, N, D) -> (B, N + 1, D)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.token = nn.Parameter(torch.zeros(dim))
+        nn.init.trunc_normal_(self.token, std=0.02)
+
+    @property
+    def dim(self) -> int:
+        return self.token.shape[0]
+
+    def forward(self, x):
+        return torch.cat([self.token.expand(x.shape[0], 1, -1), x], dim=1)
+
+
+class PosEmbed(nn.Module):
+    """A learned embedding per token position, added."""
+
+    def __init__(self, tokens: int, dim: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(tokens, dim))
+        nn.init.trunc_normal_(self.weight, std=0.02)
+
+    @property
+    def tokens(self) -> int:
+        return self.weight.shape[0]
+
+    @property
+    def dim(self) -> int:
+        return self.weight.shape[1]
+
+    def forward(self, x):
+        return x + self.weight
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention: `qkv` projects each token to q, k and v (rows q, k, v,
+    each head after head, as timm's and torch's in_proj), attention runs per head,
+    `proj` maps the heads back. The scale stays 1 / sqrt(head_dim) when heads or their
+    channels are pruned, so a pruned copy computes the same function."""
+
+    def __init__(self, dim: int, heads: int, head_dim: int, qkv_bias: bool = True, scale: float | None = None):
+        super().__init__()
+        self.heads, self.head_dim = heads, head_dim
+        self.scale = head_dim ** -0.5 if scale is None else scale
+        self.qkv = nn.Linear(dim, 3 * heads * head_dim, bias=qkv_bias)
+        self.proj = nn.Linear(heads * head_dim, dim)
+
+    @property
+    def dim(self) -> int:
+        return self.qkv.in_features
+
+    @property
+    def qkv_bias(self) -> bool:
+        return self.qkv.bias is not None
+
+    def forward(self, x):
+        b, n, _ = x.shape
+        q, k, v = self.qkv(x).view(b, n, 3, self.heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+        y = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
+        return self.proj(y.transpose(1, 2).reshape(b, n, -1))
+
+
+class Mlp(nn.Module):
+    """A transformer's feed-forward layer: fc1, activation, fc2 (timm's names)."""
+
+    def __init__(self, dim: int, hidden: int, out: int, act: nn.Module):
+        super().__init__()
+        self.fc1, self.act, self.fc2 = nn.Linear(dim, hidden), act, nn.Linear(hidden, out)
+
+    @property
+    def dim(self) -> int:
+        return self.fc1.in_features
+
+    @property
+    def hidden(self) -> int:
+        return self.fc1.out_features
+
+    @property
+    def out(self) -> int:
+        return self.fc2.out_features
+
+    def forward(self, x):
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class TokenPool(nn.Module):
+    """Tokens to one vector: their mean, or the first (the class token)."""
+
+    def __init__(self, mode: str):
+        super().__init__()
+        self.mode = mode
+
+    def forward(self, x):
+        return x.mean(1) if self.mode == "mean" else x[:, 0]

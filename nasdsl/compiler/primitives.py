@@ -2,9 +2,10 @@
 how channels flow through it, how its module is sliced and its weights adapted
 (`nasdsl.compiler.channels`), and whether its output is kept for backward.
 
-Shapes are per sample: `(C, H, W)` for feature maps, `(F,)` for vectors. MACs
-count what `torch.utils.flop_counter` counts (convolutions and matrix products),
-halved. Torch is imported only when a module is built. The registry itself (and
+Shapes are per sample: `(C, H, W)` for feature maps, `(F,)` for vectors and
+`(N, D)` for a sequence of N tokens of D channels (`channel_count` says which axis
+holds the channels). MACs count what `torch.utils.flop_counter` counts
+(convolutions and matrix products, attention's included), halved. Torch is imported only when a module is built. The registry itself (and
 how users add to it) is `nasdsl.language.primitives`.
 """
 
@@ -39,6 +40,28 @@ def feature_map(shapes, name) -> tuple:
     if len(shapes[0]) != 3:
         raise ShapeError(f"`{name}` needs a feature map (C, H, W), got {_fmt(shapes[0])}")
     return shapes[0]
+
+
+def tokens_of(shapes, name) -> tuple:
+    if len(shapes[0]) != 2:
+        raise ShapeError(f"`{name}` needs tokens (N, D), got {_fmt(shapes[0])}; `tokens` or `patch_embed` make them")
+    return shapes[0]
+
+
+def channel_count(shape) -> int:
+    """The channels of a per-sample shape: the last axis of tokens (N, D), where
+    linear layers and layer norms act, and the first of a feature map or vector."""
+    return shape[-1] if len(shape) == 2 else shape[0]
+
+
+def _not_tokens(name):
+    def shape(a, s):
+        if len(s[0]) == 2:
+            raise ShapeError(f"`{name}` works on channels first (C, H, W) or (F,), got tokens {_fmt(s[0])}; "
+                             f"normalise tokens with `layernorm`")
+        return s[0]
+
+    return shape
 
 
 def _fmt(shape) -> str:
@@ -156,7 +179,7 @@ def _fr_module(a, s):
 
 # ---- normalisation, activations, pooling ----------------------------------------------
 def _norm_params(a, s):
-    return 2 * s[0][0] if a["affine"] else 0
+    return 2 * channel_count(s[0]) if a["affine"] else 0
 
 
 def _bn_module(a, s):
@@ -235,22 +258,46 @@ def _se_module(a, s):
 
 
 def _linear_shape(a, s):
-    if len(s[0]) != 1:
-        raise ShapeError(f"`linear` needs a vector (F,), got {_fmt(s[0])}; flatten first")
+    if len(s[0]) not in (1, 2):
+        raise ShapeError(f"`linear` needs a vector (F,) or tokens (N, D), got {_fmt(s[0])}; flatten first")
     _positive(a, "linear", "out")
-    return (a["out"],)
+    return (*s[0][:-1], a["out"])
+
+
+def _layernorm_shape(a, s):
+    if len(s[0]) not in (1, 2, 3):
+        raise ShapeError(f"`layernorm` needs tokens, a vector or a feature map, got {_fmt(s[0])}")
+    return s[0]
+
+
+def _layernorm_module(a, s):
+    from torch import nn
+
+    if len(s[0]) == 3:
+        return nn.GroupNorm(1, s[0][0], eps=a["eps"], affine=a["affine"])
+    return nn.LayerNorm(s[0][-1], eps=a["eps"], elementwise_affine=a["affine"])
+
+
+def _groupnorm_shape(a, s):
+    c = feature_map(s, "groupnorm")[0]
+    if c % a["groups"]:
+        raise ShapeError(f"`groupnorm`: {a['groups']} groups must divide {c} channels")
+    return s[0]
 
 
 def _linear_module(a, s):
     from torch import nn
 
-    return nn.Linear(s[0][0], a["out"], a["bias"])
+    return nn.Linear(channel_count(s[0]), a["out"], a["bias"])
 
 
 def _flatten_order(a, s):
-    """Each channel repeated once per pixel (a pooled vector: once)."""
+    """Each channel repeated once per pixel (a pooled vector: once); tokens' channels
+    once per token, token after token."""
     import numpy as np
 
+    if len(s[0]) == 2:
+        return np.tile(np.arange(s[0][1]), s[0][0])
     return np.repeat(np.arange(s[0][0]), math.prod(s[0][1:]))
 
 
@@ -325,7 +372,7 @@ _p("fact_reduce", Arg("out", "int"),
    channels=Channels("producer", whole=("out",)), slicer=ch.slice_fact_reduce, adapter=ch.adapt_fact_reduce,
    window=ch.window_fact_reduce, keeps_output=False)
 _p("bn", Arg("affine", "bool", True), Arg("eps", "float", 1e-5, low=0), Arg("momentum", "float", 0.1, low=0, high=1),
-   doc="batch norm over channels", params=_norm_params, module=_bn_module,
+   doc="batch norm over channels", shape=_not_tokens("bn"), params=_norm_params, module=_bn_module,
    channels=PASS, slicer=ch.slice_per_channel, keeps_output=False,
    zero_at_zero=_not_affine)
 _p("instancenorm", Arg("affine", "bool", True), doc="instance norm over channels",
@@ -333,12 +380,20 @@ _p("instancenorm", Arg("affine", "bool", True), doc="instance norm over channels
    module=lambda a, s: __import__("torch").nn.InstanceNorm2d(s[0][0], affine=a["affine"]),
    channels=PASS, slicer=ch.slice_per_channel, keeps_output=False,
    zero_at_zero=_not_affine)
-_p("layernorm", Arg("affine", "bool", True), doc="layer norm over (C, H, W) with a per-channel affine (GroupNorm(1, C))",
-   shape=lambda a, s: feature_map(s, "layernorm"), params=_norm_params,
-   module=lambda a, s: __import__("torch").nn.GroupNorm(1, s[0][0], affine=a["affine"]),
-   # its statistics pool every channel: removing one changes the others, so none is removed
-   channels=Channels("pass", whole=("in", "out")), slicer=ch.slice_per_channel, keeps_output=False,
+# a norm whose statistics pool channels: removing one changes the others, so none is removed
+_POOLED = Channels("pass", whole=("in", "out"))
+_p("layernorm", Arg("affine", "bool", True), Arg("eps", "float", 1e-5, low=0),
+   doc="layer norm: each token over its D channels (nn.LayerNorm(D)); a vector over its features; a feature "
+       "map over all of (C, H, W) with a per-channel affine, which is `groupnorm(groups=1)`",
+   shape=_layernorm_shape, params=_norm_params, module=_layernorm_module,
+   channels=_POOLED, slicer=ch.slice_per_channel, keeps_output=False,
    zero_at_zero=_not_affine)
+_p("groupnorm", Arg("groups", "int", 1, low=1), Arg("affine", "bool", True), Arg("eps", "float", 1e-5, low=0),
+   doc="group norm over a feature map (nn.GroupNorm): groups 1 is a layer norm over (C, H, W), groups = C an "
+       "instance norm", shape=_groupnorm_shape, params=_norm_params,
+   module=lambda a, s: __import__("torch").nn.GroupNorm(a["groups"], s[0][0], eps=a["eps"], affine=a["affine"]),
+   channels=lambda a, s, o: PASS if a["groups"] == s[0][0] else _POOLED, slicer=ch.slice_groupnorm,
+   keeps_output=False, zero_at_zero=_not_affine)
 _NONZERO_AT_ZERO = ("sigmoid", "hsigmoid")  # f(0) = 0.5
 
 
@@ -384,12 +439,15 @@ _p("flatten", shape=lambda a, s: (math.prod(s[0]),), module=lambda a, s: __impor
    channels=Channels("pass", order=_flatten_order),
    zero_at_zero=True)
 _p("linear", Arg("out", "int"), Arg("bias", "bool", True), shape=_linear_shape,
-   params=lambda a, s: s[0][0] * a["out"] + (a["out"] if a["bias"] else 0),
-   macs=lambda a, s, o: s[0][0] * a["out"], module=_linear_module,
+   doc="a fully connected layer on a vector, or on each token",
+   params=lambda a, s: s[0][-1] * a["out"] + (a["out"] if a["bias"] else 0),
+   macs=lambda a, s, o: math.prod(s[0]) * a["out"], module=_linear_module,
    channels=PRODUCER, slicer=ch.slice_linear, keeps_output=False,
    zero_at_zero=_no_bias)
 _p("scale", Arg("init", "float", 1.0), doc="a learnable scale per channel (layer scale), starting at init",
-   params=lambda a, s: s[0][0], module=_module("LayerScale", channels=lambda a, s: s[0][0], init=lambda a, s: a["init"]),
+   params=lambda a, s: channel_count(s[0]),
+   module=_module("LayerScale", channels=lambda a, s: channel_count(s[0]), init=lambda a, s: a["init"],
+                  last=lambda a, s: len(s[0]) == 2),
    channels=PASS, slicer=ch.slice_per_channel, keeps_output=False, zero_at_zero=True)
 _p("dropout", Arg("p", "float", 0.0, low=0, high=1), module=lambda a, s: __import__("torch").nn.Dropout(a["p"]), channels=PASS,
    zero_at_zero=True)
@@ -403,3 +461,157 @@ _p("zero", Arg("stride", "int", 1, low=1), Arg("out", "int", 0, low=0),
 _p("shuffle", Arg("groups", "int"), doc="channel shuffle", shape=_shuffle_shape,
    module=_module("ChannelShuffle", groups=lambda a, s: a["groups"]), channels=Channels("pass", order=_shuffle_order),
    zero_at_zero=True)
+
+
+# ---- tokens: transformers --------------------------------------------------------------
+def _patch_shape(a, s):
+    c, h, w = feature_map(s, "patch_embed")
+    _positive(a, "patch_embed", "dim", "patch")
+    p = a["patch"]
+    return (conv_out(h, p, p, 1, 0, "patch_embed") * conv_out(w, p, p, 1, 0, "patch_embed"), a["dim"])
+
+
+def _patch_conv(a, s):
+    """patch_embed's convolution, as a conv's arguments."""
+    return {"out": a["dim"], "kernel": a["patch"], "stride": a["patch"], "groups": 1, "dilation": 1, "bias": True,
+            "padding": 0}
+
+
+def _to_map_shape(a, s):
+    n, d = tokens_of(s, "to_map")
+    h = a["height"] or math.isqrt(n)
+    if h < 1 or n % h or (not a["height"] and h * h != n):
+        how = f"a map of height {h}" if a["height"] else "a square map; give its height"
+        raise ShapeError(f"`to_map` cannot lay {n} tokens out as {how}")
+    return (d, h, n // h)
+
+
+def _heads(a, s):
+    """(heads, head width, the attention's inner width heads x head width)."""
+    d = tokens_of(s, "attention")[1]
+    _positive(a, "attention", "heads")
+    if not a["head_dim"] and d % a["heads"]:
+        raise ShapeError(f"`attention`: {a['heads']} heads must divide the {d} channels; or give head_dim")
+    hd = a["head_dim"] or d // a["heads"]
+    return a["heads"], hd, a["heads"] * hd
+
+
+def _attention_shape(a, s):
+    _heads(a, s)
+    return s[0]
+
+
+def _attention_params(a, s):
+    d = s[0][1]
+    _, _, inner = _heads(a, s)
+    return d * 3 * inner + (3 * inner if a["qkv_bias"] else 0) + inner * d + d
+
+
+def _attention_macs(a, s, o):
+    n, d = s[0]
+    heads, hd, inner = _heads(a, s)
+    return n * d * 3 * inner + 2 * heads * n * n * hd + n * inner * d  # qkv, q k^T and attention x v, proj
+
+
+def _mlp_out(a, s):
+    return a["out"] or channel_count(s[0])
+
+
+def _mlp_shape(a, s):
+    if len(s[0]) not in (1, 2):
+        raise ShapeError(f"`mlp` needs tokens (N, D) or a vector (F,), got {_fmt(s[0])}")
+    _positive(a, "mlp", "hidden")
+    return (*s[0][:-1], _mlp_out(a, s))
+
+
+def _mlp_params(a, s):
+    d, h, o = s[0][-1], a["hidden"], _mlp_out(a, s)
+    return d * h + h + h * o + o
+
+
+def _pool_tokens(a, s):
+    n, d = tokens_of(s, "token_pool")
+    return (d,)
+
+
+def _upsample_shape(a, s):
+    c, h, w = feature_map(s, "upsample")
+    _positive(a, "upsample", "scale")
+    return (c, h * a["scale"], w * a["scale"])
+
+
+def _convt_shape(a, s):
+    c, h, w = feature_map(s, "convtranspose")
+    _positive(a, "convtranspose", "out", "kernel", "stride")
+    if a["output_padding"] >= a["stride"]:
+        raise ShapeError(f"`convtranspose`: output_padding {a['output_padding']} must be less than the stride")
+    side = [(x - 1) * a["stride"] - 2 * a["padding"] + a["kernel"] + a["output_padding"] for x in (h, w)]
+    if min(side) < 1:
+        raise ShapeError(f"`convtranspose` with padding {a['padding']} leaves no output of a {h}x{w} map")
+    return (a["out"], *side)
+
+
+def _convt_module(a, s):
+    from torch import nn
+
+    return nn.ConvTranspose2d(s[0][0], a["out"], a["kernel"], a["stride"], a["padding"], a["output_padding"],
+                              bias=a["bias"])
+
+
+_p("patch_embed", Arg("dim", "int"), Arg("patch", "int", 16),
+   doc="a feature map cut into patch x patch squares, each projected to a dim-channel token (a strided conv "
+       "with bias): (C, H, W) -> (H/patch * W/patch, dim)",
+   shape=_patch_shape, params=lambda a, s: _conv_params(_patch_conv(a, s), s),
+   macs=lambda a, s, o: _conv_macs(_patch_conv(a, s), s, (a["dim"], o[0], 1)),
+   module=_module("PatchEmbed", proj=lambda a, s: _conv_module(_patch_conv(a, s), s)),
+   channels=PRODUCER, slicer=ch.slice_patch_embed, keeps_output=False)
+_p("tokens", doc="a feature map read as its pixels, one token each: (C, H, W) -> (H * W, C)",
+   shape=lambda a, s: (lambda c, h, w: (h * w, c))(*feature_map(s, "tokens")), module=_module("Tokens"),
+   channels=PASS, zero_at_zero=True)
+_p("to_map", Arg("height", "int", 0, low=0),
+   doc="tokens laid back out as a feature map, row by row: (N, D) -> (D, height, N / height); height 0: square",
+   shape=_to_map_shape, module=_module("ToMap", height=lambda a, s: _to_map_shape(a, s)[1]),
+   channels=PASS, zero_at_zero=True)
+_p("cls_token", doc="a learned class token put before the tokens: (N, D) -> (N + 1, D)",
+   shape=lambda a, s: (lambda n, d: (n + 1, d))(*tokens_of(s, "cls_token")), params=lambda a, s: s[0][1],
+   module=_module("ClsToken", dim=lambda a, s: s[0][1]),
+   # the token is not zero where a removed channel is: the channels stay whole
+   channels=Channels("pass", zero=False), slicer=ch.slice_last_dim, keeps_output=False)
+_p("pos_embed", doc="a learned position embedding added to the tokens", shape=lambda a, s: tokens_of(s, "pos_embed"),
+   params=lambda a, s: math.prod(s[0]), module=_module("PosEmbed", tokens=lambda a, s: s[0][0], dim=lambda a, s: s[0][1]),
+   channels=Channels("pass", zero=False), slicer=ch.slice_last_dim, keeps_output=False)
+_p("attention", Arg("heads", "int"), Arg("head_dim", "int", 0, low=0), Arg("qkv_bias", "bool", True),
+   doc="multi-head self-attention over tokens: one qkv projection to heads x head_dim (0: D / heads) per q, k "
+       "and v, scaled dot-product attention per head, an output projection back to D",
+   shape=_attention_shape, params=_attention_params, macs=_attention_macs,
+   module=_module("Attention", dim=lambda a, s: s[0][1], heads=lambda a, s: _heads(a, s)[0],
+                  head_dim=lambda a, s: _heads(a, s)[1], qkv_bias=lambda a, s: a["qkv_bias"]),
+   channels=PRODUCER, slicer=ch.slice_attention, adapter=ch.adapt_attention, window=ch.window_attention,
+   inner=lambda a, s: (_heads(a, s)[2], ch.ATTENTION_INNER), keeps_output=False)
+_p("mlp", Arg("hidden", "int"), Arg("act", "str", "gelu", allowed=_ACTS), Arg("out", "int", 0, low=0),
+   doc="a transformer's feed-forward layer on each token: linear to hidden, activation, linear to out "
+       "(0: the input's width)",
+   shape=_mlp_shape, params=_mlp_params,
+   macs=lambda a, s, o: math.prod(s[0][:-1]) * a["hidden"] * (s[0][-1] + _mlp_out(a, s)),
+   module=_module("Mlp", dim=lambda a, s: s[0][-1], hidden=lambda a, s: a["hidden"], out=_mlp_out,
+                  act=lambda a, s: activation_module(a["act"])),
+   channels=PRODUCER, slicer=ch.slice_mlp, inner=lambda a, s: (a["hidden"], ch.MLP_INNER), keeps_output=False)
+_p("token_pool", Arg("mode", "str", "mean", allowed=("mean", "cls")),
+   doc="tokens to one vector: their mean, or the class token (the first): (N, D) -> (D,)",
+   shape=_pool_tokens, module=_module("TokenPool", mode=lambda a, s: a["mode"]), channels=PASS, keeps_output=False,
+   zero_at_zero=True)
+
+
+# ---- decoders: upsampling ---------------------------------------------------------------
+_p("upsample", Arg("scale", "int", 2), Arg("mode", "str", "nearest", allowed=("nearest", "bilinear")),
+   doc="a feature map scaled up by an integer factor (bilinear: align_corners false, as nn.Upsample)",
+   shape=_upsample_shape,
+   module=lambda a, s: __import__("torch").nn.Upsample(scale_factor=a["scale"], mode=a["mode"]),
+   channels=PASS, zero_at_zero=True)
+_p("convtranspose", Arg("out", "int"), Arg("kernel", "int", 2), Arg("stride", "int", 2), Arg("padding", "int", 0, low=0),
+   Arg("output_padding", "int", 0, low=0), Arg("bias", "bool", False),
+   doc="transposed convolution: side (n - 1) * stride - 2 * padding + kernel + output_padding",
+   shape=_convt_shape, params=lambda a, s: s[0][0] * a["out"] * a["kernel"] ** 2 + (a["out"] if a["bias"] else 0),
+   macs=lambda a, s, o: s[0][0] * a["out"] * a["kernel"] ** 2 * s[0][1] * s[0][2], module=_convt_module,
+   channels=PRODUCER, slicer=ch.slice_convtranspose, keeps_output=False,
+   zero_at_zero=_no_bias)

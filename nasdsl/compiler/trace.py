@@ -37,10 +37,10 @@ import torch.fx
 import torch.nn.functional as F
 from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
-from torch.utils.flop_counter import FlopCounterMode
 
 from ..language.errors import NasError, did_you_mean
 from . import primitives
+from .flops import flop_counter
 from .fxtrace import fx_trace
 from .graph import output_shape
 from .modules import LayerScale
@@ -55,7 +55,7 @@ def trace(module: nn.Module, example: torch.Tensor) -> nx.DiGraph:
     module.eval()  # the graph of inference: no stochastic depth, no auxiliary heads
     try:
         gm = fx_trace(module)
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        with torch.no_grad(), flop_counter() as counter:
             probe = _Probe(gm, counter)
             try:
                 probe.propagate(example)
@@ -464,7 +464,9 @@ _MODULES = {
     nn.Conv2d: ("conv", _conv),
     nn.BatchNorm2d: ("bn", _bn),
     nn.BatchNorm1d: ("bn", _bn),
-    nn.GroupNorm: ("layernorm", lambda m: {"affine": m.affine} if m.num_groups == 1 and m.eps == 1e-5 else None),
+    nn.GroupNorm: ("groupnorm", lambda m: {"groups": m.num_groups, "affine": m.affine, "eps": float(m.eps)}),
+    nn.LayerNorm: ("layernorm", lambda m: {"affine": m.elementwise_affine, "eps": float(m.eps)}
+                   if len(m.normalized_shape) == 1 and (m.bias is not None or not m.elementwise_affine) else None),
     nn.ReLU: ("relu", _plain),
     nn.ReLU6: ("relu6", _plain),
     nn.Hardswish: ("hswish", _plain),

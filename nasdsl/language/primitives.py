@@ -14,6 +14,9 @@ of them keeps a list of op names:
     channels     how its output channels follow from its input's (`Channels`):
                  channel groups and pruning read it; undeclared, a barrier
     slicer       cuts its module to kept input and output channels (pruning)
+    inner        channels inside its module that no other layer sees (an attention's
+                 heads x head_dim, an MLP's hidden width): a channel group of their
+                 own, cut by the slicer's `inner=` and zeroed in the tensors named
     adapter      seeds one of its tensors from a parent's of another shape
                  (weight inheritance); None: the standard one
     keeps_output whether autograd keeps its output for the backward pass: if not,
@@ -123,6 +126,9 @@ class Primitive:
     module: Callable | None = None  # (args, in shapes) -> nn.Module; None: passes its input on
     channels: Channels | Callable = BARRIER  # or (args, in shapes, out shape) -> Channels
     slicer: Callable | None = None  # (module, input channels kept, output channels kept): cuts it in place
+    # (args, in shapes) -> (count, ((tensor name, axis, blocks), ...)) | None: its inner channels, and
+    # where each tensor holds them (along `axis`, in `blocks` equal parts: q, k and v of a qkv)
+    inner: Callable | None = None
     # (tensor name, parent's, child's, parent args, child args) -> (tensor, count) | None
     adapter: Callable | None = None
     # (tensor name, supernet bank tensor, shape) -> [(bank view, index into the tensor)]; None: `channels.pieces`
@@ -138,6 +144,10 @@ class Primitive:
 
     def arg(self, name: str) -> Arg | None:
         return next((a for a in self.args if a.name == name), None)
+
+    def inner_of(self, args: dict, in_shapes) -> tuple | None:
+        """(how many inner channels, where its tensors hold them), or None."""
+        return self.inner(args, in_shapes) if self.inner else None
 
     def channels_of(self, args: dict, in_shapes, shape) -> Channels:
         """The op's channel flow for these arguments and shapes."""

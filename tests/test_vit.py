@@ -1,0 +1,182 @@
+"""spaces/vit.nas and the token primitives: its presets are torchvision's vit_b_16
+and timm's deit_tiny_patch16_224 (params, MACs with attention's products, logits
+after loading their weights), and tokens behave as tokens."""
+
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+import torchvision
+
+import nasdsl
+from nasdsl.compiler.compat.torchvision import from_torchvision, key_map
+from nasdsl.compiler.flops import flop_counter
+from nasdsl.compiler.graph import output_shape
+from nasdsl.language.errors import NasError
+
+SPACES = Path(__file__).resolve().parent.parent / "spaces"
+SPACE = nasdsl.load(SPACES / "vit.nas")
+REFERENCES = {"vit_b_16": lambda: torchvision.models.vit_b_16(weights=None),
+              "deit_tiny": lambda: timm.create_model("deit_tiny_patch16_224", pretrained=False)}
+
+
+def _randomised(model, seed=0):
+    """Random weights everywhere: both references start their heads at zero, which
+    would make any two logits agree."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+    return model.eval()
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCES))
+def test_presets_are_the_reference_networks(name):
+    theirs = _randomised(REFERENCES[name]())
+    graph = SPACE.graph(SPACE.preset(name))
+    # torchvision's eval mode takes a fused attention that torch's counter misses; in
+    # train mode (no dropout in vit_b_16) it computes the same products, counted
+    theirs.train(name == "vit_b_16")
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad(), flop_counter() as counter:
+        theirs(x)
+    theirs.eval()
+    assert graph.graph["params"] == sum(p.numel() for p in theirs.parameters())
+    assert graph.graph["macs"] == counter.get_total_flops() // 2 // 2
+    assert output_shape(graph) == (1000,)
+    ours = SPACE.compile(SPACE.preset(name)).eval()
+    ours.load_state_dict(from_torchvision(ours, theirs))
+    with torch.no_grad():
+        want = theirs(x)
+        assert want.abs().max() > 0.05
+        assert torch.allclose(ours(x), want, atol=1e-5, rtol=1e-4)
+
+
+def test_the_key_map_pairs_tokens_and_attention_by_what_runs_first():
+    ours = SPACE.compile(SPACE.preset("deit_tiny"))
+    mapping = key_map(ours, timm.create_model("deit_tiny_patch16_224", pretrained=False))
+    assert mapping["cls_token.token"] == "cls_token"  # (192,) here, (1, 1, 192) in timm
+    assert mapping["pos_embed.weight"] == "pos_embed"
+    assert mapping["block.attention.qkv.weight"] == "blocks.0.attn.qkv.weight"
+    assert mapping["linear.weight"] == "head.weight"
+
+
+def test_the_space_counts_its_choices():
+    per_block = 4 * 3  # heads x MLP ratio
+    assert SPACE.count == 5 * sum(per_block ** n for n in range(1, 15))
+
+
+def test_a_fashion_mnist_vit_runs_and_trains():
+    space = SPACE.bind(resolution=28, in_channels=1, num_classes=10, patch=4, width=0.125, head_dim=8)
+    d = space.sample(seed=3)
+    module = space.compile(d)
+    x, y = torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))
+    loss = torch.nn.functional.cross_entropy(module(x), y)
+    loss.backward()
+    assert all(p.grad is not None for p in module.parameters())
+    assert space.graph(d).nodes["patch_embed"]["shape"][0] == 49  # 7 x 7 patches of 4 x 4
+
+
+# ---- the token primitives, one by one -------------------------------------------------------
+def _space(body: str, **params):
+    text = "space t(in_channels: int = 2, resolution: int = 8)\n\nnetwork = " + body + "\n"
+    return nasdsl.loads(text, name="t.nas").bind(**params)
+
+
+def _run(body: str):
+    space = _space(body)
+    d = space.sample(seed=0)
+    graph = space.graph(d)
+    module = space.compile(d).eval()
+    x = torch.randn(3, 2, 8, 8)
+    with torch.no_grad(), flop_counter() as counter:
+        y = module(x)
+    assert tuple(y.shape[1:]) == output_shape(graph)
+    assert graph.graph["params"] == sum(p.numel() for p in module.parameters())
+    assert graph.graph["macs"] == counter.get_total_flops() // 2 // 3
+    return graph, module, x, y
+
+
+def test_tokens_and_to_map_are_inverse():
+    graph, _, x, y = _run("tokens to_map")
+    assert graph.nodes["tokens"]["shape"] == (64, 2)
+    assert torch.equal(x, y)
+
+
+def test_attention_with_its_own_head_width_and_the_mlp():
+    graph, module, _, _ = _run("patch_embed(dim=12, patch=2) layernorm attention(heads=3, head_dim=5) "
+                               "mlp(hidden=20, act=gelu) token_pool(mode=mean) linear(out=4)")
+    assert graph.nodes["attention"]["shape"] == (16, 12)
+    assert module.attention.qkv.out_features == 3 * 3 * 5
+    assert graph.nodes["token_pool"]["shape"] == (12,)
+
+
+def test_a_class_token_and_position_embedding_on_the_right_tokens():
+    graph, module, x, _ = _run("patch_embed(dim=6, patch=4) cls_token pos_embed token_pool(mode=cls)")
+    assert graph.nodes["cls_token"]["shape"] == (5, 6)
+    with torch.no_grad():
+        cls = module(x)
+    assert torch.allclose(cls, (module.cls_token.token + module.pos_embed.weight[0]).expand(3, -1))
+
+
+def test_linear_and_layernorm_act_on_each_token():
+    graph, module, x, y = _run("tokens linear(out=5) layernorm(eps=1e-6) scale(init=0.5)")
+    want = torch.nn.functional.layer_norm(module.linear(x.flatten(2).transpose(1, 2)), (5,),
+                                          module.layernorm.weight, module.layernorm.bias, 1e-6) * 0.5
+    assert torch.allclose(y, want, atol=1e-6)
+
+
+@pytest.mark.parametrize("body, words", [
+    ("tokens bn", "`bn` works on channels first"),
+    ("tokens attention(heads=3)", "3 heads must divide the 2 channels"),
+    ("attention(heads=1)", "`attention` needs tokens (N, D)"),
+    ("tokens tokens", "`tokens` needs a feature map"),
+    ("patch_embed(dim=4, patch=4) cls_token to_map", "cannot lay 5 tokens out as a square map; give its height"),
+    ("tokens to_map(height=3)", "cannot lay 64 tokens out as a map of height 3"),
+    ("patch_embed(dim=4, patch=9)", "cannot take a 8-pixel side"),
+])
+def test_token_shape_errors_are_clear(body, words):
+    with pytest.raises(NasError) as err:
+        _space(body).graph(_space(body).sample(seed=0))
+    assert words in str(err.value)
+
+
+def test_a_vit_search_runs_from_the_cli_and_reports(tmp_path, capsys):
+    import json
+
+    from nasdsl.cli.commands import main
+
+    store = tmp_path / "vit.db"
+    code = main(["search", str(SPACES / "vit.nas"), "--dataset", "digits", "--epochs", "1", "--limit", "300",
+                 "--trials", "2", "--algorithm", "random", "--optimizer", "adamw", "--store", str(store),
+                 "--param", "patch=4", "--param", "width=0.0625", "--param", "head_dim=4", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0 and out["finished"] == 2, out
+    assert main(["report", "--store", str(store), "--out", str(tmp_path / "report")]) == 0
+    assert "Pareto front" in (tmp_path / "report" / "summary.md").read_text()
+
+
+def test_heads_and_mlp_widths_are_channel_groups_that_prune_exactly():
+    from nasdsl.compiler.groups import channel_groups, prune, zero_removed
+
+    space = SPACE.bind(resolution=16, patch=4, in_channels=1, num_classes=10, width=0.125, head_dim=8)
+    d = space.sample(seed=2)
+    graph = space.graph(d)
+    module = space.compile(d).eval()
+    groups = {g.name: g for g in channel_groups(graph)}
+    heads = groups["block.attention.inner"]
+    assert heads.prunable and heads.members == (("block.attention", "inner", tuple(range(heads.channels))),)
+    assert groups["block.mlp.inner"].prunable
+    assert not groups["patch_embed"].prunable  # the residual stream: every layernorm pools it
+    x = torch.randn(3, 1, 16, 16)
+    per_head = {name: range(0, g.channels, 2) for name, g in groups.items() if g.prunable}  # half of each head
+    first_head = {"block.attention.inner": range(8)}  # one whole head of 8 channels
+    for keep in (per_head, first_head):
+        small, zeroed = prune(graph, module, keep), zero_removed(graph, module, keep)
+        with torch.no_grad():
+            torch.testing.assert_close(small(x), zeroed(x), rtol=1e-4, atol=1e-5)
+        assert sum(p.numel() for p in small.parameters()) < sum(p.numel() for p in module.parameters())
+    assert prune(graph, module, first_head).block.attention.heads == 1
+    with pytest.raises(NasError, match="keeps whole heads or as many channels of each"):
+        prune(graph, module, {"block.attention.inner": range(12)})  # 8 of one head, 4 of another
