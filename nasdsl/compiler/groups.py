@@ -147,8 +147,8 @@ def layouts(graph: nx.DiGraph):
             continue
         prim = primitives.get(op)  # None for a traced op nasdsl has no word for: a barrier
         flow = prim.channels_of(a["args"], a["in_shapes"], a["shape"]) if prim else BARRIER
-        if inner_width(graph, node):
-            inner[node] = producers[f"{node}.inner"] = units.new(inner_width(graph, node))
+        if width := inner_width(graph, node):
+            inner[node] = producers[f"{node}.inner"] = units.new(width)
         if flow.flow == "pass":
             out[node] = first if flow.order is None else first[flow.order(a["args"], a["in_shapes"])]
             if not flow.zero and any(graph.nodes[n]["op"] != "mul" for n in graph.successors(node)):
@@ -268,8 +268,9 @@ def _disconnects(graph, out, members, succ: dict, ends: dict) -> bool:
 
 # ---- pruning ------------------------------------------------------------------------------
 def kept_positions(graph: nx.DiGraph, keep: dict):
-    """{node: (output positions kept, [input positions kept per input])} for a keep-set
-    {group name: group channel indices to keep}; checks names and indices."""
+    """{node: (output positions kept, [input positions kept per input], inner positions
+    kept or None)} for a keep-set {group name: group channel indices to keep}; checks
+    names and indices."""
     groups = {g.name: g for g in channel_groups(graph)}
     units, out, ins, inner, _ = layouts(graph)
     find = units.find
