@@ -80,9 +80,10 @@ for name in sys.argv[3:]:
 
 
 def test_standalone_python_needs_only_torch_and_gives_the_modules_logits(tmp_path):
-    """SE blocks, FactorizedReduce, sepconv's Sequential, zero ops and in-place
-    activations: the classes nasdsl adds to torch's are in the file, written as source."""
-    names = ["nb201", "mobilenetv3", "darts", "tutorial"]
+    """SE blocks, FactorizedReduce, sepconv's Sequential, zero ops, in-place
+    activations, attention and tokens: the classes nasdsl adds to torch's are in the
+    file, written as source."""
+    names = ["nb201", "mobilenetv3", "darts", "tutorial", "vit", "unet"]
     for name in names:
         space = nasdsl.load(SPACES / f"{name}.nas").bind(**SMALL.get(name, {}))
         d = space.sample(seed=2)  # nb201's has a `none` edge: a zero op
@@ -96,7 +97,8 @@ def test_standalone_python_needs_only_torch_and_gives_the_modules_logits(tmp_pat
         assert "nasdsl" not in "".join(line for line in (tmp_path / f"{name}.py").read_text().splitlines()
                                        if line.startswith(("import", "from")))
     written = "".join((tmp_path / f"{name}.py").read_text() for name in names)
-    for used in ("class Zero(", "class SqueezeExcitation(", "class FactorizedReduce(", "nn.Sequential("):
+    for used in ("class Zero(", "class SqueezeExcitation(", "class FactorizedReduce(", "nn.Sequential(",
+                 "class Attention(", "class PatchEmbed(", "nn.ConvTranspose2d("):
         assert used in written
     site_packages = str(Path(torch.__file__).parent.parent)
     # -I -S: no environment, no user or site folders (so no editable install of nasdsl)

@@ -157,7 +157,7 @@ def test_a_vit_search_runs_from_the_cli_and_reports(tmp_path, capsys):
     assert "Pareto front" in (tmp_path / "report" / "summary.md").read_text()
 
 
-def test_heads_and_mlp_widths_are_channel_groups_that_prune_exactly():
+def test_heads_and_mlp_widths_are_channel_groups_that_prune_exactly(tmp_path):
     from nasdsl.compiler.groups import channel_groups, prune, zero_removed
 
     space = SPACE.bind(resolution=16, patch=4, in_channels=1, num_classes=10, width=0.125, head_dim=8)
@@ -178,5 +178,11 @@ def test_heads_and_mlp_widths_are_channel_groups_that_prune_exactly():
             torch.testing.assert_close(small(x), zeroed(x), rtol=1e-4, atol=1e-5)
         assert sum(p.numel() for p in small.parameters()) < sum(p.numel() for p in module.parameters())
     assert prune(graph, module, first_head).block.attention.heads == 1
+    # a pruned attention keeps the original scale, and standalone Python writes it back
+    # (write_module checks the file's logits against the module's)
+    from nasdsl.compiler.export import write_module
+
+    write_module(prune(graph, module, per_head), graph.graph["input_shape"], {"py": tmp_path / "pruned.py", "state_dict": tmp_path / "pruned.pt"})
+    assert ", 4, scale=0.35355" in (tmp_path / "pruned.py").read_text()
     with pytest.raises(NasError, match="keeps whole heads or as many channels of each"):
         prune(graph, module, {"block.attention.inner": range(12)})  # 8 of one head, 4 of another
