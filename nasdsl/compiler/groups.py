@@ -85,11 +85,16 @@ class _Units:
                 self.parent[max(rx, ry)] = min(rx, ry)
 
 
-def inner_width(graph: nx.DiGraph, node) -> int:
-    """How many inner channels a node's op has (an attention's heads x head_dim), or 0."""
+def _inner(graph: nx.DiGraph, node) -> tuple | None:
+    """A node's inner channels as its primitive declares them: (count, where), or None."""
     a = graph.nodes[node]
     prim = primitives.get(a["op"])
-    found = prim.inner_of(a["args"], a["in_shapes"]) if prim else None
+    return prim.inner_of(a["args"], a["in_shapes"]) if prim else None
+
+
+def inner_width(graph: nx.DiGraph, node) -> int:
+    """How many inner channels a node's op has (an attention's heads x head_dim), or 0."""
+    found = _inner(graph, node)
     return found[0] if found else 0
 
 
@@ -337,11 +342,10 @@ def zero_removed(graph: nx.DiGraph, module, keep: dict):
             out_keep, _, inner_keep = positions[node]
             if holder(graph, node) not in named or out_keep is None or not a["shape"] or a["op"] in JOINS:
                 continue
-            if inner_keep is not None and len(inner_keep) != inner_width(graph, node):
-                prim = primitives.get(a["op"])
-                where = prim.inner_of(a["args"], a["in_shapes"])[1]
-                zero_inner(named[holder(graph, node)], where,
-                           sorted(set(range(inner_width(graph, node))) - set(inner_keep)))
+            if inner_keep is not None:
+                count, where = _inner(graph, node)
+                if len(inner_keep) != count:
+                    zero_inner(named[holder(graph, node)], where, sorted(set(range(count)) - set(inner_keep)))
             width = primitives.channel_count(a["shape"])
             gone = sorted(set(range(width)) - set(out_keep))
             if not gone:

@@ -5,7 +5,8 @@ how channels flow through it, how its module is sliced and its weights adapted
 Shapes are per sample: `(C, H, W)` for feature maps, `(F,)` for vectors and
 `(N, D)` for a sequence of N tokens of D channels (`channel_count` says which axis
 holds the channels). MACs count what `torch.utils.flop_counter` counts
-(convolutions and matrix products, attention's included), halved. Torch is imported only when a module is built. The registry itself (and
+(convolutions and matrix products, attention's included), halved. Torch is
+imported only when a module is built. The registry itself (and
 how users add to it) is `nasdsl.language.primitives`.
 """
 
