@@ -186,3 +186,74 @@ def test_heads_and_mlp_widths_are_channel_groups_that_prune_exactly(tmp_path):
     assert ", 4, scale=0.35355" in (tmp_path / "pruned.py").read_text()
     with pytest.raises(NasError, match="keeps whole heads or as many channels of each"):
         prune(graph, module, {"block.attention.inner": range(12)})  # 8 of one head, 4 of another
+
+
+# ---- traced ViTs: the tracer gives them the compiler's graph -------------------------------
+def _ops(graph):
+    """The graph's operations in order, as (op, args, shape, params, MACs), without the
+    ones that compute nothing in eval mode."""
+    import networkx as nx
+
+    return [(a["op"], a["args"], a["shape"], a["params"], a["macs"])
+            for a in (graph.nodes[n] for n in nx.topological_sort(graph))
+            if a["op"] not in ("identity", "dropout", "input", "output")]
+
+
+def test_timms_deit_traces_to_the_presets_graph():
+    from nasdsl.compiler.trace import trace
+
+    theirs = timm.create_model("deit_tiny_patch16_224", pretrained=False)
+    traced = trace(theirs, torch.randn(1, 3, 224, 224))
+    ours = SPACE.graph(SPACE.preset("deit_tiny"))
+    assert _ops(traced) == _ops(ours)  # patch_embed, cls_token, pos_embed, then per block attention and mlp
+    assert traced.nodes["blocks.0.attn"]["op"] == "attention" and traced.nodes["cat"]["tensors"] == ("cls_token",)
+
+
+def test_torchvisions_vit_traces_to_tokens_with_its_attention_counted():
+    from torchvision.models.vision_transformer import VisionTransformer
+
+    from nasdsl.compiler import primitives
+    from nasdsl.compiler.trace import trace
+
+    model = VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=4, hidden_dim=64, mlp_dim=128,
+                              num_classes=10).eval()
+    x = torch.randn(2, 3, 32, 32)
+    graph = trace(model, x)
+    with torch.no_grad(), flop_counter() as counter:  # eval mode: nn.MultiheadAttention's fast path is off
+        model(x)
+    assert graph.graph["macs"] == counter.get_total_flops() // 2 // 2
+    assert graph.graph["params"] == sum(p.numel() for p in model.parameters())
+    ops = [op for op, *_ in _ops(graph)]
+    assert ops[:5] == ["conv", "tokens", "cls_token", "pos_embed", "layernorm"] and ops[-2:] == ["token_pool", "linear"]
+    # torch's attention is one node of the shape and MACs nasdsl's attention has: its input width
+    # is its inner width, so it stays whole, and the residual stream is every layernorm's anyway
+    mha = graph.nodes["encoder.layers.encoder_layer_0.self_attention"]
+    assert mha["op"] == "module:MultiheadAttention" and mha["shape"] == (17, 64)
+    attention = primitives.get("attention")
+    assert mha["macs"] == attention.macs({"heads": 4, "head_dim": 0, "qkv_bias": True}, [(17, 64)], (17, 64))
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_a_traced_timm_vit_prunes_whole_heads_and_channels_of_each_as_zeroed(fused):
+    from timm.models.vision_transformer import VisionTransformer
+
+    from nasdsl.compiler.groups import channel_groups, prune, zero_removed
+    from nasdsl.compiler.trace import trace
+
+    model = VisionTransformer(img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=3, mlp_ratio=2,
+                              num_classes=10).eval()
+    for block in model.blocks:
+        block.attn.fused_attn = fused
+    x = torch.randn(2, 3, 32, 32)
+    graph = trace(model, x)
+    groups = {g.name: g for g in channel_groups(graph)}
+    assert sorted(n for n, g in groups.items() if g.prunable) == \
+        ["blocks.0.attn.inner", "blocks.0.mlp.inner", "blocks.1.attn.inner", "blocks.1.mlp.inner"]
+    half_of_each = {"blocks.0.attn.inner": [c for c in range(48) if c % 16 < 8], "blocks.1.mlp.inner": range(40)}
+    last_two_heads = {"blocks.1.attn.inner": range(16, 48)}
+    for keep, heads in ((half_of_each, (3, 3)), (last_two_heads, (3, 2))):
+        small = prune(graph, model, keep)
+        with torch.no_grad():
+            torch.testing.assert_close(small(x), zero_removed(graph, model, keep)(x), rtol=1e-4, atol=1e-5)
+        assert tuple(b.attn.num_heads for b in small.blocks) == heads
+        assert all(b.attn.attn_dim == b.attn.num_heads * b.attn.head_dim for b in small.blocks)

@@ -26,13 +26,15 @@ TIMM = [f"timm:{n}" for n in (
 FAST = TORCHVISION + TIMM
 
 # where our prunable groups are fewer than torch-pruning's, and why (docs/benchmarks.md)
-TOKENS = "Linear and LayerNorm over the last dimension (tokens, channels-last) are barriers"
+TOKENS = "Linear and LayerNorm over the last dimension of a channels-last map (H, W, C) are barriers"
+RESIDUAL = ("the residual stream passes every LayerNorm, whose statistics pool its channels: torch-pruning cuts it, "
+            "which changes the function; every head and MLP width is a group")
 ITEMS = "the items of a split are kept whole: their sizes are in the model's code"
 GROUPED = "a grouped conv's output channels are coupled with its input's; torch-pruning gives them a group"
 CLASSES = "torch-pruning counts a conv classifier's class scores as prunable (there is no Linear to ignore)"
 FEWER = {
     "convnext_tiny": TOKENS, "timm:convnext_atto": TOKENS, "timm:edgenext_xx_small": TOKENS,
-    "timm:vit_tiny_patch16_224": TOKENS, "timm:levit_128s": TOKENS, "timm:mobilevit_xxs": TOKENS,
+    "timm:vit_tiny_patch16_224": RESIDUAL, "timm:levit_128s": TOKENS, "timm:mobilevit_xxs": TOKENS,
     "timm:poolformer_s12": "GroupNorm(1, C) pools every channel, so its channels are kept whole",
     "timm:efficientvit_b0": "a leaf (a shape check) and its attention's reshapes",
     "regnet_y_400mf": GROUPED, "timm:regnetx_002": GROUPED,

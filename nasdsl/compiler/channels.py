@@ -133,19 +133,26 @@ def _blocks(keep, width: int, blocks: int) -> list:
 
 
 def slice_attention(m, in_keep, out_keep, inner=None):
-    """An Attention: the channels qkv reads and proj writes, and, with `inner`, its
-    inner channels (head h holds h * head_dim ..). Whole heads go, or the same count
-    from every head that stays; the scale stays, so the function is the one before."""
-    inner = range(m.heads * m.head_dim) if inner is None else list(inner)
-    per = m.head_dim
-    counts = [sum(1 for c in inner if c // per == h) for h in range(m.heads)]
+    """An Attention (ours, or timm's, which calls its heads `num_heads`): the channels
+    qkv reads and proj writes, and, with `inner`, its inner channels (head h holds
+    h * head_dim ..). Whole heads go, or the same count from every head that stays;
+    the scale stays, so the function is the one before."""
+    heads = "heads" if hasattr(m, "heads") else "num_heads"
+    count, per = getattr(m, heads), m.head_dim
+    inner = range(count * per) if inner is None else list(inner)
+    counts = [sum(1 for c in inner if c // per == h) for h in range(count)]
     live = [n for n in counts if n]
     if len(set(live)) != 1:
-        raise NasError(f"an attention keeps whole heads or as many channels of each of its {m.heads} heads "
+        raise NasError(f"an attention keeps whole heads or as many channels of each of its {count} heads "
                        f"(kept {counts})")
     slice_linear(m.qkv, in_keep, _blocks(inner, m.qkv.out_features, 3))
     slice_linear(m.proj, inner, out_keep)
-    m.heads, m.head_dim = len(live), live[0]
+    setattr(m, heads, len(live))
+    m.head_dim = live[0]
+    if hasattr(m, "attn_dim"):
+        m.attn_dim = len(live) * live[0]
+    if live[0] != per and getattr(m, "fused_attn", False):
+        m.fused_attn = False  # timm's fused kernel would scale by the new head width; its own path keeps `scale`
 
 
 def slice_mlp(m, in_keep, out_keep, inner=None):

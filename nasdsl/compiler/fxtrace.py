@@ -11,31 +11,36 @@ import torch.fx
 from torch import nn
 
 from ..language.errors import NasError
+from .known import describe
 
 LEAF_TRIES = 32  # module classes that may become leaves before tracing gives up
 
-
 class _Tracer(torch.fx.Tracer):
-    """torch.fx's tracer, which also keeps the modules of `leaves` (classes) whole."""
+    """torch.fx's tracer, which also keeps whole the modules of `leaves` (classes) and
+    those one nasdsl primitive describes (`nasdsl.compiler.known`)."""
 
-    def __init__(self, leaves: set):
+    def __init__(self, leaves: set, known: set):
         super().__init__()
         self.leaves = leaves
+        self.known = known  # ids of the described modules, found before tracing: reading a parameter while
+        # tracing would put it into the graph
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return type(m) in self.leaves or super().is_leaf_module(m, qualname)
+        return type(m) in self.leaves or id(m) in self.known or super().is_leaf_module(m, qualname)
 
 
 def fx_trace(module: nn.Module) -> torch.fx.GraphModule:
     """`torch.fx.symbolic_trace`, except that a submodule whose own forward branches on
     a traced value (`if x.shape[-1] < k`, timm's dynamic "same" padding) is kept whole,
     a leaf: the graph then has one node for it, with its parameters and MACs, and the
-    rest of the model is traced as usual. The model's own forward failing is an error
-    naming the line."""
+    rest of the model is traced as usual. So is a module one nasdsl primitive
+    describes (timm's attention, `nasdsl.compiler.known`). The model's own forward
+    failing is an error naming the line."""
     leaves: set = set()
+    known = {id(m) for m in module.modules() if describe(m) is not None}
     for _ in range(LEAF_TRIES):
         try:
-            graph = _Tracer(leaves).trace(module)
+            graph = _Tracer(leaves, known).trace(module)
             return torch.fx.GraphModule(module, graph, type(module).__name__)
         except Exception as err:
             path, owner, where = _culprit(module, err)

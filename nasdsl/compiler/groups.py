@@ -21,6 +21,7 @@ registered from Python is analysed and pruned like the standard ones.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 
 import attrs
@@ -323,8 +324,9 @@ def prune(graph: nx.DiGraph, module, keep: dict):
         changed_in = bool(in_keep) and len(in_keep[0]) != full_in
         changed_inner = inner_keep is not None and len(inner_keep) != inner_width(graph, node)
         if changed_out or changed_in or changed_inner:
-            _slice(named[holder(graph, node)], a["op"], in_keep[0] if in_keep else None, out_keep, node,
-                   inner_keep if changed_inner else None)
+            with _held(named[holder(graph, node)], a.get("tensors")) as m:
+                _slice(m, a["op"], in_keep[0] if in_keep else None, out_keep, node,
+                       inner_keep if changed_inner else None)
     return pruned
 
 
@@ -342,19 +344,40 @@ def zero_removed(graph: nx.DiGraph, module, keep: dict):
             out_keep, _, inner_keep = positions[node]
             if holder(graph, node) not in named or out_keep is None or not a["shape"] or a["op"] in JOINS:
                 continue
-            if inner_keep is not None:
-                count, where = _inner(graph, node)
-                if len(inner_keep) != count:
-                    zero_inner(named[holder(graph, node)], where, sorted(set(range(count)) - set(inner_keep)))
-            width = primitives.channel_count(a["shape"])
-            gone = sorted(set(range(width)) - set(out_keep))
-            if not gone:
-                continue
-            for name in ("weight", "bias"):
-                p = getattr(named[holder(graph, node)], name, None)
-                if isinstance(p, torch.nn.Parameter) and p.dim() >= 1 and p.shape[0] == width:
-                    p[torch.as_tensor(gone, dtype=torch.long)] = 0
+            with _held(named[holder(graph, node)], a.get("tensors")) as m:
+                if inner_keep is not None:
+                    count, where = _inner(graph, node)
+                    if len(inner_keep) != count:
+                        zero_inner(m, where, sorted(set(range(count)) - set(inner_keep)))
+                width = primitives.channel_count(a["shape"])
+                gone = sorted(set(range(width)) - set(out_keep))
+                for name in ("weight", "bias") if gone else ():
+                    p = getattr(m, name, None)
+                    if isinstance(p, torch.nn.Parameter) and p.dim() >= 1 and p.shape[0] == width:
+                        p[torch.as_tensor(gone, dtype=torch.long)] = 0
     return zeroed
+
+
+@contextlib.contextmanager
+def _held(module, names):
+    """`module`; or, where a traced call reads only some of its tensors (`names`, see
+    `nasdsl.compiler.trace`), a module holding just those, whose changes are written
+    back: what the call's slicer cuts."""
+    if not names:
+        yield module
+        return
+    from torch import nn
+
+    part = nn.Module()
+    for name in names:
+        t = getattr(module, name)
+        if isinstance(t, nn.Parameter):
+            part.register_parameter(name, t)
+        else:
+            part.register_buffer(name, t)
+    yield part
+    for name in names:
+        setattr(module, name, getattr(part, name))
 
 
 JOINS = ("input", "output", "gsum")  # nodes whose modules hold nothing per channel (a gsum: one gate per option)

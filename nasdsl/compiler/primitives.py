@@ -194,6 +194,17 @@ _ACTIVATIONS = {"relu": "ReLU", "relu6": "ReLU6", "hswish": "Hardswish", "hsigmo
                 "silu": "SiLU", "gelu": "GELU", "sigmoid": "Sigmoid", "mish": "Mish"}
 
 
+def activation_name(module) -> str | None:
+    """The activation kind a torch module is (`nn.GELU()` → "gelu"), else None."""
+    from torch import nn
+
+    if type(module) is nn.Identity:
+        return "identity"
+    if type(module) is nn.GELU and module.approximate != "none":
+        return None
+    return next((kind for kind, cls in _ACTIVATIONS.items() if type(module) is getattr(nn, cls)), None)
+
+
 def activation_module(kind: str):
     from torch import nn
 

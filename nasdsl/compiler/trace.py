@@ -17,8 +17,10 @@ primitive reproduces its shape, parameter count and MACs; anything else is
 `module:ClassName` or `function:name` with no arguments.
 
 Shapes are per sample (the leading dimension dropped). A node whose result is a
-tuple of tensors (`chunk`, `nn.MultiheadAttention`) has shape None; the nodes
-reading its items list it as an input, with the item's shape in `in_shapes`.
+tuple of tensors (`chunk`, `split`) has shape None; the nodes reading its items list
+it as an input, with the item's shape in `in_shapes`. A result whose one tensor is
+its first item (`nn.MultiheadAttention` without weights: `(out, None)`) is that
+tensor.
 Values that are not tensors (`x.size(0)`, shapes) are no operations: nodes
 computed from them read only their tensor inputs. Each parameter counts once, at
 the first operation that uses it (a module's first call, or the first operation
@@ -43,6 +45,7 @@ from . import primitives
 from .flops import flop_counter
 from .fxtrace import fx_trace
 from .graph import output_shape
+from .known import describe
 from .modules import LayerScale
 
 
@@ -193,6 +196,10 @@ class _Builder:
         self.graph = nx.DiGraph(space=self.space)
         self.values: dict[torch.fx.Node, tuple] = {}  # fx node → (graph node, per-sample shape) of a tensor
         self.tuples: dict[torch.fx.Node, str] = {}  # fx node → graph node of a tuple of tensors
+        self.firsts: set[torch.fx.Node] = set()  # fx nodes of a (tensor, None, ...) result, valued as the tensor
+        # `x.flatten(2)` of a (C, H, W) map read only by a swap of its last two axes: that map's value,
+        # so that the two are one `tokens` node
+        self.flat: dict[torch.fx.Node, tuple] = {}
         # get_attr nodes that fetch a parameter or buffer, and reshapes of them: (its path, it, shape)
         self.attrs: dict[torch.fx.Node, tuple] = {}
         self.counted: set[int] = set()  # ids of the parameters already counted
@@ -234,6 +241,15 @@ class _Builder:
             ids, shapes, _ = self.reads(n)
             self.add(self.ends["output"], "output", {}, (), ids, shapes, shapes[0] if len(shapes) == 1 else None)
             self.graph.graph["outputs"] = ids
+        elif n.target is operator.getitem and _node_in(n.args[0], self.firsts) and n.args[1] == 0:
+            self.values[n] = self.values[n.args[0]]
+        elif self.flattens_a_map(n, meta):
+            self.flat[n] = self.values[n.args[0]]
+        elif n.args and _node_in(n.args[0], self.flat):  # the swap flattens_a_map saw: the map's pixels as tokens
+            map_id, map_shape = self.flat[n.args[0]]
+            node_id = self.fresh(n.name) if n.name in self.paths or n.name in self.graph else n.name
+            self.add(node_id, "tokens", {}, self.rules(n), [map_id], [map_shape], _per_sample(meta), fx=n.name)
+            self.values[n] = (node_id, _per_sample(meta))
         elif n.target is operator.getitem and isinstance(n.args[0], torch.fx.Node) and n.args[0] in self.tuples:
             # an item of a tuple of tensors: its readers read the tuple's node
             if isinstance(meta, TensorMetadata):
@@ -254,7 +270,7 @@ class _Builder:
         else:
             node_id = self.fresh(n.name) if n.name in self.paths or n.name in self.graph else n.name
             fallback = f"function:{getattr(n.target, '__name__', n.target)}"
-        shape = _per_sample(meta) if isinstance(meta, TensorMetadata) else None
+        shape = _per_sample(meta) if isinstance(meta, TensorMetadata) else _first_only(meta)
         macs = self.flops[n] // 2 // self.batch
         own = sum(p.numel() for p in used)
         op_args = self.vocabulary(n, shapes, shape)
@@ -262,37 +278,85 @@ class _Builder:
             op_args = (fallback, {})
         params = sum(p.numel() for p in {id(p): p for p in used}.values() if id(p) not in self.counted)
         self.counted.update(id(p) for p in used)
-        holder = None
+        holder, tensors = None, None
         if n.op != "call_module" and attrs and primitives.get(op_args[0]):
-            holder = self.holder(attrs)
+            holder, tensors = self.holder(attrs, op_args[0] in _PER_TENSOR)
             if holder is None:  # a pruning could not slice what it reads
                 op_args = (fallback, {})
         self.add(node_id, *op_args, self.rules(n), ids, shapes, shape, params, macs, fx=n.name, module=holder)
+        if tensors:
+            self.graph.nodes[node_id]["tensors"] = tensors
         if n.op == "call_module" and any(True for _ in module.parameters()):
             self.calls.setdefault(n.target, []).append(node_id)
         if shape is None:
             self.tuples[n] = node_id
             return
         self.values[n] = (node_id, shape)
+        if not isinstance(meta, TensorMetadata):
+            self.firsts.add(n)
         if self.in_place(n) and isinstance(n.args[0], torch.fx.Node) and n.args[0] in self.values:
             self.values[n.args[0]] = (node_id, shape)  # later reads of the tensor it changed read this node
 
     def reshapes_an_attribute(self, n) -> bool:
-        name = n.target if n.op == "call_method" else getattr(n.target, "__name__", None)
-        return (n.op in ("call_method", "call_function") and name in _RESHAPES and bool(n.args)
+        return (n.op in ("call_method", "call_function") and _name(n) in _RESHAPES and bool(n.args)
                 and n.args[0] in self.attrs and not any(a in self.values or a in self.tuples for a in n.args[1:]))
 
-    def holder(self, attrs) -> str | None:
-        """The path of the one submodule whose tensors a function call reads, if it reads
-        all of them (its own, not its children's): a pruning slices them all, per channel."""
+    def holder(self, attrs, per_tensor: bool) -> tuple:
+        """(path, None) of the one submodule whose tensors a function call reads, if it
+        reads all of them (its own, not its children's): a pruning slices them all, per
+        channel. Where the operation's slicer cuts each tensor alone (`per_tensor`: a
+        class token, a position embedding), also some of them: (path, their names).
+        Else (None, None)."""
         owners = {path.rpartition(".")[0] for path, _, _ in attrs}
         if len(owners) != 1:
-            return None
+            return None, None
         owner = owners.pop()
         module = self.root.get_submodule(owner)
         own = {name for name, t in (*module.named_parameters(recurse=False), *module.named_buffers(recurse=False))
                if t.dim() >= 1}
-        return owner if own == {path.rpartition(".")[2] for path, _, _ in attrs} else None
+        read = {path.rpartition(".")[2] for path, _, _ in attrs}
+        if read == own:
+            return owner, None
+        return (owner, tuple(sorted(read))) if per_tensor and read <= own else (None, None)
+
+    def attribute_op(self, merge, n, shape):
+        """A class token put before the tokens (`cat([token.expand(b, -1, -1), x], 1)`)
+        or a position embedding added to them (`x + pos`): ("cls_token" or "pos_embed", {}),
+        else None."""
+        if shape is None or len(shape) != 2:
+            return None
+        if merge == "concat":
+            items = n.args[0]
+            if not (isinstance(items, (list, tuple)) and len(items) == 2 and set(n.kwargs) <= {"dim"}
+                    and _arg(n, 1, "dim", 0) in (1, -2) and items[0] in self.attrs and items[1] in self.values):
+                return None
+            _, value, full = self.attrs[items[0]]
+            fits = full[-2:] == (1, shape[1]) and value.numel() == shape[1]
+            return ("cls_token", {}) if fits and isinstance(value, nn.Parameter) else None
+        if merge == "add" and len(n.args) == 2 and not n.kwargs:
+            factor = [a for a in n.args if a in self.attrs]
+            if len(factor) == 1 and any(a in self.values for a in n.args):
+                _, value, full = self.attrs[factor[0]]
+                if isinstance(value, nn.Parameter) and full == (1, *shape):
+                    return ("pos_embed", {})
+        return None
+
+    def flattens_a_map(self, n, meta) -> bool:
+        """Whether `n` flattens a (C, H, W) map to (C, H * W) for its one reader, which
+        swaps the last two axes: the map's pixels as tokens, (H * W, C)."""
+        if n.op not in ("call_method", "call_function") or not n.args or not _node_in(n.args[0], self.values) \
+                or _name(n) not in ("flatten", "reshape", "view") or not isinstance(meta, TensorMetadata):
+            return False
+        c, *side = self.values[n.args[0]][1]
+        if len(side) != 2 or _per_sample(meta) != (c, side[0] * side[1]) or len(n.users) != 1:
+            return False
+        swap = next(iter(n.users))
+        dims = tuple(a % 3 for a in (*swap.args[1:], *swap.kwargs.values()) if isinstance(a, int))
+        swapped = (_name(swap) == "transpose" and sorted(dims) == [1, 2]) or \
+            (_name(swap) == "permute" and dims == (0, 2, 1))
+        out = swap.meta.get("tensor_meta")
+        return swapped and swap.args[0] is n and isinstance(out, TensorMetadata) and \
+            _per_sample(out) == (side[0] * side[1], c)
 
     def scale(self, n, shape):
         """`x * gamma` with one parameter per channel of x (layer scale), else None."""
@@ -363,18 +427,22 @@ class _Builder:
         """(op, args) in nasdsl's words, if one describes `n`; else None."""
         if n.op == "call_module":
             module = self.root.get_submodule(n.target)
-            op, read = _MODULES.get(type(module), (None, None))
-            return _named(op, read(module) if read else None)
+            if type(module) not in _MODULES:
+                return describe(module)
+            op, read = _MODULES[type(module)]
+            return _tokens_only(_named(op, read(module) if read else None), shapes)
         if not isinstance(n.target, str) and not _hashable(n.target):
             return None
         merge = _MERGES.get(n.target)
         if merge == "mul" and (scaled := self.scale(n, shape)):
             return scaled
+        if merge in ("concat", "add") and (embedding := self.attribute_op(merge, n, shape)):
+            return embedding
         if merge is not None:
             return (merge, {}) if self.merges(merge, n, shapes, shape) else None
         op, read = _FUNCTIONS.get(n.target, None) or _BY_NAME.get(
             (getattr(n.target, "__module__", None), getattr(n.target, "__name__", None)), (None, None))
-        return _named(op, read(n) if read else None)
+        return _tokens_only(_named(op, read(n) if read else None), shapes)
 
     def merges(self, kind, n, shapes, shape) -> bool:
         """Whether `n` is nasdsl's merge: its tensors are all graph values, and they
@@ -398,6 +466,14 @@ def _named(op, found):
     if found is None:
         return None
     return found if op is None else (op, found)
+
+
+def _tokens_only(found, shapes):
+    """torch's layer norm over the last axis is nasdsl's `layernorm` on tokens and
+    vectors only: on a (C, H, W) map nasdsl's pools all three axes."""
+    if found and found[0] == "layernorm" and not (len(shapes) == 1 and shapes[0] and len(shapes[0]) <= 2):
+        return None
+    return found
 
 
 def _agrees(op, args, shapes, shape, params, macs) -> bool:
@@ -503,8 +579,11 @@ def _fn_pool(kind, names):
 
 
 def _mean(n):
-    """A mean over H and W: `gap` with keepdim, else `spatial_mean`."""
+    """A mean over H and W: `gap` with keepdim, else `spatial_mean`; over the tokens:
+    `token_pool`."""
     dims = _arg(n, 1, "dim")
+    if dims in (1, (1,), [1]) and _arg(n, 2, "keepdim", False) is False and set(n.kwargs) <= {"dim", "keepdim"}:
+        return ("token_pool", {"mode": "mean"})
     if not isinstance(dims, (tuple, list)) or not all(isinstance(d, int) for d in dims) or \
             sorted(d % 4 for d in dims) != [2, 3] or set(n.kwargs) - {"dim", "keepdim"}:
         return None
@@ -530,6 +609,23 @@ def _fn_bn(n):
     if not isinstance(momentum, (int, float)) or not isinstance(eps, (int, float)):
         return None
     return {"affine": weight is not None, "eps": float(eps), "momentum": float(momentum)}
+
+
+def _fn_layernorm(n):
+    """F.layer_norm over the last axis (timm's LayerNorm, and nn.LayerNorm's subclasses)."""
+    names = ("normalized_shape", "weight", "bias", "eps")
+    given = dict(zip(names, n.args[1:]), **n.kwargs)
+    normalized, weight, bias, eps = (given.get(k) for k in names)
+    eps = 1e-5 if eps is None else eps
+    if not isinstance(normalized, (list, tuple)) or len(normalized) != 1 or (weight is None) != (bias is None) \
+            or not isinstance(eps, (int, float)):
+        return None
+    return {"affine": weight is not None, "eps": float(eps)}
+
+
+def _first_token(n):
+    """`x[:, 0]`: the class token, `token_pool(mode=cls)`."""
+    return {"mode": "cls"} if len(n.args) == 2 and n.args[1] == (slice(None), 0) else None
 
 
 def _dropout(n):
@@ -561,7 +657,13 @@ _FUNCTIONS = {
                                                    "count_include_pad", "divisor_override"))),
     F.dropout: ("dropout", _dropout),
     F.batch_norm: ("bn", _fn_bn),
+    F.layer_norm: ("layernorm", _fn_layernorm),
+    operator.getitem: ("token_pool", _first_token),
 }
+
+# ops whose slicer cuts each tensor the call reads by itself, so the call may read some of its
+# module's tensors (a ViT's class token and position embedding, both the model's own)
+_PER_TENSOR = ("cls_token", "pos_embed")
 
 # functions of other libraries, by (module, name), so that tracing imports none of them
 _BY_NAME = {
@@ -570,7 +672,8 @@ _BY_NAME = {
         ("identity", lambda n: {} if _arg(n, 3, "training", True) is False else None),
 }
 
-_RESHAPES = ("view", "reshape", "unsqueeze", "squeeze", "flatten")  # of a parameter: still one per channel
+# of a parameter: still one per channel (`expand`: a class token, once per sample)
+_RESHAPES = ("view", "reshape", "unsqueeze", "squeeze", "flatten", "expand")
 
 _MERGES = {
     **{target: "add" for target in (operator.add, torch.add, "add", "add_")},
@@ -582,6 +685,24 @@ _MERGES = {
 # ---- small helpers ------------------------------------------------------------------------
 def _per_sample(meta: TensorMetadata) -> tuple:
     return tuple(meta.shape)[1:]
+
+
+def _first_only(meta):
+    """The per-sample shape of a result whose one tensor is its first item, else None."""
+    if isinstance(meta, (tuple, list)) and meta and isinstance(meta[0], TensorMetadata) and \
+            all(m is None for m in meta[1:]):
+        return _per_sample(meta[0])
+    return None
+
+
+def _node_in(arg, table) -> bool:
+    """Whether a call's argument is an fx node that `table` holds (an argument may be a list)."""
+    return isinstance(arg, torch.fx.Node) and arg in table
+
+
+def _name(n) -> str | None:
+    """A call's function or method name."""
+    return n.target if n.op == "call_method" else getattr(n.target, "__name__", None)
 
 
 def _has_tensor(meta) -> bool:
