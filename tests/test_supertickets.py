@@ -185,3 +185,28 @@ def test_bad_supertickets_settings_are_clear_errors(tmp_path, capsys):
         assert main(["search", SUPERRESNET, *ST, *flags, "--store", str(tmp_path / f"{flags[0]}.db")]) == 1
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err
+
+
+def test_supertickets_draws_a_ticket_of_a_vit(tmp_path, capsys):
+    """On attention and MLP layers (no batch norm, so nothing shrinks): the weights of
+    every linear layer, attention's and the MLP's included, are pruned to the target,
+    and the ticket loads as the space's module."""
+    vit = str(ROOT / "spaces" / "vit.nas")
+    base = "(e=192, block=(h=3, r=4.0), rest=[(h=4, r=3.0)])"
+    params = ["--param", "patch=4", "--param", "width=0.0625", "--param", "head_dim=4"]
+    args = ["--dataset", "digits", "--limit", "300", "--algorithm", "supertickets", "--base", base, *params,
+            "--epochs", "2", "--batch-size", "32", "--trials", "1", "--retrain-epochs", "1", "--test-top", "1",
+            "--optimizer", "adamw", "--lr", "0.002", "--sparsity", "0.2", "--prune-every", "1"]
+    store_path = tmp_path / "v.db"
+    assert main(["search", vit, *args, "--store", str(store_path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["finished"] == 1
+    with Store.open(store_path) as store:
+        rows, ticket = store.get_state("supertickets"), store.get_state("superticket")
+    assert [round(r["sparsity"], 2) for r in rows] == [0.1, 0.2] and ticket["derivation"] == rows[-1]["derivation"]
+    space = nasdsl.load(vit, {"patch": 4, "width": 0.0625, "head_dim": 4, "resolution": 8, "in_channels": 1,
+                              "num_classes": 10})
+    assert ticket["derivation"] == space.parse(base).text
+    module = load_ticket(space, tmp_path / "v.db.ckpt" / TICKET)
+    qkv = module.get_submodule("block.attention.qkv").weight
+    linears = [m.weight for m in module.modules() if isinstance(m, torch.nn.Linear)]
+    assert (qkv == 0).any() and sum(int((w == 0).sum()) for w in linears) / sum(w.numel() for w in linears) >= 0.15

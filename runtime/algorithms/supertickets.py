@@ -72,8 +72,8 @@ REACTIVATIONS = ("none", "reset", "regrow")
 @register("supertickets")
 @attrs.frozen
 class SuperTickets(TrainOnce):
-    base: str = setting("supernet", "the supernet: a preset of the space with every branch (`cover`: the space's "
-                                    "largest derivation)", metavar="PRESET")
+    base: str = setting("supernet", "the supernet: a preset of the space with every branch, `cover` (the space's "
+                                    "largest derivation), or a derivation's text", metavar="PRESET")
     sparsity: float = setting(0.5, "unstructured sparsity of the ticket's conv and linear weights, in [0, 1)")
     prune_every: int = setting(2, "epochs between pruning steps")
     prune_step: float = setting(0.1, "sparsity added at each pruning step of the progressive schedule")
@@ -134,9 +134,11 @@ class SuperTickets(TrainOnce):
         space = search.space
         if self.base == "cover":
             return Shrunk(space.cover()[0])
+        if self.base not in space.presets and ("(" in self.base or "=" in self.base):  # a derivation's text
+            return Shrunk(space.parse(self.base))
         if self.base not in space.presets:
             raise NasError(f"space `{space.name}` has no preset `{self.base}` to start SuperTickets from",
-                           hint=f"give --base one of: {', '.join(space.presets) or 'none'}, or cover")
+                           hint=f"give --base one of: {', '.join(space.presets) or 'none'}, cover, or a derivation")
         return Shrunk(space.preset(self.base))
 
     def run(self, search, net: Shrunk, reporter=None):
