@@ -41,8 +41,9 @@ demo: $(STAMP) debian-packages
 	$(NASDSL) report --store $(DEMO)/search.db --out $(DEMO)/report
 	@echo "report: $(DEMO)/report/summary.md (pareto, progress, population and lineage PNGs beside it)"
 
+# the suite on every core (pytest-xdist; each test process keeps torch to one thread)
 test: $(STAMP) debian-packages
-	$(PY) -m pytest
+	$(PY) -m pytest -n auto
 
 bench: $(STAMP) debian-packages
 	$(PY) bench/space_ops.py --out bench/results/space_ops.json
