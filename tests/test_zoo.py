@@ -28,13 +28,15 @@ FAST = TORCHVISION + TIMM
 # where our prunable groups are fewer than torch-pruning's, and why (docs/benchmarks.md)
 TOKENS = "Linear and LayerNorm over the last dimension of a channels-last map (H, W, C) are barriers"
 RESIDUAL = ("the residual stream passes every LayerNorm, whose statistics pool its channels: torch-pruning cuts it, "
-            "which changes the function; every head and MLP width is a group")
+            "which changes the function; ours has each MLP width, and timm's heads, as a group")
 ITEMS = "the items of a split are kept whole: their sizes are in the model's code"
 GROUPED = "a grouped conv's output channels are coupled with its input's; torch-pruning gives them a group"
 CLASSES = "torch-pruning counts a conv classifier's class scores as prunable (there is no Linear to ignore)"
 FEWER = {
     "convnext_tiny": TOKENS, "timm:convnext_atto": TOKENS, "timm:edgenext_xx_small": TOKENS,
-    "timm:vit_tiny_patch16_224": RESIDUAL, "timm:levit_128s": TOKENS, "timm:mobilevit_xxs": TOKENS,
+    **{m: RESIDUAL for m in ("timm:vit_tiny_patch16_224", "timm:deit_tiny_patch16_224", "vit_b_16", "vit_b_32",
+                             "vit_l_16", "vit_l_32")},
+    "timm:levit_128s": TOKENS, "timm:mobilevit_xxs": TOKENS,
     "timm:poolformer_s12": "GroupNorm(1, C) pools every channel, so its channels are kept whole",
     "timm:efficientvit_b0": "a leaf (a shape check) and its attention's reshapes",
     "regnet_y_400mf": GROUPED, "timm:regnetx_002": GROUPED,
