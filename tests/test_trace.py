@@ -317,3 +317,45 @@ def test_cli_traces_a_timm_model_and_names_an_unknown_one(capsys):
     assert main(["trace", "timm:lcnet_05"]) == 1
     err = capsys.readouterr().err
     assert "unknown timm model `lcnet_05`" in err and "did you mean `lcnet_0" in err and "Traceback" not in err
+
+
+def test_channels_last_blocks_are_tokens_to_their_linear_layers_and_norms():
+    """convnext's block: a map permuted to (H, W, C), normalised and put through an MLP
+    over C, permuted back, scaled and added; swin's: a function on the channels-last map
+    (here a roll) between them. The MLP widths are groups; the stream through the
+    LayerNorms stays whole; a conv reading a channels-last map is a barrier."""
+    from nasdsl.compiler.groups import prune, zero_removed
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.dw = nn.Conv2d(8, 8, 3, padding=1, groups=8)
+            self.norm = nn.LayerNorm(8, eps=1e-6)
+            self.fc1, self.act, self.fc2 = nn.Linear(8, 32), nn.GELU(), nn.Linear(32, 8)
+            self.gamma = nn.Parameter(torch.full((8, 1, 1), 0.5))
+            self.norm2, self.fc3, self.fc4 = nn.LayerNorm(8), nn.Linear(8, 16), nn.Linear(16, 8)
+            self.odd = nn.Conv2d(5, 5, 1)
+
+        def forward(self, x):
+            y = self.dw(x).permute(0, 2, 3, 1)
+            y = self.fc2(self.act(self.fc1(self.norm(y)))).permute(0, 3, 1, 2)
+            x = x + self.gamma * y
+            z = torch.roll(x.permute(0, 2, 3, 1), (1, 1), dims=(1, 2))  # still channels-last
+            z = z + self.fc4(F.gelu(self.fc3(self.norm2(z))))
+            return self.odd(z).permute(0, 3, 1, 2).mean((2, 3))  # a conv on (H, W, C): a barrier
+
+    model = Block().eval()
+    x = torch.randn(2, 8, 5, 5)
+    graph = trace(model, x)
+    ops = {n: a["op"] for n, a in graph.nodes(data=True)}
+    assert [ops[n] for n in ("norm", "fc1", "act", "fc2", "mul", "add", "norm2", "fc3", "gelu", "fc4", "add_1")] == \
+        ["layernorm", "linear", "gelu", "linear", "scale", "add", "layernorm", "linear", "gelu", "linear", "add"]
+    assert primitives.channels_last(graph.nodes["fc1"]["shape"]) and graph.nodes["fc1"]["shape"] == (5, 5, 32)
+    assert primitives.channels_last(graph.nodes["roll"]["shape"]) and ops["odd"] == "module:Conv2d"
+    assert not primitives.channels_last(graph.nodes["mul"]["shape"])  # permuted back: channels first
+    groups = {g.name: g for g in channel_groups(graph)}
+    assert sorted(n for n, g in groups.items() if g.prunable) == ["fc1", "fc3"]
+    keep = {"fc1": range(0, 32, 3), "fc3": range(5)}
+    with torch.no_grad():
+        torch.testing.assert_close(prune(graph, model, keep)(x), zero_removed(graph, model, keep)(x))
+    assert prune(graph, model, keep).fc2.in_features == 11

@@ -33,7 +33,7 @@ ITEMS = "the items of a split are kept whole: their sizes are in the model's cod
 GROUPED = "a grouped conv's output channels are coupled with its input's; torch-pruning gives them a group"
 CLASSES = "torch-pruning counts a conv classifier's class scores as prunable (there is no Linear to ignore)"
 FEWER = {
-    "convnext_tiny": TOKENS, "timm:convnext_atto": TOKENS, "timm:edgenext_xx_small": TOKENS,
+    "convnext_tiny": RESIDUAL, "timm:convnext_atto": TOKENS, "timm:edgenext_xx_small": TOKENS,
     **{m: RESIDUAL for m in ("timm:vit_tiny_patch16_224", "timm:deit_tiny_patch16_224", "vit_b_16", "vit_b_32",
                              "vit_l_16", "vit_l_32")},
     "timm:levit_128s": TOKENS, "timm:mobilevit_xxs": TOKENS,

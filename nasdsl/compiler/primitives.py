@@ -37,9 +37,26 @@ __all__ = ["BARRIER", "DEPTHWISE", "PASS", "PRODUCER", "REQUIRED", "TYPES", "Arg
 
 
 # ---- shape helpers ----------------------------------------------------------------
+class ChannelsLast(tuple):
+    """A per-sample map (H, W, C) whose channels are its last axis, as convnext's and
+    swin's blocks hold them between two permutes: linear layers, layer norms and
+    element-wise ops act on it as on tokens; ops on channels-first maps refuse it. Only
+    the tracer makes them (`nasdsl.compiler.trace`)."""
+
+    __slots__ = ()
+
+    def __reduce__(self):
+        return ChannelsLast, (tuple(self),)
+
+
+def channels_last(shape) -> bool:
+    return isinstance(shape, ChannelsLast)
+
+
 def feature_map(shapes, name) -> tuple:
-    if len(shapes[0]) != 3:
-        raise ShapeError(f"`{name}` needs a feature map (C, H, W), got {_fmt(shapes[0])}")
+    if len(shapes[0]) != 3 or channels_last(shapes[0]):
+        raise ShapeError(f"`{name}` needs a feature map (C, H, W), got {_fmt(shapes[0])}"
+                         + (" with its channels last" if channels_last(shapes[0]) else ""))
     return shapes[0]
 
 
@@ -50,14 +67,15 @@ def tokens_of(shapes, name) -> tuple:
 
 
 def channel_count(shape) -> int:
-    """The channels of a per-sample shape: the last axis of tokens (N, D), where
-    linear layers and layer norms act, and the first of a feature map or vector."""
-    return shape[-1] if len(shape) == 2 else shape[0]
+    """The channels of a per-sample shape: the last axis of tokens (N, D) and of a
+    channels-last map, where linear layers and layer norms act, and the first of a
+    feature map or vector."""
+    return shape[-1] if len(shape) == 2 or channels_last(shape) else shape[0]
 
 
 def _not_tokens(name):
     def shape(a, s):
-        if len(s[0]) == 2:
+        if len(s[0]) == 2 or channels_last(s[0]):
             raise ShapeError(f"`{name}` works on channels first (C, H, W) or (F,), got tokens {_fmt(s[0])}; "
                              f"normalise tokens with `layernorm`")
         return s[0]
@@ -270,10 +288,11 @@ def _se_module(a, s):
 
 
 def _linear_shape(a, s):
-    if len(s[0]) not in (1, 2):
+    if len(s[0]) not in (1, 2) and not channels_last(s[0]):
         raise ShapeError(f"`linear` needs a vector (F,) or tokens (N, D), got {_fmt(s[0])}; flatten first")
     _positive(a, "linear", "out")
-    return (*s[0][:-1], a["out"])
+    out = (*s[0][:-1], a["out"])
+    return ChannelsLast(out) if channels_last(s[0]) else out
 
 
 def _layernorm_shape(a, s):
@@ -285,7 +304,7 @@ def _layernorm_shape(a, s):
 def _layernorm_module(a, s):
     from torch import nn
 
-    if len(s[0]) == 3:
+    if len(s[0]) == 3 and not channels_last(s[0]):
         return nn.GroupNorm(1, s[0][0], eps=a["eps"], affine=a["affine"])
     return nn.LayerNorm(s[0][-1], eps=a["eps"], elementwise_affine=a["affine"])
 
@@ -304,12 +323,12 @@ def _linear_module(a, s):
 
 
 def _flatten_order(a, s):
-    """Each channel repeated once per pixel (a pooled vector: once); tokens' channels
-    once per token, token after token."""
+    """Each channel repeated once per pixel (a pooled vector: once); the channels of
+    tokens and of a channels-last map once per token or pixel, one after another."""
     import numpy as np
 
-    if len(s[0]) == 2:
-        return np.tile(np.arange(s[0][1]), s[0][0])
+    if len(s[0]) == 2 or channels_last(s[0]):
+        return np.tile(np.arange(s[0][-1]), math.prod(s[0][:-1]))
     return np.repeat(np.arange(s[0][0]), math.prod(s[0][1:]))
 
 
@@ -459,7 +478,7 @@ _p("linear", Arg("out", "int"), Arg("bias", "bool", True), shape=_linear_shape,
 _p("scale", Arg("init", "float", 1.0), doc="a learnable scale per channel (layer scale), starting at init",
    params=lambda a, s: channel_count(s[0]),
    module=_module("LayerScale", channels=lambda a, s: channel_count(s[0]), init=lambda a, s: a["init"],
-                  last=lambda a, s: len(s[0]) == 2),
+                  last=lambda a, s: len(s[0]) == 2 or channels_last(s[0])),
    channels=PASS, slicer=ch.slice_per_channel, keeps_output=False, zero_at_zero=True)
 _p("dropout", Arg("p", "float", 0.0, low=0, high=1), module=lambda a, s: __import__("torch").nn.Dropout(a["p"]), channels=PASS,
    zero_at_zero=True)

@@ -276,6 +276,7 @@ class _Builder:
         op_args = self.vocabulary(n, shapes, shape)
         if op_args is None or not _agrees(*op_args, shapes, shape, own, macs):
             op_args = (fallback, {})
+        shape = self.layout(n, op_args[0], shapes, shape)
         params = sum(p.numel() for p in {id(p): p for p in used}.values() if id(p) not in self.counted)
         self.counted.update(id(p) for p in used)
         holder, tensors = None, None
@@ -296,6 +297,23 @@ class _Builder:
             self.firsts.add(n)
         if self.in_place(n) and isinstance(n.args[0], torch.fx.Node) and n.args[0] in self.values:
             self.values[n.args[0]] = (node_id, shape)  # later reads of the tensor it changed read this node
+
+    def layout(self, n, op, shapes, shape):
+        """`shape`, as a `ChannelsLast` map where its channels are its last axis: after
+        `permute(0, 2, 3, 1)` of a feature map; where a named op (linear, layernorm, an
+        activation, an add) or a barrier reads channels-last maps and keeps three axes.
+        Only `permute(0, 3, 1, 2)` turns one back: ops on channels-first maps refuse the
+        others, so a wrong guess costs a barrier, never a wrong group."""
+        if shape is None or len(shape) != 3:
+            return shape
+        dims = _permutation(n)
+        if dims == (0, 2, 3, 1) and len(shapes) == 1 and shapes[0] and len(shapes[0]) == 3 \
+                and not primitives.channels_last(shapes[0]):
+            return primitives.ChannelsLast(shape)
+        if dims != (0, 3, 1, 2) and any(primitives.channels_last(s) for s in shapes if s is not None):
+            if primitives.get(op) is None or all(primitives.channels_last(s) for s in shapes if s is not None):
+                return primitives.ChannelsLast(shape)
+        return shape
 
     def reshapes_an_attribute(self, n) -> bool:
         return (n.op in ("call_method", "call_function") and _name(n) in _RESHAPES and bool(n.args)
@@ -454,6 +472,8 @@ class _Builder:
                     and all(len(s) == 3 for s in shapes))
         if len(n.args) != 2 or n.kwargs or not self.all_values(n.args):
             return False
+        if primitives.channels_last(shapes[0]) != primitives.channels_last(shapes[1]):
+            return False  # one layout: a unit is the same channel on both sides
         return kind == "mul" or shapes[0] == shapes[1] == shape
 
     def all_values(self, args) -> bool:
@@ -469,9 +489,10 @@ def _named(op, found):
 
 
 def _tokens_only(found, shapes):
-    """torch's layer norm over the last axis is nasdsl's `layernorm` on tokens and
-    vectors only: on a (C, H, W) map nasdsl's pools all three axes."""
-    if found and found[0] == "layernorm" and not (len(shapes) == 1 and shapes[0] and len(shapes[0]) <= 2):
+    """torch's layer norm over the last axis is nasdsl's `layernorm` on tokens, vectors
+    and channels-last maps only: on a (C, H, W) map nasdsl's pools all three axes."""
+    if found and found[0] == "layernorm" and not (len(shapes) == 1 and shapes[0] and (
+            len(shapes[0]) <= 2 or primitives.channels_last(shapes[0]))):
         return None
     return found
 
@@ -698,6 +719,14 @@ def _first_only(meta):
 def _node_in(arg, table) -> bool:
     """Whether a call's argument is an fx node that `table` holds (an argument may be a list)."""
     return isinstance(arg, torch.fx.Node) and arg in table
+
+
+def _permutation(n) -> tuple | None:
+    """The dims of `x.permute(...)` / `torch.permute(x, dims)`, else None."""
+    if _name(n) != "permute" or len(n.args) < 2:
+        return None
+    dims = n.args[1] if len(n.args) == 2 and isinstance(n.args[1], (list, tuple)) else n.args[1:]
+    return tuple(d % 4 for d in dims) if len(dims) == 4 and all(isinstance(d, int) for d in dims) else None
 
 
 def _name(n) -> str | None:
