@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 from nasdsl.runtime.tickets import Ticket, best_ticket, nearest, ticket_candidates
-from support import changed, look_trained
+from support import SMALL, changed, look_trained
 
 import nasdsl
 from nasdsl.compiler.groups import channel_groups, prune
@@ -139,7 +139,8 @@ def test_a_space_without_width_choices_gives_one_unpruned_ticket():
 
 @pytest.mark.parametrize("name,params", [("nb201", {"C": 4, "N": 1}),
                                          ("regnet", {"resolution": 32, "num_classes": 10}),
-                                         ("superresnet", {"resolution": 28, "in_channels": 1, "C": 8, "blocks": 2})])
+                                         ("superresnet", {"resolution": 28, "in_channels": 1, "C": 8, "blocks": 2}),
+                                         ("vit", SMALL["vit"]), ("unet", SMALL["unet"])])
 def test_tickets_of_other_spaces_are_valid_and_run(name, params):
     space = nasdsl.load(SPACES / f"{name}.nas").bind(**params)
     d = space.sample(seed=1)
