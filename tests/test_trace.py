@@ -313,7 +313,7 @@ def test_cli_traces_a_timm_model_and_names_an_unknown_one(capsys):
     pytest.importorskip("timm")
     assert main(["trace", "timm:lcnet_050", "--input-shape", "3,64,64", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert data["model"] == "timm:lcnet_050" and data["output_shape"] == [1000] and data["prunable_groups"] == 16
+    assert data["model"] == "timm:lcnet_050" and data["output_shape"] == [1000] and data["prunable_groups"] == 17  # torch-pruning: 17
     assert main(["trace", "timm:lcnet_05"]) == 1
     err = capsys.readouterr().err
     assert "unknown timm model `lcnet_05`" in err and "did you mean `lcnet_0" in err and "Traceback" not in err
@@ -322,8 +322,9 @@ def test_cli_traces_a_timm_model_and_names_an_unknown_one(capsys):
 def test_channels_last_blocks_are_tokens_to_their_linear_layers_and_norms():
     """convnext's block: a map permuted to (H, W, C), normalised and put through an MLP
     over C, permuted back, scaled and added; swin's: a function on the channels-last map
-    (here a roll) between them. The MLP widths are groups; the stream through the
-    LayerNorms stays whole; a conv reading a channels-last map is a barrier."""
+    (here a roll) between them, and a layer scale over the last axis (edgenext). The MLP
+    widths are groups; the stream through the LayerNorms stays whole; a conv reading a
+    channels-last map is a barrier."""
     from nasdsl.compiler.groups import prune, zero_removed
 
     class Block(nn.Module):
@@ -334,6 +335,7 @@ def test_channels_last_blocks_are_tokens_to_their_linear_layers_and_norms():
             self.fc1, self.act, self.fc2 = nn.Linear(8, 32), nn.GELU(), nn.Linear(32, 8)
             self.gamma = nn.Parameter(torch.full((8, 1, 1), 0.5))
             self.norm2, self.fc3, self.fc4 = nn.LayerNorm(8), nn.Linear(8, 16), nn.Linear(16, 8)
+            self.gamma2 = nn.Parameter(torch.full((8,), 0.3))
             self.odd = nn.Conv2d(5, 5, 1)
 
         def forward(self, x):
@@ -341,15 +343,18 @@ def test_channels_last_blocks_are_tokens_to_their_linear_layers_and_norms():
             y = self.fc2(self.act(self.fc1(self.norm(y)))).permute(0, 3, 1, 2)
             x = x + self.gamma * y
             z = torch.roll(x.permute(0, 2, 3, 1), (1, 1), dims=(1, 2))  # still channels-last
-            z = z + self.fc4(F.gelu(self.fc3(self.norm2(z))))
+            z = z + self.gamma2 * self.fc4(F.gelu(self.fc3(self.norm2(z))))
             return self.odd(z).permute(0, 3, 1, 2).mean((2, 3))  # a conv on (H, W, C): a barrier
 
     model = Block().eval()
     x = torch.randn(2, 8, 5, 5)
     graph = trace(model, x)
     ops = {n: a["op"] for n, a in graph.nodes(data=True)}
-    assert [ops[n] for n in ("norm", "fc1", "act", "fc2", "mul", "add", "norm2", "fc3", "gelu", "fc4", "add_1")] == \
-        ["layernorm", "linear", "gelu", "linear", "scale", "add", "layernorm", "linear", "gelu", "linear", "add"]
+    assert [ops[n] for n in ("norm", "fc1", "act", "fc2", "mul", "add", "norm2", "fc3", "gelu", "fc4", "mul_1",
+                             "add_1")] == \
+        ["layernorm", "linear", "gelu", "linear", "scale", "add", "layernorm", "linear", "gelu", "linear", "scale",
+         "add"]
+    assert primitives.channels_last(graph.nodes["mul_1"]["shape"])
     assert primitives.channels_last(graph.nodes["fc1"]["shape"]) and graph.nodes["fc1"]["shape"] == (5, 5, 32)
     assert primitives.channels_last(graph.nodes["roll"]["shape"]) and ops["odd"] == "module:Conv2d"
     assert not primitives.channels_last(graph.nodes["mul"]["shape"])  # permuted back: channels first
@@ -359,3 +364,32 @@ def test_channels_last_blocks_are_tokens_to_their_linear_layers_and_norms():
     with torch.no_grad():
         torch.testing.assert_close(prune(graph, model, keep)(x), zero_removed(graph, model, keep)(x))
     assert prune(graph, model, keep).fc2.in_features == 11
+
+
+def test_f_linear_and_grouped_convs_are_nasdsls_and_their_outputs_are_groups():
+    """timm's `Linear` calls `F.linear` on its own weight: `linear`, sliced through its
+    module. A grouped conv (not depthwise) makes new channels, as torch-pruning has it:
+    its output channels are a group, cut by as many in each of its groups, and so are
+    the input channels it reads; a cut that is uneven across its groups is refused."""
+    from nasdsl.compiler.groups import prune, zero_removed
+    from nasdsl.language.errors import NasError
+
+    class Head(nn.Linear):
+        def forward(self, x):
+            return F.linear(x, self.weight, self.bias)
+
+    model = nn.Sequential(nn.Conv2d(3, 8, 1), nn.ReLU(), nn.Conv2d(8, 12, 3, padding=1, groups=4), nn.BatchNorm2d(12),
+                          nn.ReLU(), nn.Conv2d(12, 6, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), Head(6, 5),
+                          nn.ReLU(), Head(5, 3)).eval()
+    x = torch.randn(2, 3, 6, 6)
+    graph = trace(model, x)
+    assert graph.nodes["linear"]["op"] == "linear" and graph.nodes["linear"]["module"] == "8"
+    groups = {g.name: g for g in channel_groups(graph)}
+    assert {n: g.channels for n, g in groups.items() if g.prunable} == {"0": 8, "2": 12, "5": 6, "linear": 5}
+    keep = {"0": [0, 3, 4, 6], "2": [0, 1, 3, 4, 6, 7, 9, 10], "5": [0, 5], "linear": [1, 2, 4]}  # 1 of 2 in, 2 of 3 out
+    with torch.no_grad():
+        small = prune(graph, model, keep)
+        torch.testing.assert_close(small(x), zero_removed(graph, model, keep)(x))
+    assert (small[2].in_channels, small[2].out_channels, small[2].groups) == (4, 8, 4) and small[8].in_features == 2
+    with pytest.raises(NasError, match="as many input and as many output channels in each of the 4 groups"):
+        prune(graph, model, {"2": [0, 1, 2, 3, 4, 5]})  # the first two groups whole, the others gone

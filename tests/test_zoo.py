@@ -26,26 +26,23 @@ TIMM = [f"timm:{n}" for n in (
 FAST = TORCHVISION + TIMM
 
 # where our prunable groups are fewer than torch-pruning's, and why (docs/benchmarks.md)
-TOKENS = "Linear and LayerNorm over the last dimension of a channels-last map (H, W, C) are barriers"
-RESIDUAL = ("the residual stream passes every LayerNorm, whose statistics pool its channels: torch-pruning cuts it, "
-            "which changes the function; ours has each MLP width, and timm's heads, as a group")
+RESIDUAL = ("the residual stream passes every LayerNorm (or GroupNorm(1, C)), whose statistics pool its channels: "
+            "torch-pruning cuts it, which changes the function; ours has each MLP width, and timm's heads, as a group")
 ITEMS = "the items of a split are kept whole: their sizes are in the model's code"
-GROUPED = "a grouped conv's output channels are coupled with its input's; torch-pruning gives them a group"
 CLASSES = "torch-pruning counts a conv classifier's class scores as prunable (there is no Linear to ignore)"
+LEAF = "a leaf (a submodule that branches on its input's size) is kept whole"
 FEWER = {
-    "convnext_tiny": RESIDUAL, "timm:convnext_atto": TOKENS, "timm:edgenext_xx_small": TOKENS,
-    **{m: RESIDUAL for m in ("timm:vit_tiny_patch16_224", "timm:deit_tiny_patch16_224", "vit_b_16", "vit_b_32",
-                             "vit_l_16", "vit_l_32")},
-    "timm:levit_128s": TOKENS, "timm:mobilevit_xxs": TOKENS,
-    "timm:poolformer_s12": "GroupNorm(1, C) pools every channel, so its channels are kept whole",
-    "timm:efficientvit_b0": "a leaf (a shape check) and its attention's reshapes",
-    "regnet_y_400mf": GROUPED, "timm:regnetx_002": GROUPED,
+    **{m: RESIDUAL for m in ("convnext_tiny", "timm:convnext_atto", "timm:poolformer_s12", "timm:vit_tiny_patch16_224",
+                             "timm:deit_tiny_patch16_224", "vit_b_16", "vit_b_32", "vit_l_16", "vit_l_32")},
+    "timm:edgenext_xx_small": "the residual streams (see RESIDUAL), its split convs (see ITEMS) and its "
+                              "cross-covariance attention, which the tracer does not name",
+    "timm:levit_128s": "its attention (matmuls on reshaped heads, a bias table) and its Linear + BatchNorm1d "
+                       "on flattened tokens are barriers",
+    "timm:mobilevit_xxs": LEAF, "timm:vgg11": LEAF + " (its ConvMlp head)",
+    "timm:efficientvit_b0": LEAF + ", and its attention's reshapes are barriers",
     "timm:mixnet_s": ITEMS, "timm:skresnet18": ITEMS, "timm:resnest14d": ITEMS, "timm:cspdarknet53": ITEMS,
     "squeezenet1_1": CLASSES, "timm:resnetv2_50": CLASSES, "timm:dla46_c": CLASSES,
-    "timm:tf_efficientnet_b0": "its convolutions pad themselves: leaves, kept whole",
-    "timm:vgg11": "its ConvMlp head branches on the input's size: a leaf, kept whole",
-    "timm:mobilenetv3_small_100": "timm's Linear calls F.linear, which the tracer does not name yet",
-    "timm:lcnet_050": "timm's Linear calls F.linear, which the tracer does not name yet",
+    "timm:tf_efficientnet_b0": "its stride-2 convolutions pad themselves as TensorFlow does: leaves, kept whole",
 }
 RECORDED = Path(__file__).resolve().parent.parent / "bench" / "results" / "zoo.json"
 

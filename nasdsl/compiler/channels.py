@@ -25,29 +25,28 @@ def _idx(positions):
 
 # ---- slicers ---------------------------------------------------------------------------
 def slice_conv(m, in_keep, out_keep):
-    """An `nn.Conv2d`; a grouped one keeps the same input and output channels."""
+    """An `nn.Conv2d`. A grouped one keeps its groups that keep output channels, each
+    with as many input and as many output channels as the others (a depthwise one: the
+    same input and output channels); a group keeping outputs but no inputs would
+    compute a constant, which a grouped conv cannot say."""
     import torch
     from torch import nn
 
     g = m.groups
     if g == 1:
         w = m.weight[_idx(out_keep)][:, _idx(in_keep)]
-        m.in_channels, m.out_channels = len(in_keep), len(out_keep)
-    else:  # grouped or depthwise: input and output channels coincide (a "depthwise" flow)
-        if list(in_keep) != list(out_keep):
-            raise NasError("a grouped conv keeps the same input and output channels")
-        per = m.out_channels // g
-        counts = [sum(1 for c in out_keep if c // per == j) for j in range(g)]
-        live = [j for j in range(g) if counts[j]]
-        if len(set(counts[j] for j in live)) != 1:
-            raise NasError(f"a grouped conv must keep as many channels in each of its {g} groups (kept {counts})")
-        blocks = []
-        for j in live:  # each group keeps its own rows and, of its inputs, the same channels
-            mine = [c for c in out_keep if c // per == j]
-            blocks.append(m.weight[_idx(mine)][:, _idx([c - j * per for c in mine])])
-        w = torch.cat(blocks)
+    else:
+        per_in, per_out = m.in_channels // g, m.out_channels // g
+        ins = [[c - j * per_in for c in in_keep if c // per_in == j] for j in range(g)]
+        outs = [[c for c in out_keep if c // per_out == j] for j in range(g)]
+        live = [j for j in range(g) if outs[j]]
+        if [j for j in range(g) if ins[j]] != live or len({len(ins[j]) for j in live}) > 1 \
+                or len({len(outs[j]) for j in live}) > 1:
+            raise NasError(f"a grouped conv must keep as many input and as many output channels in each of the "
+                           f"{g} groups it keeps (kept {[len(i) for i in ins]} in, {[len(o) for o in outs]} out)")
+        w = torch.cat([m.weight[_idx(outs[j])][:, _idx(ins[j])] for j in live])
         m.groups = len(live)
-        m.in_channels = m.out_channels = len(out_keep)
+    m.in_channels, m.out_channels = len(in_keep), len(out_keep)
     m.weight = nn.Parameter(w.clone())
     if m.bias is not None:
         m.bias = nn.Parameter(m.bias[_idx(out_keep)].clone())

@@ -131,9 +131,10 @@ def _conv_module(a, s):
 
 
 def _conv_channels(a, s, o):
-    """A plain conv makes new channels; a grouped one that keeps the width couples each
-    output channel with its input channel; one that changes it cannot be sliced."""
-    if a["groups"] == 1:
+    """A plain or grouped conv makes new channels (a grouped one's slicer keeps as many
+    in each group); a depthwise one, one filter per input channel, couples each output
+    channel with its input channel, or, where it multiplies them, cannot be sliced."""
+    if a["groups"] == 1 or a["groups"] < s[0][0]:
         return PRODUCER
     return DEPTHWISE if o[0] == s[0][0] else Channels("producer", whole=("in", "out"))
 
@@ -549,10 +550,11 @@ def _mlp_out(a, s):
 
 
 def _mlp_shape(a, s):
-    if len(s[0]) not in (1, 2):
-        raise ShapeError(f"`mlp` needs tokens (N, D) or a vector (F,), got {_fmt(s[0])}")
+    if len(s[0]) not in (1, 2) and not channels_last(s[0]):
+        raise ShapeError(f"`mlp` needs tokens (N, D), a vector (F,) or a channels-last map, got {_fmt(s[0])}")
     _positive(a, "mlp", "hidden")
-    return (*s[0][:-1], _mlp_out(a, s))
+    out = (*s[0][:-1], _mlp_out(a, s))
+    return ChannelsLast(out) if channels_last(s[0]) else out
 
 
 def _mlp_params(a, s):

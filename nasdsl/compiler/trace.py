@@ -9,7 +9,7 @@ schema: one node per tensor operation, with `op`, `args`, `path`, `rules`,
 `inputs`, `in_shapes`, `shape`, `params`, `macs` (and `fx`, the torch.fx node's name,
 for rewiring the module: `nasdsl.compiler.erasing`; and `module` where a function
 call works on one submodule's parameters, as timm's `BatchNormAct2d` calls
-`F.batch_norm`: that submodule's path, which pruning slices). A node's id is the submodule's
+`F.batch_norm` and its `Linear` `F.linear`: that submodule's path, which pruning slices). A node's id is the submodule's
 qualified name (`layer1.0.conv1`; a module called again gets `layer1.0.relu_1`)
 or the fx name of a function call (`add_3`). An operation is named in nasdsl's
 vocabulary (`conv`, `bn`, `relu`, `add`, `mul`, `concat`, ...) only where that
@@ -386,10 +386,13 @@ class _Builder:
             return None
         _, value, full = self.attrs[factor[0]]
         aligned = (1,) * (len(shape) + 1 - len(full)) + full
+        shape = self.values[tensor[0]][1]  # the input's, which says its layout
+        channels = primitives.channel_count(shape)
+        axis = len(shape) if len(shape) == 2 or primitives.channels_last(shape) else 1  # of the batch's shape
         # the parameter itself per channel along its first dimension, as its slicer cuts it
-        if not isinstance(value, nn.Parameter) or len(aligned) != len(shape) + 1 or value.numel() != shape[0] or \
-                value.shape[0] != shape[0] or \
-                aligned[1] != shape[0] or any(k != 1 for i, k in enumerate(aligned) if i != 1):
+        if not isinstance(value, nn.Parameter) or len(aligned) != len(shape) + 1 or value.numel() != channels or \
+                value.shape[0] != channels or \
+                aligned[axis] != channels or any(k != 1 for i, k in enumerate(aligned) if i != axis):
             return None
         return ("scale", {"init": 1.0})  # a traced scale's arguments say nothing of its trained values
 
@@ -644,6 +647,16 @@ def _fn_layernorm(n):
     return {"affine": weight is not None, "eps": float(eps)}
 
 
+def _fn_linear(n):
+    """F.linear on a module's weight and bias (timm's `Linear`); its width is its result's last axis."""
+    meta = n.meta.get("tensor_meta")
+    weight, bias = _arg(n, 1, "weight"), _arg(n, 2, "bias")
+    if not isinstance(meta, TensorMetadata) or not isinstance(weight, torch.fx.Node) or \
+            not (bias is None or isinstance(bias, torch.fx.Node)):
+        return None
+    return {"out": int(meta.shape[-1]), "bias": bias is not None}
+
+
 def _first_token(n):
     """`x[:, 0]`: the class token, `token_pool(mode=cls)`."""
     return {"mode": "cls"} if len(n.args) == 2 and n.args[1] == (slice(None), 0) else None
@@ -679,12 +692,14 @@ _FUNCTIONS = {
     F.dropout: ("dropout", _dropout),
     F.batch_norm: ("bn", _fn_bn),
     F.layer_norm: ("layernorm", _fn_layernorm),
+    F.linear: ("linear", _fn_linear),
     operator.getitem: ("token_pool", _first_token),
 }
 
 # ops whose slicer cuts each tensor the call reads by itself, so the call may read some of its
-# module's tensors (a ViT's class token and position embedding, both the model's own)
-_PER_TENSOR = ("cls_token", "pos_embed")
+# module's tensors (a ViT's class token and position embedding, both the model's own; a block's
+# two layer scales)
+_PER_TENSOR = ("cls_token", "pos_embed", "scale")
 
 # functions of other libraries, by (module, name), so that tracing imports none of them
 _BY_NAME = {
