@@ -67,6 +67,36 @@ def test_pruning_a_residual_space_with_a_concat():
     check_pruning(space, space.sample(seed=0), seeds=8)
 
 
+SLICED = """space s
+network = conv(out=12) bn relu
+          concat(slice(start=0, stop=4) conv(out=6), slice(start=4, stop=12) dwconv(kernel=3))
+          gap flatten linear(5)
+"""
+
+
+def test_a_channel_slice_is_its_channels_group_and_prunes_with_them():
+    """`slice(start, stop)` passes channels start..stop-1 on: a pruning before it moves its
+    bounds to the channels kept."""
+    space = nasdsl.loads(SLICED)
+    d = space.sample(seed=0)
+    graph = space.graph(d, (3, 8, 8))
+    assert graph.nodes["slice1"]["shape"] == (4, 8, 8) and graph.nodes["slice2"]["shape"] == (8, 8, 8)
+    groups = {g.name: g for g in channel_groups(graph)}
+    # the two slices' channels are two groups: each reaches its own layers
+    assert (groups["conv1"].channels, groups["conv1#2"].channels) == (4, 8)
+    assert "conv2" in {m[0] for m in groups["conv1"].members} and "dwconv" in {m[0] for m in groups["conv1#2"].members}
+    module = space.compile(d, (3, 8, 8)).eval()
+    keep = {"conv1": [1, 2], "conv1#2": [1, 5, 7]}  # channels 1, 2 and 5, 9, 11 of conv1's 12
+    small = prune(graph, module, keep).eval()
+    assert (small.slice1.start, small.slice1.stop, small.slice2.start, small.slice2.stop) == (0, 2, 2, 5)
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(small(x), zero_removed(graph, module, keep)(x))
+    check_pruning(space, d, seeds=6)
+    with pytest.raises(nasdsl.NasError, match="channels 4..12 are not within 12"):
+        nasdsl.loads(SLICED.replace("start=4, stop=12", "start=4, stop=13")).graph(d, (3, 8, 8))
+
+
 def test_bad_keep_sets_are_clear_errors():
     space = nasdsl.loads(RESIDUAL)
     d = space.sample(seed=0)

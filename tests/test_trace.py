@@ -175,17 +175,64 @@ def test_tiny_module_by_hand():
 
 
 def test_tuples_of_tensors_and_training_mode():
+    """A split of the channels read item by item is a `slice` per item; any other
+    tuple (here halves of the rows) is one node that its items' readers read."""
     class Split(nn.Module):
         def forward(self, x):
             a, b = x.chunk(2, dim=1)
-            return torch.cat([b, F.dropout(a, 0.5, self.training)], dim=1)
+            top, bottom = x.chunk(2, dim=2)
+            return torch.cat([b, F.dropout(a, 0.5, self.training)], dim=1), top + bottom
 
     module = Split().train()
     graph = trace(module, torch.randn(1, 4, 8, 8))
     assert module.training  # restored
-    assert graph.nodes["chunk"]["shape"] is None and graph.nodes["chunk"]["op"] == "function:chunk"
-    assert graph.nodes["dropout"]["inputs"] == ["chunk"] and graph.nodes["dropout"]["in_shapes"] == [(2, 8, 8)]
-    assert graph.nodes["cat"]["op"] == "concat" and graph.nodes["cat"]["inputs"] == ["chunk", "dropout"]
+    assert "chunk" not in graph and graph.nodes["getitem_1"]["op"] == "slice"
+    assert graph.nodes["getitem_1"]["args"] == {"start": 2, "stop": 4} and graph.nodes["getitem_1"]["inputs"] == ["input"]
+    assert graph.nodes["dropout"]["inputs"] == ["getitem"] and graph.nodes["dropout"]["in_shapes"] == [(2, 8, 8)]
+    assert graph.nodes["cat"]["op"] == "concat" and graph.nodes["cat"]["inputs"] == ["getitem_1", "dropout"]
+    assert graph.nodes["chunk_1"]["shape"] is None and graph.nodes["chunk_1"]["op"] == "function:chunk"
+    assert graph.nodes["add"]["inputs"] == ["chunk_1", "chunk_1"] and graph.nodes["add"]["in_shapes"] == [(4, 4, 8)] * 2
+
+
+def test_split_items_and_channel_slices_are_pruned_by_new_sizes_in_the_code():
+    """mixnet, res2net, cspnet, ghostnet and dpn split channels (`torch.split` with
+    sizes in the model's code, `chunk`, `x[:, a:b]`, an item by a negative index): each
+    item is a slice of its tensor, so its channels are groups, and a pruned model is the
+    traced model's torch.fx code with each slice's new bounds."""
+    from nasdsl.compiler.groups import prune, zero_removed
+
+    class Mixed(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem, self.sizes = nn.Conv2d(3, 12, 1), [4, 8]
+            self.a, self.b = nn.Conv2d(4, 6, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1, groups=8)
+            self.mix, self.d = nn.Conv2d(14, 10, 1), nn.Conv2d(5, 5, 1)
+            self.head = nn.Linear(5 + 5 + 8, 3)
+
+        def forward(self, x):
+            parts = torch.split(self.stem(x).relu(), self.sizes, 1)
+            y = torch.cat([self.a(parts[0]), self.b(parts[-1])], 1)
+            u, v = self.mix(y).chunk(2, dim=1)
+            return self.head(torch.cat([self.d(u), v, y[:, 6:]], 1).mean((2, 3)))
+
+    model = Mixed().eval()
+    x = torch.randn(2, 3, 6, 6)
+    graph = trace(model, x[:1])
+    slices = {a["fx"]: a["args"] for _, a in graph.nodes(data=True) if a["op"] == "slice"}
+    assert sorted(slices.values(), key=str) == sorted([{"start": 0, "stop": 4}, {"start": 4, "stop": 12},
+                                                       {"start": 0, "stop": 5}, {"start": 5, "stop": 10},
+                                                       {"start": 6, "stop": 14}], key=str)
+    groups = {g.name: g for g in channel_groups(graph)}
+    assert {n: g.channels for n, g in groups.items() if g.prunable} == \
+        {"stem": 4, "stem#2": 8, "a": 6, "mix": 5, "mix#2": 5, "d": 5}
+    keep = {"stem": [0, 3], "stem#2": [0, 2, 4, 6], "a": [1, 2, 5], "mix": [0, 1], "mix#2": [2, 4], "d": [3]}
+    small = prune(graph, model, keep).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(small(x), zero_removed(graph, model, keep)(x))
+    assert small.b.groups == 4 and small.head.in_features == 1 + 2 + 4
+    assert set(small.state_dict()) == set(model.state_dict())
+    # a pruning that moves no bounds keeps the model's own code
+    assert type(prune(graph, model, {"d": [0, 1]})) is Mixed
 
 
 def test_what_cannot_be_traced_is_a_nas_error():

@@ -52,6 +52,12 @@ def slice_conv(m, in_keep, out_keep):
         m.bias = nn.Parameter(m.bias[_idx(out_keep)].clone())
 
 
+def slice_channel_slice(m, in_keep, out_keep):
+    """A `ChannelSlice`: its bounds among the input channels kept."""
+    m.start = sum(1 for c in in_keep if c < m.start)
+    m.stop = m.start + len(out_keep)
+
+
 def slice_linear(m, in_keep, out_keep):
     from torch import nn
 

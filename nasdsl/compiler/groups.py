@@ -327,7 +327,40 @@ def prune(graph: nx.DiGraph, module, keep: dict):
             with _held(named[holder(graph, node)], a.get("tensors")) as m:
                 _slice(m, a["op"], in_keep[0] if in_keep else None, out_keep, node,
                        inner_keep if changed_inner else None)
-    return pruned
+    # a traced model's channel slices (`x[:, a:b]`, a split's items) of a tensor that loses channels:
+    # their new bounds (every item of a split, so that no split of the old sizes stays)
+    bounds = {}
+    for node, a in graph.nodes(data=True):
+        if a["op"] == "slice" and a.get("fx") and holder(graph, node) not in named:
+            _, (in_keep,), _ = positions[node]
+            if len(in_keep) < primitives.channel_count(a["in_shapes"][0]):
+                start = sum(1 for c in in_keep if c < a["args"]["start"])
+                bounds[a["fx"]] = (start, start + sum(1 for c in in_keep if a["args"]["start"] <= c < a["args"]["stop"]))
+    return _resliced(module, pruned, bounds) if bounds else pruned
+
+
+def _resliced(module, pruned, bounds: dict):
+    """`pruned` run by `module`'s torch.fx graph in which each channel slice named in
+    `bounds` (fx name -> (start, stop)) takes its new bounds: the sizes of a split are
+    in the model's code, so the code is what changes."""
+    import operator
+
+    import torch.fx
+
+    from .fxtrace import fx_trace
+
+    graph = fx_trace(module).graph
+    fx = {n.name: n for n in graph.nodes}
+    for name, (start, stop) in bounds.items():
+        node = fx[name]
+        item = isinstance(node.args[1], int)  # of a split: slice the tensor it splits
+        source = node.args[0].args[0] if item else node.args[0]
+        with graph.inserting_before(node):
+            new = graph.call_function(operator.getitem, (source, (slice(None), slice(start, stop))))
+        node.replace_all_uses_with(new)
+        graph.erase_node(node)
+    graph.eliminate_dead_code()
+    return torch.fx.GraphModule(pruned, graph, type(module).__name__)
 
 
 def zero_removed(graph: nx.DiGraph, module, keep: dict):

@@ -70,6 +70,17 @@ class SpatialMean(nn.Module):
         return x.mean((2, 3))
 
 
+class ChannelSlice(nn.Module):
+    """`x[:, start:stop]`: some of the channels (a split's item)."""
+
+    def __init__(self, start: int, stop: int):
+        super().__init__()
+        self.start, self.stop = start, stop
+
+    def forward(self, x):
+        return x[:, self.start:self.stop]
+
+
 class ChannelShuffle(nn.Module):
     def __init__(self, groups: int):
         super().__init__()

@@ -353,6 +353,20 @@ def _shuffle_shape(a, s):
     return s[0]
 
 
+def _slice_shape(a, s):
+    if len(s[0]) not in (1, 3) or channels_last(s[0]):
+        raise ShapeError(f"`slice` needs a feature map (C, H, W) or a vector (F,), got {_fmt(s[0])}")
+    if not 0 <= a["start"] < a["stop"] <= s[0][0]:
+        raise ShapeError(f"`slice`: channels {a['start']}..{a['stop'] - 1} are not within {s[0][0]}")
+    return (a["stop"] - a["start"], *s[0][1:])
+
+
+def _slice_order(a, s):
+    import numpy as np
+
+    return np.arange(a["start"], a["stop"])
+
+
 def _module(factory_name, **fixed):
     """A factory for one of nasdsl.compiler.modules' classes."""
 
@@ -490,6 +504,10 @@ _p("zero", Arg("stride", "int", 1, low=1), Arg("out", "int", 0, low=0),
    shape=_zero_shape, module=_module("Zero", stride=lambda a, s: a["stride"], out=lambda a, s: a["out"]),
    channels=lambda a, s, o: PRODUCER if a.get("out") else PASS, slicer=ch.slice_zero,
    zero_at_zero=True)
+_p("slice", Arg("start", "int", low=0), Arg("stop", "int", low=1),
+   doc="channels start..stop-1 of a feature map or vector (`x[:, start:stop]`; a split's item)",
+   shape=_slice_shape, module=_module("ChannelSlice", start=lambda a, s: a["start"], stop=lambda a, s: a["stop"]),
+   channels=Channels("pass", order=_slice_order), slicer=ch.slice_channel_slice, zero_at_zero=True)
 _p("shuffle", Arg("groups", "int"), doc="channel shuffle", shape=_shuffle_shape,
    module=_module("ChannelShuffle", groups=lambda a, s: a["groups"]), channels=Channels("pass", order=_shuffle_order),
    zero_at_zero=True)

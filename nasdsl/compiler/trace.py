@@ -30,6 +30,7 @@ every parameter the forward pass uses.
 
 from __future__ import annotations
 
+import itertools
 import operator
 from pathlib import Path
 
@@ -196,6 +197,9 @@ class _Builder:
         self.graph = nx.DiGraph(space=self.space)
         self.values: dict[torch.fx.Node, tuple] = {}  # fx node → (graph node, per-sample shape) of a tensor
         self.tuples: dict[torch.fx.Node, str] = {}  # fx node → graph node of a tuple of tensors
+        # a split of a tensor's channels read item by item: fx node → (its input's value, each item's
+        # (start, stop)); each item read is a `slice` of that tensor, the split itself no node
+        self.splits: dict[torch.fx.Node, tuple] = {}
         self.firsts: set[torch.fx.Node] = set()  # fx nodes of a (tensor, None, ...) result, valued as the tensor
         # `x.flatten(2)` of a (C, H, W) map read only by a swap of its last two axes: that map's value,
         # so that the two are one `tokens` node
@@ -249,6 +253,15 @@ class _Builder:
             map_id, map_shape = self.flat[n.args[0]]
             node_id = self.fresh(n.name) if n.name in self.paths or n.name in self.graph else n.name
             self.add(node_id, "tokens", {}, self.rules(n), [map_id], [map_shape], _per_sample(meta), fx=n.name)
+            self.values[n] = (node_id, _per_sample(meta))
+        elif self.splits_channels(n, meta):
+            self.splits[n] = (self.values[n.args[0]], _ranges(meta))
+        elif n.target is operator.getitem and _node_in(n.args[0], self.splits) and isinstance(n.args[1], int):
+            (source, source_shape), ranges = self.splits[n.args[0]]
+            start, stop = ranges[n.args[1]]
+            node_id = self.fresh(n.name) if n.name in self.paths or n.name in self.graph else n.name
+            self.add(node_id, "slice", {"start": start, "stop": stop}, self.rules(n), [source], [source_shape],
+                     _per_sample(meta), fx=n.name)
             self.values[n] = (node_id, _per_sample(meta))
         elif n.target is operator.getitem and isinstance(n.args[0], torch.fx.Node) and n.args[0] in self.tuples:
             # an item of a tuple of tensors: its readers read the tuple's node
@@ -314,6 +327,21 @@ class _Builder:
             if primitives.get(op) is None or all(primitives.channels_last(s) for s in shapes if s is not None):
                 return primitives.ChannelsLast(shape)
         return shape
+
+    def splits_channels(self, n, meta) -> bool:
+        """Whether `n` splits the channels of a feature map or vector into items of its
+        channels (`torch.split`, `chunk`, `tensor_split`: told by the items' shapes),
+        and only item reads (`x[k]`) read it."""
+        if n.op not in ("call_method", "call_function") or _name(n) not in ("split", "chunk", "tensor_split") \
+                or not n.args or not _node_in(n.args[0], self.values) or not isinstance(meta, (tuple, list)) \
+                or not meta or not all(isinstance(m, TensorMetadata) for m in meta):
+            return False
+        shape = self.values[n.args[0]][1]
+        if len(shape) not in (1, 3) or primitives.channels_last(shape):
+            return False
+        items = [_per_sample(m) for m in meta]
+        return all(i[1:] == shape[1:] and i[0] > 0 for i in items) and sum(i[0] for i in items) == shape[0] and \
+            all(u.target is operator.getitem and len(u.args) == 2 and isinstance(u.args[1], int) for u in n.users)
 
     def reshapes_an_attribute(self, n) -> bool:
         return (n.op in ("call_method", "call_function") and _name(n) in _RESHAPES and bool(n.args)
@@ -657,9 +685,23 @@ def _fn_linear(n):
     return {"out": int(meta.shape[-1]), "bias": bias is not None}
 
 
-def _first_token(n):
-    """`x[:, 0]`: the class token, `token_pool(mode=cls)`."""
-    return {"mode": "cls"} if len(n.args) == 2 and n.args[1] == (slice(None), 0) else None
+def _getitem(n):
+    """`x[:, 0]`: the class token, `token_pool(mode=cls)`; `x[:, a:b]` (then only `:` or
+    `...`): channels a..b-1, `slice`."""
+    if len(n.args) != 2 or n.kwargs or not isinstance(n.args[1], tuple) or len(n.args[1]) < 2:
+        return None
+    whole, channels, *rest = n.args[1]
+    if whole != slice(None):
+        return None
+    if channels == 0 and not rest:
+        return ("token_pool", {"mode": "cls"})
+    meta = n.args[0].meta.get("tensor_meta") if isinstance(n.args[0], torch.fx.Node) else None
+    if not isinstance(channels, slice) or not isinstance(meta, TensorMetadata) or len(meta.shape) < 2 or \
+            not all(i is None or isinstance(i, int) for i in (channels.start, channels.stop, channels.step)) or \
+            not all(r == slice(None) or r is Ellipsis for r in rest):
+        return None
+    start, stop, step = channels.indices(meta.shape[1])
+    return ("slice", {"start": start, "stop": stop}) if step == 1 and stop > start else None
 
 
 def _dropout(n):
@@ -693,7 +735,7 @@ _FUNCTIONS = {
     F.batch_norm: ("bn", _fn_bn),
     F.layer_norm: ("layernorm", _fn_layernorm),
     F.linear: ("linear", _fn_linear),
-    operator.getitem: ("token_pool", _first_token),
+    operator.getitem: (None, _getitem),
 }
 
 # ops whose slicer cuts each tensor the call reads by itself, so the call may read some of its
@@ -721,6 +763,12 @@ _MERGES = {
 # ---- small helpers ------------------------------------------------------------------------
 def _per_sample(meta: TensorMetadata) -> tuple:
     return tuple(meta.shape)[1:]
+
+
+def _ranges(items) -> list:
+    """Each item's (start, stop) in the channels a split divides, from its items' metadata."""
+    stops = list(itertools.accumulate(_per_sample(m)[0] for m in items))
+    return list(zip([0, *stops[:-1]], stops))
 
 
 def _first_only(meta):
