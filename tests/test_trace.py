@@ -440,3 +440,21 @@ def test_f_linear_and_grouped_convs_are_nasdsls_and_their_outputs_are_groups():
     assert (small[2].in_channels, small[2].out_channels, small[2].groups) == (4, 8, 4) and small[8].in_features == 2
     with pytest.raises(NasError, match="as many input and as many output channels in each of the 4 groups"):
         prune(graph, model, {"2": [0, 1, 2, 3, 4, 5]})  # the first two groups whole, the others gone
+
+
+def test_timms_tensorflow_padded_conv_is_conv_same_and_ours_computes_the_same():
+    """timm's Conv2dSame pads from the input's size (a leaf to torch.fx): `conv_same`,
+    whose own module gives timm's output at odd and even sizes, strides 1 and 2."""
+    conv2d_same = pytest.importorskip("timm.layers.conv2d_same")
+    for k, stride, groups in ((3, 2, 1), (5, 2, 4), (3, 1, 4), (4, 2, 1)):
+        theirs = conv2d_same.Conv2dSame(4, 8, k, stride, groups=groups, bias=True).eval()
+        for side in (7, 8, 13):
+            x = torch.randn(1, 4, side, side)
+            graph = trace(nn.Sequential(theirs), x)
+            node = graph.nodes["0"]
+            assert node["op"] == "conv_same" and node["args"]["kernel"] == k and node["args"]["groups"] == groups
+            assert node["shape"] == tuple(theirs(x).shape[1:]) == (8, -(-side // stride), -(-side // stride))
+            ours = primitives.get("conv_same").module(node["args"], node["in_shapes"])
+            ours.load_state_dict(theirs.state_dict())
+            with torch.no_grad():
+                torch.testing.assert_close(ours(x), theirs(x))

@@ -42,7 +42,6 @@ FEWER = {
     "timm:efficientvit_b0": LEAF + ", and its attention's reshapes are barriers",
     "timm:skresnet18": SELECTS, "timm:resnest14d": SELECTS,
     "squeezenet1_1": CLASSES, "timm:resnetv2_50": CLASSES, "timm:dla46_c": CLASSES,
-    "timm:tf_efficientnet_b0": "its stride-2 convolutions pad themselves as TensorFlow does: leaves, kept whole",
 }
 RECORDED = Path(__file__).resolve().parent.parent / "bench" / "results" / "zoo.json"
 

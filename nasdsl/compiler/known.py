@@ -1,5 +1,5 @@
 """Other libraries' modules that one nasdsl primitive describes whole: timm's
-vision-transformer attention, MLP and patch embedding. The tracer keeps each such
+vision-transformer attention, MLP and patch embedding, and its TensorFlow-padded conv. The tracer keeps each such
 module whole (`nasdsl.compiler.fxtrace`) and names it (`nasdsl.compiler.trace`), so
 a traced ViT has the graph a compiled one has, with its heads and MLP widths as
 channel groups, instead of the reshapes inside. A module is known only where its
@@ -56,8 +56,18 @@ def _patch_embed(m):
     return {"dim": conv.out_channels, "patch": k[0]}
 
 
+def _conv_same(m):
+    """timm's Conv2dSame: a square convolution padded as TensorFlow's SAME."""
+    k, stride, d = (set(v) for v in (m.kernel_size, m.stride, m.dilation))
+    if len(k) != 1 or len(stride) != 1 or len(d) != 1 or tuple(m.padding) != (0, 0) or m.padding_mode != "zeros":
+        return None
+    return {"out": m.out_channels, "kernel": k.pop(), "stride": stride.pop(), "groups": m.groups,
+            "dilation": d.pop(), "bias": m.bias is not None}
+
+
 KNOWN = {
     ("timm.layers.attention", "Attention"): ("attention", _attention),
     ("timm.layers.mlp", "Mlp"): ("mlp", _mlp),
     ("timm.layers.patch_embed", "PatchEmbed"): ("patch_embed", _patch_embed),
+    ("timm.layers.conv2d_same", "Conv2dSame"): ("conv_same", _conv_same),
 }

@@ -70,6 +70,19 @@ class SpatialMean(nn.Module):
         return x.mean((2, 3))
 
 
+class Conv2dSame(nn.Conv2d):
+    """A convolution padded as TensorFlow's SAME is (`conv_same`): each side comes out as
+    ceil(size / stride), the padding for that split with the odd pixel at the bottom and
+    right, computed from the input it is given."""
+
+    def forward(self, x):
+        pads = []
+        for size, k, s, d in zip(x.shape[:-3:-1], self.kernel_size[::-1], self.stride[::-1], self.dilation[::-1]):
+            total = max((-(-size // s) - 1) * s + (k - 1) * d + 1 - size, 0)
+            pads += [total // 2, total - total // 2]
+        return super().forward(nn.functional.pad(x, pads))
+
+
 class ChannelSlice(nn.Module):
     """`x[:, start:stop]`: some of the channels (a split's item)."""
 

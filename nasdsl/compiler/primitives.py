@@ -105,14 +105,22 @@ def _positive(args, name, *keys):
 
 
 # ---- convolutions -------------------------------------------------------------------
-def _conv_shape(a, s):
-    c, h, w = feature_map(s, "conv")
-    _positive(a, "conv", "out", "kernel", "stride", "groups", "dilation")
-    if c % a["groups"] or a["out"] % a["groups"]:
-        raise ShapeError(f"`conv`: groups={a['groups']} must divide both {c} input and {a['out']} output channels")
-    p = same_padding(a["kernel"], a["dilation"], a["padding"])
-    return (a["out"], conv_out(h, a["kernel"], a["stride"], a["dilation"], p, "conv"),
-            conv_out(w, a["kernel"], a["stride"], a["dilation"], p, "conv"))
+def _conv_shape_of(name, side):
+    """A convolution's shape rule; `side(args, size)` is an output side."""
+    def shape(a, s):
+        c, h, w = feature_map(s, name)
+        _positive(a, name, "out", "kernel", "stride", "groups", "dilation")
+        if c % a["groups"] or a["out"] % a["groups"]:
+            raise ShapeError(f"`{name}`: groups={a['groups']} must divide both {c} input and {a['out']} output "
+                             "channels")
+        return (a["out"], side(a, h), side(a, w))
+
+    return shape
+
+
+_conv_shape = _conv_shape_of("conv", lambda a, size: conv_out(
+    size, a["kernel"], a["stride"], a["dilation"], same_padding(a["kernel"], a["dilation"], a["padding"]), "conv"))
+_conv_same_shape = _conv_shape_of("conv_same", lambda a, size: -(-size // a["stride"]))
 
 
 def _conv_params(a, s):
@@ -128,6 +136,12 @@ def _conv_module(a, s):
 
     return nn.Conv2d(s[0][0], a["out"], a["kernel"], a["stride"], same_padding(a["kernel"], a["dilation"], a["padding"]),
                      a["dilation"], a["groups"], a["bias"])
+
+
+def _conv_same_module(a, s):
+    from .modules import Conv2dSame
+
+    return Conv2dSame(s[0][0], a["out"], a["kernel"], a["stride"], 0, a["dilation"], a["groups"], a["bias"])
 
 
 def _conv_channels(a, s, o):
@@ -398,6 +412,13 @@ _p("conv", Arg("out", "int"), Arg("kernel", "int", 3), Arg("stride", "int", 1), 
    Arg("dilation", "int", 1), Arg("bias", "bool", False), Arg("padding", "int", -1),
    doc="2-d convolution; padding -1 keeps the size at stride 1: dilation * (kernel - 1) // 2",
    shape=_conv_shape, params=_conv_params, macs=_conv_macs, module=_conv_module,
+   channels=_conv_channels, slicer=ch.slice_conv, adapter=ch.adapt_conv, keeps_output=False,
+   zero_at_zero=_no_bias)
+_p("conv_same", Arg("out", "int"), Arg("kernel", "int", 3), Arg("stride", "int", 1), Arg("groups", "int", 1),
+   Arg("dilation", "int", 1), Arg("bias", "bool", False),
+   doc="2-d convolution with TensorFlow's SAME padding (EfficientNet's TF ports, timm's Conv2dSame): each side "
+       "ceil(size / stride), padded for that from the input's size, the odd pixel at the bottom and right",
+   shape=_conv_same_shape, params=_conv_params, macs=_conv_macs, module=_conv_same_module,
    channels=_conv_channels, slicer=ch.slice_conv, adapter=ch.adapt_conv, keeps_output=False,
    zero_at_zero=_no_bias)
 _p("dwconv", Arg("kernel", "int", 3), Arg("stride", "int", 1), Arg("dilation", "int", 1),
