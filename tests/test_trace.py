@@ -2,6 +2,7 @@
 truth about it (shapes as ShapeProp sees them, params and MACs as torch counts them)."""
 
 import json
+import math
 from collections import Counter
 from functools import lru_cache
 
@@ -249,20 +250,24 @@ def test_what_cannot_be_traced_is_a_nas_error():
         trace(Tiny(), torch.randn(1, 4, 16, 16))
 
 
-def test_a_submodule_that_branches_on_a_shape_is_kept_whole():
-    """timm's dynamic "same" padding and shape checks (tf_efficientnet, mobilevit,
-    efficientvit) branch on a traced shape: that submodule becomes one node, a leaf,
-    with its parameters and MACs; the rest traces as usual."""
+def test_code_that_branches_on_a_shape_is_traced_for_the_example_or_kept_whole():
+    """timm's shape checks (vgg's head, mobilevit, efficientvit, tiny_vit) branch on a
+    traced size: traced for the example's sizes (the batch's stays free), the layers
+    inside are nodes; without an input shape, or where that trace would miss a
+    parameter, that submodule is one node, a leaf, with its parameters and MACs."""
+    from nasdsl.compiler.fxtrace import fx_trace
 
     class Pad(nn.Module):
         def __init__(self):
             super().__init__()
             self.conv = nn.Conv2d(4, 4, 3)
+            self.cache = {}
 
         def forward(self, x):
             if x.shape[-1] < 8:
                 x = F.pad(x, (1, 1, 1, 1))
-            return self.conv(x)
+            self.cache["last"] = x  # a trace would leave a proxy here; it is put back
+            return self.conv(x).reshape(x.size(0), 4, math.ceil(x.shape[-2] / 1) - 2, -1)
 
     class Net(nn.Module):
         def __init__(self):
@@ -275,13 +280,18 @@ def test_a_submodule_that_branches_on_a_shape_is_kept_whole():
 
     model, x = Net().eval(), torch.randn(1, 3, 4, 4)
     graph = trace(model, x)
-    assert [graph.nodes[n]["op"] for n in ("blocks.1", "blocks.2")] == ["module:Pad"] * 2
+    assert model.blocks[1].cache == {}
+    assert graph.nodes["blocks.1.conv"]["op"] == graph.nodes["blocks.2.conv"]["op"] == "conv"
+    assert graph.nodes["blocks.1.conv"]["in_shapes"] == [(4, 6, 6)]  # padded: the example's branch
     assert graph.graph["params"] == sum(p.numel() for p in model.parameters())
     with flop_counter() as counter:
         model(x)
     assert graph.graph["macs"] == counter.get_total_flops() // 2
-    groups = channel_groups(graph)
-    assert [g.prunable for g in groups] == [False, False]  # stem and head: a leaf keeps its channels whole
+    gm = fx_trace(model, (3, 4, 4))
+    with torch.no_grad():
+        torch.testing.assert_close(gm(torch.randn(3, 3, 4, 4).mul(0).add(x)), model(x.expand(3, -1, -1, -1)))
+    leaves = [n.target for n in fx_trace(model).graph.nodes if n.op == "call_module"]
+    assert leaves == ["stem", "blocks.0", "blocks.1", "blocks.2", "head"]
 
 
 def test_cli_trace(capsys):

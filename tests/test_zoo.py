@@ -30,7 +30,6 @@ RESIDUAL = ("the residual stream passes every LayerNorm (or GroupNorm(1, C)), wh
             "torch-pruning cuts it, which changes the function; ours has each MLP width, and timm's heads, as a group")
 SELECTS = "its attention over branches (a softmax over stacked paths: selective kernel, split attention) is a barrier"
 CLASSES = "torch-pruning counts a conv classifier's class scores as prunable (there is no Linear to ignore)"
-LEAF = "a leaf (a submodule that branches on its input's size) is kept whole"
 FEWER = {
     **{m: RESIDUAL for m in ("convnext_tiny", "timm:convnext_atto", "timm:poolformer_s12", "timm:vit_tiny_patch16_224",
                              "timm:deit_tiny_patch16_224", "vit_b_16", "vit_b_32", "vit_l_16", "vit_l_32")},
@@ -38,8 +37,9 @@ FEWER = {
                               "tracer does not name",
     "timm:levit_128s": "its attention (matmuls on reshaped heads, a bias table) and its Linear + BatchNorm1d "
                        "on flattened tokens are barriers",
-    "timm:mobilevit_xxs": LEAF, "timm:vgg11": LEAF + " (its ConvMlp head)",
-    "timm:efficientvit_b0": LEAF + ", and its attention's reshapes are barriers",
+    "timm:mobilevit_xxs": "its transformers run on patches folded into the batch axis (B * P, N, C), which are "
+                          "no per-sample tokens: barriers",
+    "timm:efficientvit_b0": "its linear attention (matmuls of reshaped heads) is a barrier",
     "timm:skresnet18": SELECTS, "timm:resnest14d": SELECTS,
     "squeezenet1_1": CLASSES, "timm:resnetv2_50": CLASSES, "timm:dla46_c": CLASSES,
 }

@@ -258,7 +258,7 @@ def _erased_trace(full: nx.DiGraph, graph: nx.DiGraph, module):
 
     from .fxtrace import fx_trace
 
-    gm = fx_trace(copy.deepcopy(module))
+    gm = fx_trace(copy.deepcopy(module), full.graph.get("input_shape"))
     fx = {n.name: n for n in gm.graph.nodes}
     for join, a in graph.nodes(data=True):
         before = full.nodes[join]["inputs"]

@@ -336,10 +336,10 @@ def prune(graph: nx.DiGraph, module, keep: dict):
             if len(in_keep) < primitives.channel_count(a["in_shapes"][0]):
                 start = sum(1 for c in in_keep if c < a["args"]["start"])
                 bounds[a["fx"]] = (start, start + sum(1 for c in in_keep if a["args"]["start"] <= c < a["args"]["stop"]))
-    return _resliced(module, pruned, bounds) if bounds else pruned
+    return _resliced(module, pruned, bounds, graph.graph["input_shape"]) if bounds else pruned
 
 
-def _resliced(module, pruned, bounds: dict):
+def _resliced(module, pruned, bounds: dict, shape: tuple):
     """`pruned` run by `module`'s torch.fx graph in which each channel slice named in
     `bounds` (fx name -> (start, stop)) takes its new bounds: the sizes of a split are
     in the model's code, so the code is what changes."""
@@ -349,7 +349,7 @@ def _resliced(module, pruned, bounds: dict):
 
     from .fxtrace import fx_trace
 
-    graph = fx_trace(module).graph
+    graph = fx_trace(module, shape).graph
     fx = {n.name: n for n in graph.nodes}
     for name, (start, stop) in bounds.items():
         node = fx[name]

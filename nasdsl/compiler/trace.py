@@ -58,7 +58,7 @@ def trace(module: nn.Module, example: torch.Tensor) -> nx.DiGraph:
     modes = {m: m.training for m in module.modules()}
     module.eval()  # the graph of inference: no stochastic depth, no auxiliary heads
     try:
-        gm = fx_trace(module)
+        gm = fx_trace(module, tuple(example.shape[1:]))
         with torch.no_grad(), flop_counter() as counter:
             probe = _Probe(gm, counter)
             try:
