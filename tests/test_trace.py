@@ -165,7 +165,7 @@ def test_tiny_module_by_hand():
     assert [nodes[n]["inputs"] for n in ("relu", "relu_1", "relu_2")] == [["stem"], ["add"], ["mul"]]
     assert nodes["add"]["inputs"] == ["relu", "body.1"] and nodes["add"]["op"] == "add"
     assert nodes["cat"]["op"] == "concat" and nodes["cat"]["shape"] == (12, 16, 16)
-    assert nodes["wide"]["op"] == "module:Conv2d" and nodes["wide"]["args"] == {}
+    assert nodes["wide"]["op"] == "conv2d" and (nodes["wide"]["args"]["kernel_h"], nodes["wide"]["args"]["kernel_w"]) == (1, 3)
     # a module called twice counts its parameters once; the attribute's count at its reader
     assert nodes["twice"]["params"] == 12 * 12 + 12 and nodes["twice_1"]["params"] == 0
     assert nodes["twice_1"]["op"] == "conv" and nodes["twice_1"]["macs"] == nodes["twice"]["macs"]
@@ -468,3 +468,29 @@ def test_timms_tensorflow_padded_conv_is_conv_same_and_ours_computes_the_same():
             ours.load_state_dict(theirs.state_dict())
             with torch.no_grad():
                 torch.testing.assert_close(ours(x), theirs(x))
+
+
+def test_a_rectangular_conv_is_conv2d_and_its_channels_are_a_group():
+    """inception's 1x7 and 7x1 convolutions (and any kernel, stride, padding or dilation
+    that differs per axis) are `conv2d`, whose module is torch's own conv."""
+    from nasdsl.compiler.groups import prune, zero_removed
+
+    model = nn.Sequential(nn.Conv2d(3, 8, 1), nn.ReLU(), nn.Conv2d(8, 6, (1, 7), padding=(0, 3)),
+                          nn.Conv2d(6, 5, (3, 1), stride=(2, 1), dilation=(2, 1), groups=1), nn.Flatten(),
+                          nn.LazyLinear(4)).eval()
+    x = torch.randn(2, 3, 9, 9)
+    model(x)
+    graph = trace(model, x[:1])
+    node = graph.nodes["2"]
+    assert node["op"] == "conv2d" and (node["args"]["kernel_h"], node["args"]["kernel_w"]) == (1, 7)
+    assert graph.nodes["3"]["shape"] == tuple(model[:4](x).shape[1:])
+    for n in ("2", "3"):
+        built = primitives.get("conv2d").module(graph.nodes[n]["args"], graph.nodes[n]["in_shapes"])
+        built.load_state_dict(model[int(n)].state_dict())
+        with torch.no_grad():
+            torch.testing.assert_close(built(model[:int(n)](x)), model[:int(n) + 1](x))
+    groups = {g.name: g for g in channel_groups(graph) if g.prunable}
+    assert set(groups) == {"0", "2", "3"}
+    keep = {"0": [0, 2, 4], "2": [1, 5], "3": [0, 1, 3]}
+    with torch.no_grad():
+        torch.testing.assert_close(prune(graph, model, keep)(x), zero_removed(graph, model, keep)(x))

@@ -105,30 +105,40 @@ def _positive(args, name, *keys):
 
 
 # ---- convolutions -------------------------------------------------------------------
-def _conv_shape_of(name, side):
-    """A convolution's shape rule; `side(args, size)` is an output side."""
+def _conv_shape_of(name, side, *sized):
+    """A convolution's shape rule; `side(args, size, axis)` is its output's side along
+    axis "h" or "w"; `sized` are the arguments that must be at least 1."""
     def shape(a, s):
         c, h, w = feature_map(s, name)
-        _positive(a, name, "out", "kernel", "stride", "groups", "dilation")
+        _positive(a, name, "out", "groups", *sized)
         if c % a["groups"] or a["out"] % a["groups"]:
             raise ShapeError(f"`{name}`: groups={a['groups']} must divide both {c} input and {a['out']} output "
                              "channels")
-        return (a["out"], side(a, h), side(a, w))
+        return (a["out"], side(a, h, "h"), side(a, w, "w"))
 
     return shape
 
 
-_conv_shape = _conv_shape_of("conv", lambda a, size: conv_out(
-    size, a["kernel"], a["stride"], a["dilation"], same_padding(a["kernel"], a["dilation"], a["padding"]), "conv"))
-_conv_same_shape = _conv_shape_of("conv_same", lambda a, size: -(-size // a["stride"]))
+_conv_shape = _conv_shape_of("conv", lambda a, size, axis: conv_out(
+    size, a["kernel"], a["stride"], a["dilation"], same_padding(a["kernel"], a["dilation"], a["padding"]), "conv"),
+    "kernel", "stride", "dilation")
+_conv_same_shape = _conv_shape_of("conv_same", lambda a, size, axis: -(-size // a["stride"]),
+                                  "kernel", "stride", "dilation")
+_conv2d_shape = _conv_shape_of("conv2d", lambda a, size, axis: conv_out(
+    size, a[f"kernel_{axis}"], a[f"stride_{axis}"], a[f"dilation_{axis}"], a[f"padding_{axis}"], "conv2d"),
+    "kernel_h", "kernel_w", "stride_h", "stride_w", "dilation_h", "dilation_w")
+
+
+def _kernel_area(a) -> int:
+    return a["kernel"] ** 2 if "kernel" in a else a["kernel_h"] * a["kernel_w"]
 
 
 def _conv_params(a, s):
-    return a["out"] * (s[0][0] // a["groups"]) * a["kernel"] ** 2 + (a["out"] if a["bias"] else 0)
+    return a["out"] * (s[0][0] // a["groups"]) * _kernel_area(a) + (a["out"] if a["bias"] else 0)
 
 
 def _conv_macs(a, s, o):
-    return a["out"] * (s[0][0] // a["groups"]) * a["kernel"] ** 2 * o[1] * o[2]
+    return a["out"] * (s[0][0] // a["groups"]) * _kernel_area(a) * o[1] * o[2]
 
 
 def _conv_module(a, s):
@@ -136,6 +146,13 @@ def _conv_module(a, s):
 
     return nn.Conv2d(s[0][0], a["out"], a["kernel"], a["stride"], same_padding(a["kernel"], a["dilation"], a["padding"]),
                      a["dilation"], a["groups"], a["bias"])
+
+
+def _conv2d_module(a, s):
+    from torch import nn
+
+    return nn.Conv2d(s[0][0], a["out"], (a["kernel_h"], a["kernel_w"]), (a["stride_h"], a["stride_w"]),
+                     (a["padding_h"], a["padding_w"]), (a["dilation_h"], a["dilation_w"]), a["groups"], a["bias"])
 
 
 def _conv_same_module(a, s):
@@ -412,6 +429,14 @@ _p("conv", Arg("out", "int"), Arg("kernel", "int", 3), Arg("stride", "int", 1), 
    Arg("dilation", "int", 1), Arg("bias", "bool", False), Arg("padding", "int", -1),
    doc="2-d convolution; padding -1 keeps the size at stride 1: dilation * (kernel - 1) // 2",
    shape=_conv_shape, params=_conv_params, macs=_conv_macs, module=_conv_module,
+   channels=_conv_channels, slicer=ch.slice_conv, adapter=ch.adapt_conv, keeps_output=False,
+   zero_at_zero=_no_bias)
+_p("conv2d", Arg("out", "int"), Arg("kernel_h", "int"), Arg("kernel_w", "int"), Arg("stride_h", "int", 1),
+   Arg("stride_w", "int", 1), Arg("padding_h", "int", 0, low=0), Arg("padding_w", "int", 0, low=0),
+   Arg("dilation_h", "int", 1), Arg("dilation_w", "int", 1), Arg("groups", "int", 1), Arg("bias", "bool", False),
+   doc="2-d convolution with a kernel, stride, padding and dilation per axis (inception's 1x7 and 7x1), "
+       "as nn.Conv2d; `conv` is the square one",
+   shape=_conv2d_shape, params=_conv_params, macs=_conv_macs, module=_conv2d_module,
    channels=_conv_channels, slicer=ch.slice_conv, adapter=ch.adapt_conv, keeps_output=False,
    zero_at_zero=_no_bias)
 _p("conv_same", Arg("out", "int"), Arg("kernel", "int", 3), Arg("stride", "int", 1), Arg("groups", "int", 1),

@@ -553,17 +553,26 @@ def _square(value):
 
 
 def _conv(m: nn.Conv2d):
-    k, s, d = _square(m.kernel_size), _square(m.stride), _square(m.dilation)
-    if None in (k, s, d) or m.padding_mode != "zeros":
+    """`conv` where kernel, stride, dilation and padding are square, else `conv2d`."""
+    if m.padding_mode != "zeros":
         return None
+    k, s, d = _square(m.kernel_size), _square(m.stride), _square(m.dilation)
+    square = None not in (k, s, d) and (isinstance(m.padding, str) or _square(m.padding) is not None)
+    if not square:
+        if isinstance(m.padding, str):  # "same" or "valid" with a rectangular kernel: not worked out here
+            return None
+        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = m.kernel_size, m.stride, m.padding, m.dilation
+        return ("conv2d", {"out": m.out_channels, "kernel_h": kh, "kernel_w": kw, "stride_h": sh, "stride_w": sw,
+                           "padding_h": ph, "padding_w": pw, "dilation_h": dh, "dilation_w": dw,
+                           "groups": m.groups, "bias": m.bias is not None})
     if m.padding == "same":
         p = d * (k - 1) // 2 if d * (k - 1) % 2 == 0 else None
     else:
         p = 0 if m.padding == "valid" else _square(m.padding)
     if p is None:
         return None
-    return {"out": m.out_channels, "kernel": k, "stride": s, "groups": m.groups, "dilation": d,
-            "bias": m.bias is not None, "padding": p}
+    return ("conv", {"out": m.out_channels, "kernel": k, "stride": s, "groups": m.groups, "dilation": d,
+                     "bias": m.bias is not None, "padding": p})
 
 
 def _bn(m):
@@ -589,7 +598,7 @@ def _plain(_):
 
 
 _MODULES = {
-    nn.Conv2d: ("conv", _conv),
+    nn.Conv2d: (None, _conv),
     nn.BatchNorm2d: ("bn", _bn),
     nn.BatchNorm1d: ("bn", _bn),
     nn.GroupNorm: ("groupnorm", lambda m: {"groups": m.num_groups, "affine": m.affine, "eps": float(m.eps)}),
