@@ -267,7 +267,8 @@ def test_code_that_branches_on_a_shape_is_traced_for_the_example_or_kept_whole()
             if x.shape[-1] < 8:
                 x = F.pad(x, (1, 1, 1, 1))
             self.cache["last"] = x  # a trace would leave a proxy here; it is put back
-            return self.conv(x).reshape(x.size(0), 4, math.ceil(x.shape[-2] / 1) - 2, -1)
+            y = self.conv(x) * torch.tensor(1.5)  # a constant: torch.fx keeps it on the root
+            return y.reshape(x.size(0), 4, math.ceil(x.shape[-2] / 1) - 2, -1)
 
     class Net(nn.Module):
         def __init__(self):

@@ -75,7 +75,9 @@ def fx_trace(module: nn.Module, shape: tuple | None = None) -> torch.fx.GraphMod
 def _untouched(module: nn.Module):
     """Tracing runs the model's own Python, and what it stores on its modules (timm's
     tiny_vit caches attention biases per device) would hold proxies afterwards: each
-    module's attributes, and the contents of its dicts, lists and sets, are put back."""
+    module's attributes, and the contents of its dicts, lists and sets, are put back.
+    The tensors torch.fx adds to the root (`_tensor_constant0`, a constant the graph
+    reads) stay."""
     saved = [(m, dict(vars(m))) for m in module.modules()]
     contents = {(id(m), k): copy.copy(v) for m, attrs in saved for k, v in attrs.items()
                 if type(v) in (dict, list, set)}
@@ -84,7 +86,7 @@ def _untouched(module: nn.Module):
     finally:
         for m, attrs in saved:
             now = vars(m)
-            for k in [k for k in now if k not in attrs]:
+            for k in [k for k in now if k not in attrs and not isinstance(now[k], torch.Tensor)]:
                 del now[k]
             for k, v in attrs.items():
                 now[k] = v
