@@ -495,3 +495,34 @@ def test_a_rectangular_conv_is_conv2d_and_its_channels_are_a_group():
     keep = {"0": [0, 2, 4], "2": [1, 5], "3": [0, 1, 3]}
     with torch.no_grad():
         torch.testing.assert_close(prune(graph, model, keep)(x), zero_removed(graph, model, keep)(x))
+
+
+def test_upsampling_is_upsample_and_a_gate_may_be_upsampled_before_it_multiplies():
+    """hrnet's nn.Upsample and ghostnetv2's F.interpolate to a size are `upsample` (a whole
+    factor); ghostnetv2's sigmoid gate (f(0) = 0.5) is upsampled, then multiplies the
+    channels it gates, so a removed channel still ends at zero and the group is prunable."""
+    from nasdsl.compiler.groups import prune, zero_removed
+
+    class Gated(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.short = nn.Conv2d(3, 6, 3, padding=1), nn.Conv2d(6, 6, 1)
+            self.up, self.head = nn.Upsample(scale_factor=2.0), nn.Conv2d(6, 2, 1)
+
+        def forward(self, x):
+            y = self.conv(x)
+            gate = torch.sigmoid(self.short(F.avg_pool2d(y, 2)))
+            y = y * F.interpolate(gate, size=(y.shape[-2], y.shape[-1]), mode="nearest")
+            return self.head(self.up(y))
+
+    model, x = Gated().eval(), torch.randn(2, 3, 8, 8)
+    graph = trace(model, x[:1])
+    assert graph.nodes["interpolate"]["op"] == graph.nodes["up"]["op"] == "upsample"
+    assert graph.nodes["interpolate"]["args"] == {"scale": 2, "mode": "nearest"}
+    groups = {g.name: g for g in channel_groups(graph) if g.prunable}
+    assert set(groups) == {"conv"} and "short" in {m[0] for m in groups["conv"].members}
+    keep = {"conv": [0, 3, 4]}
+    with torch.no_grad():
+        torch.testing.assert_close(prune(graph, model, keep)(x), zero_removed(graph, model, keep)(x))
+    bilinear = trace(nn.Sequential(nn.Upsample(scale_factor=2, mode="bilinear", align_corners=True)), x[:1])
+    assert bilinear.nodes["0"]["op"] == "module:Upsample"  # align_corners: not nasdsl's

@@ -157,7 +157,7 @@ def layouts(graph: nx.DiGraph):
             inner[node] = producers[f"{node}.inner"] = units.new(width)
         if flow.flow == "pass":
             out[node] = first if flow.order is None else first[flow.order(a["args"], a["in_shapes"])]
-            if not flow.zero and any(graph.nodes[n]["op"] != "mul" for n in graph.successors(node)):
+            if not flow.zero and not _gates(graph, node):
                 # a removed channel would arrive as f(0) != 0; only a product with the same
                 # (zeroed) channel, a squeeze-excite gate, cancels it
                 units.fixed.update(out[node].tolist())
@@ -184,6 +184,20 @@ def layouts(graph: nx.DiGraph):
             if other in inner:
                 units.union(inner[nodes[0]], inner[other])
     return units, out, ins, inner, producers
+
+
+def _gates(graph: nx.DiGraph, node) -> bool:
+    """Whether every reader of `node` is a product, directly or through ops that pass
+    each channel on as it is (ghostnetv2's gate is upsampled before it multiplies)."""
+    for reader in graph.successors(node):
+        a = graph.nodes[reader]
+        if a["op"] == "mul":
+            continue
+        prim = primitives.get(a["op"])
+        flow = prim.channels_of(a["args"], a["in_shapes"], a["shape"]) if prim else BARRIER
+        if flow.flow != "pass" or flow.order is not None or not _gates(graph, reader):
+            return False
+    return True
 
 
 def channel_groups(graph: nx.DiGraph) -> list[Group]:

@@ -597,6 +597,28 @@ def _plain(_):
     return {}
 
 
+def _upsample(scale, mode, align_corners=None):
+    """nasdsl's `upsample` for a whole scale factor, nearest or bilinear (align_corners false)."""
+    whole = isinstance(scale, (int, float)) and not isinstance(scale, bool) and scale == int(scale) and scale >= 1
+    return {"scale": int(scale), "mode": mode} if whole and mode in ("nearest", "bilinear") and not align_corners \
+        else None
+
+
+def _interpolate(n):
+    """F.interpolate to a size or by a factor (ghostnetv2, hrnet), read from its input's
+    and output's sizes: `upsample` where they are a whole multiple, the same on both axes."""
+    names = ("size", "scale_factor", "mode", "align_corners", "recompute_scale_factor", "antialias")
+    given = dict(zip(names, n.args[1:]), **n.kwargs)
+    source, meta = n.args[0].meta.get("tensor_meta") if n.args else None, n.meta.get("tensor_meta")
+    if set(given) - set(names) or given.get("antialias") or not isinstance(source, TensorMetadata) or \
+            not isinstance(meta, TensorMetadata) or len(meta.shape) != 4:
+        return None
+    (h, w), (oh, ow) = source.shape[-2:], meta.shape[-2:]
+    if oh % h or ow % w or oh // h != ow // w:
+        return None
+    return _upsample(oh // h, given.get("mode", "nearest"), given.get("align_corners"))
+
+
 _MODULES = {
     nn.Conv2d: (None, _conv),
     nn.BatchNorm2d: ("bn", _bn),
@@ -622,6 +644,8 @@ _MODULES = {
     nn.Linear: ("linear", lambda m: {"out": m.out_features, "bias": m.bias is not None}),
     nn.Dropout: ("dropout", lambda m: {"p": float(m.p)}),
     nn.Identity: ("identity", _plain),
+    nn.Upsample: ("upsample", lambda m: _upsample(m.scale_factor, m.mode, m.align_corners) if m.size is None
+                  else None),
     LayerScale: ("scale", lambda m: {"init": float(m.init)}),
 }
 
@@ -744,6 +768,7 @@ _FUNCTIONS = {
     F.batch_norm: ("bn", _fn_bn),
     F.layer_norm: ("layernorm", _fn_layernorm),
     F.linear: ("linear", _fn_linear),
+    F.interpolate: ("upsample", _interpolate),
     operator.getitem: (None, _getitem),
 }
 
