@@ -217,6 +217,7 @@ def main(argv=None) -> int:
     parser.add_argument("--models", default=None, help="comma-separated (default: all but " + ", ".join(LEFT_OUT) + ")")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--resume", action="store_true", help="keep the rows already in --out, check the rest")
+    parser.add_argument("--again", default=None, help="comma-separated: check these again, keeping --out's other rows")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     names = args.models.split(",") if args.models else models()
@@ -228,6 +229,10 @@ def main(argv=None) -> int:
         # rows torch-pruning answered, or that it cannot (a model error), are kept; others are checked again
         result["rows"] = [r for r in json.loads(args.out.read_text())["rows"] if r["model"] in names
                           and not any(k in r.get("tp_error", "") for k in ("alloc", "MemoryError", "no answer"))]
+    if args.again:
+        again = set(args.again.split(","))
+        result["rows"] = [r for r in json.loads(args.out.read_text())["rows"] if r["model"] not in again]
+        result["again"] = sorted(again)
     done = {r["model"] for r in result["rows"]}
     for name in [n for n in names if n not in done]:
         row = check(name)
