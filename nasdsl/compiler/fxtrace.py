@@ -134,8 +134,8 @@ class _SizedProxy(torch.fx.Proxy):
     """A proxy whose tensor's sizes (but the batch's), device and dtype are the example's."""
 
     def __getattr__(self, k):
-        value = self.node.meta.get("example")
-        if k in ("shape", "ndim", "device", "dtype", "is_cuda") and isinstance(value, torch.Tensor):
+        value = self.node.meta.get("example") if k in ("shape", "ndim", "device", "dtype", "is_cuda") else None
+        if isinstance(value, torch.Tensor):
             return self.tracer.sizes(self) if k == "shape" else getattr(value, k)
         return super().__getattr__(k)
 

@@ -413,8 +413,8 @@ class _Builder:
         if len(tensor) != 1 or len(factor) != 1:
             return None
         _, value, full = self.attrs[factor[0]]
-        aligned = (1,) * (len(shape) + 1 - len(full)) + full
         shape = self.values[tensor[0]][1]  # the input's, which says its layout
+        aligned = (1,) * (len(shape) + 1 - len(full)) + full
         channels = primitives.channel_count(shape)
         axis = len(shape) if len(shape) == 2 or primitives.channels_last(shape) else 1  # of the batch's shape
         # the parameter itself per channel along its first dimension, as its slicer cuts it
