@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import operator
 from pathlib import Path
 
 import torch
@@ -92,7 +93,10 @@ def _untouched(module: nn.Module):
                 now[k] = v
                 if (id(m), k) in contents:
                     v.clear()
-                    v.update(contents[id(m), k]) if not isinstance(v, list) else v.extend(contents[id(m), k])
+                    if isinstance(v, list):
+                        v.extend(contents[id(m), k])
+                    else:
+                        v.update(contents[id(m), k])
 
 
 def _with_leaves(module: nn.Module, known: set) -> tuple:
@@ -121,12 +125,8 @@ def _parameters(gm: torch.fx.GraphModule) -> set:
     for n in gm.graph.nodes:
         if n.op == "call_module":
             found.update(id(p) for p in gm.get_submodule(n.target).parameters())
-        elif n.op == "get_attr":
-            value = gm
-            for part in n.target.split("."):
-                value = getattr(value, part)
-            if isinstance(value, nn.Parameter):
-                found.add(id(value))
+        elif n.op == "get_attr" and isinstance(value := operator.attrgetter(n.target)(gm), nn.Parameter):
+            found.add(id(value))
     return found
 
 
