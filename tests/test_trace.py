@@ -105,7 +105,7 @@ def test_graph_follows_the_compilers_schema(name):
     submodules = dict(module.named_modules())
     for node_id, a in graph.nodes(data=True):
         # and the torch.fx node's name; and, for a function on one submodule's tensors, that submodule
-        assert set(a) - {"module"} == SCHEMA | {"fx"} and a["path"] == node_id, node_id
+        assert set(a) - {"module", "call"} == SCHEMA | {"fx"} and a["path"] == node_id, node_id
         assert "module" not in a or a["module"] in submodules, node_id
         assert all(i in graph for i in a["inputs"]), node_id
         assert {(i, node_id) for i in a["inputs"]} == set(graph.in_edges(node_id)), node_id
@@ -177,7 +177,7 @@ def test_tiny_module_by_hand():
 
 def test_tuples_of_tensors_and_training_mode():
     """A split of the channels read item by item is a `slice` per item; any other
-    tuple (here halves of the rows) is one node that its items' readers read."""
+    tuple (here halves of the rows) is one node, and each item read a node that picks it."""
     class Split(nn.Module):
         def forward(self, x):
             a, b = x.chunk(2, dim=1)
@@ -192,7 +192,9 @@ def test_tuples_of_tensors_and_training_mode():
     assert graph.nodes["dropout"]["inputs"] == ["getitem"] and graph.nodes["dropout"]["in_shapes"] == [(2, 8, 8)]
     assert graph.nodes["cat"]["op"] == "concat" and graph.nodes["cat"]["inputs"] == ["getitem_1", "dropout"]
     assert graph.nodes["chunk_1"]["shape"] is None and graph.nodes["chunk_1"]["op"] == "function:chunk"
-    assert graph.nodes["add"]["inputs"] == ["chunk_1", "chunk_1"] and graph.nodes["add"]["in_shapes"] == [(4, 4, 8)] * 2
+    items = graph.nodes["add"]["inputs"]
+    assert [graph.nodes[i]["call"].args[1] for i in items] == [0, 1]
+    assert all(graph.nodes[i]["inputs"] == ["chunk_1"] and graph.nodes[i]["shape"] == (4, 4, 8) for i in items)
 
 
 def test_split_items_and_channel_slices_are_pruned_by_new_sizes_in_the_code():

@@ -28,7 +28,6 @@ FAST = TORCHVISION + TIMM
 # where our prunable groups are fewer than torch-pruning's, and why (docs/benchmarks.md)
 RESIDUAL = ("the residual stream passes every LayerNorm (or GroupNorm(1, C)), whose statistics pool its channels: "
             "torch-pruning cuts it, which changes the function; ours has each MLP width, and timm's heads, as a group")
-SELECTS = "its attention over branches (a softmax over stacked paths: selective kernel, split attention) is a barrier"
 CLASSES = "torch-pruning counts a conv classifier's class scores as prunable (there is no Linear to ignore)"
 WINDOWS = "its window attention (a relative-position bias per head) is a barrier; its residual streams: see RESIDUAL"
 FEWER = {
@@ -48,13 +47,14 @@ FEWER = {
     "timm:mobilevit_xxs": "its transformers run on patches folded into the batch axis (B * P, N, C), which are "
                           "no per-sample tokens: barriers",
     "timm:efficientvit_b0": "its linear attention (matmuls of reshaped heads) is a barrier",
-    "timm:skresnet18": SELECTS, "timm:resnest14d": SELECTS,
     "squeezenet1_1": CLASSES, "timm:resnetv2_50": CLASSES, "timm:dla46_c": CLASSES,
 }
 # where ours are more, and why that is valid (each pruning equals zero_removed)
 ITEMS = ("each item of a split is a group of its own, the split's sizes cut with it; torch-pruning cuts a split's "
          "items together, as one group")
-MORE = {m: ITEMS for m in ("timm:mixnet_s", "timm:mixnet_m", "timm:res2net50_14w_8s", "timm:res2net50_26w_4s")}
+MORE = {m: ITEMS for m in ("timm:mixnet_s", "timm:mixnet_m", "timm:res2net50_14w_8s", "timm:res2net50_26w_4s",
+                           "timm:skresnet18", "timm:cspdarknet53")}  # skresnet's selective kernels and the
+# cross stages of cspnet split their input
 RECORDED = Path(__file__).resolve().parent.parent / "bench" / "results" / "zoo.json"
 
 

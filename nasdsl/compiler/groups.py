@@ -30,7 +30,7 @@ import numpy as np
 
 from ..language.errors import NasError
 from ..language.primitives import BARRIER
-from . import primitives
+from . import primitives, tensorops
 from .channels import zero_inner
 from .graph import holder
 
@@ -110,26 +110,63 @@ def side_width(graph: nx.DiGraph, node, side: str) -> int:
 
 def layouts(graph: nx.DiGraph):
     """(units, {node: output layout}, {node: [input layouts]}, {node: inner layout},
-    producers): the channel unit behind every output channel (or feature) of every
-    node, and behind its op's inner channels; producers by the name of their group."""
+    producers, grids): the channel unit behind every output channel (or feature) of every
+    node, and behind its op's inner channels; producers by the name of their group; and
+    the units of each plain tensor op's result on all its axes (`nasdsl.compiler.tensorops`)."""
     units = _Units()
     out: dict = {}
     ins: dict = {}
     inner: dict = {}
     producers: dict = {}
+    grids: dict = {}  # node -> its result's grid, for the nodes `tensorops` follows
+    clean: dict = {}  # node -> whether its result is zero where a removed unit sits (only where it may not be)
     for node in nx.topological_sort(graph):
         a = graph.nodes[node]
         op = a["op"]
+        call = a.get("call")
+        if call is not None and primitives.get(op) is not None and (
+                primitives.get(op).slicer is not None or not any(i in grids for i in a["inputs"])):
+            call = None  # a primitive on its channels' axis (a flatten, a gap), or one a pruning cuts: its own rule
         sources = []
         for i, shape in zip(a["inputs"], a["in_shapes"]):
             layout = out[i]
-            if graph.nodes[i]["shape"] is None and shape:
+            if graph.nodes[i]["shape"] is None and shape and i not in grids:
                 # an item of a tuple (`chunk`, `split`): which of the tuple's channels it holds is
                 # not known, so it gets channels of its own, kept whole
                 layout = units.new(primitives.channel_count(shape))
                 units.fixed.update(layout.tolist())
+            elif i in grids and call is None:  # a layer reading a plain op's result: its channels on its axis
+                layout = tensorops.layout_of(grids[i], shape)
+                if layout is None or not clean.get(i, True):
+                    # units on other axes, or non-zero where removed units sit: kept whole
+                    units.fixed.update(out[i].tolist())
+                    layout = units.new(primitives.channel_count(shape) if shape else 0) if layout is None else layout
+                    units.fixed.update(layout.tolist())
             sources.append(layout)
         ins[node] = sources
+        if call is not None:
+            inputs = [grids[i] if i in grids else tensorops.grid_of(layout, shape)
+                      for i, layout, shape in zip(a["inputs"], sources, a["in_shapes"])]
+            call, parameters = tensorops.with_parameters(call)
+            for path, shape in parameters:  # units of their own, one per element, cut where they vary
+                key = ("parameter", path)
+                if key not in grids:
+                    grids[key] = units.new(int(np.prod(shape))).reshape(shape)
+                inputs.append(grids[key])
+            try:
+                grid, clean[node] = tensorops.propagate(
+                    call, inputs, [clean.get(i, True) for i in a["inputs"]] + [True] * len(parameters), units)
+            except tensorops.Unsupported:
+                for g in inputs:  # parameters' too
+                    units.fixed.update(_flat(g).tolist())
+                out[node] = units.new(primitives.channel_count(a["shape"]) if a["shape"] else 0)
+                units.fixed.update(out[node].tolist())
+                clean.pop(node, None)
+                continue
+            ins[node] = [_flat(g) for g in inputs[:len(a["inputs"])]]
+            grids[node] = grid  # None: a constant's, no units; a list: a tuple's items'
+            out[node] = _flat(grid)
+            continue
         if op == "input":
             out[node] = units.new(primitives.channel_count(a["shape"]))
             units.fixed.update(out[node].tolist())
@@ -157,10 +194,15 @@ def layouts(graph: nx.DiGraph):
             inner[node] = producers[f"{node}.inner"] = units.new(width)
         if flow.flow == "pass":
             out[node] = first if flow.order is None else first[flow.order(a["args"], a["in_shapes"])]
-            if not flow.zero and not _gates(graph, node):
-                # a removed channel would arrive as f(0) != 0; only a product with the same
-                # (zeroed) channel, a squeeze-excite gate, cancels it
-                units.fixed.update(out[node].tolist())
+            if not all(clean.get(i, True) for i in a["inputs"]):
+                clean[node] = False
+            if not flow.zero:
+                if _gates(graph, node):
+                    clean[node] = False  # the plain ops reading it say whether a product cancels it
+                else:
+                    # a removed channel would arrive as f(0) != 0; only a product with the same
+                    # (zeroed) channel, a squeeze-excite gate, cancels it
+                    units.fixed.update(out[node].tolist())
         elif flow.flow == "depthwise":
             out[node] = first
             producers.setdefault(node, out[node])
@@ -183,15 +225,27 @@ def layouts(graph: nx.DiGraph):
                     units.union(mine, theirs)
             if other in inner:
                 units.union(inner[nodes[0]], inner[other])
-    return units, out, ins, inner, producers
+    for grid in grids.values():
+        for item in grid if isinstance(grid, list) else [grid]:
+            if item is not None:
+                tensorops.make_slices(units, item)
+    return units, out, ins, inner, producers, grids
+
+
+def _flat(grid) -> np.ndarray:
+    """A grid's units in order (a tuple's, item after item); none for a constant's."""
+    if isinstance(grid, list):
+        return np.concatenate([_flat(g) for g in grid]) if grid else np.zeros(0, dtype=np.int64)
+    return np.zeros(0, dtype=np.int64) if grid is None else grid.reshape(-1)
 
 
 def _gates(graph: nx.DiGraph, node) -> bool:
     """Whether every reader of `node` is a product, directly or through ops that pass
-    each channel on as it is (ghostnetv2's gate is upsampled before it multiplies)."""
+    each channel on as it is (ghostnetv2's gate is upsampled before it multiplies), or
+    a plain tensor op, whose rules say where a product cancels it."""
     for reader in graph.successors(node):
         a = graph.nodes[reader]
-        if a["op"] == "mul":
+        if a["op"] == "mul" or a.get("call") is not None:  # a plain op's rules follow it (`tensorops`)
             continue
         prim = primitives.get(a["op"])
         flow = prim.channels_of(a["args"], a["in_shapes"], a["shape"]) if prim else BARRIER
@@ -204,7 +258,7 @@ def channel_groups(graph: nx.DiGraph) -> list[Group]:
     """The channel-coupling groups of a graph, in the order their layers appear. The
     work is on arrays of every layer side's channels at once (a large network has
     millions of channel positions), in time proportional to them."""
-    units, out, ins, inner, producers = layouts(graph)
+    units, out, ins, inner, producers, _ = layouts(graph)
     roots = units.roots()  # each unit's class, found once
     fixed = {int(roots[u]) for u in units.fixed}
     # every layer side, in graph order (a node's output, then its inputs), and its channels' classes
@@ -291,8 +345,13 @@ def kept_positions(graph: nx.DiGraph, keep: dict):
     """{node: (output positions kept, [input positions kept per input], inner positions
     kept or None)} for a keep-set {group name: group channel indices to keep}; checks
     names and indices."""
+    return _kept(graph, keep)[0]
+
+
+def _kept(graph: nx.DiGraph, keep: dict):
+    """kept_positions, and the grids of `layouts`."""
     groups = {g.name: g for g in channel_groups(graph)}
-    units, out, ins, inner, _ = layouts(graph)
+    units, out, ins, inner, _, grids = layouts(graph)
     find = units.find
     removed = set()
     for name, indices in keep.items():
@@ -318,14 +377,17 @@ def kept_positions(graph: nx.DiGraph, keep: dict):
         in_keep = [[p for p, u in enumerate(layout.tolist()) if find(u) not in removed] for layout in ins[node]]
         inner_keep = [p for p, u in enumerate(inner[node].tolist()) if find(u) not in removed] if node in inner else None
         result[node] = (out_keep, in_keep, inner_keep)
-    return result
+    for key, grid in grids.items():
+        if isinstance(key, tuple):  # a parameter a plain op reads: its elements kept
+            result[key] = ([p for p, u in enumerate(grid.reshape(-1).tolist()) if find(u) not in removed], [], None)
+    return result, grids
 
 
 def prune(graph: nx.DiGraph, module, keep: dict):
     """A smaller copy of `module` (compiled or traced, with submodules named by the
     graph's node ids) keeping only `keep`'s channels of each named group; its
     outputs equal the original's wherever the removed channels were zero."""
-    positions = kept_positions(graph, keep)
+    positions, grids = _kept(graph, keep)
     pruned = copy.deepcopy(module)
     named = dict(pruned.named_modules())
     for node, a in graph.nodes(data=True):
@@ -350,13 +412,62 @@ def prune(graph: nx.DiGraph, module, keep: dict):
             if len(in_keep) < primitives.channel_count(a["in_shapes"][0]):
                 start = sum(1 for c in in_keep if c < a["args"]["start"])
                 bounds[a["fx"]] = (start, start + sum(1 for c in in_keep if a["args"]["start"] <= c < a["args"]["stop"]))
-    return _resliced(module, pruned, bounds, graph.graph["input_shape"]) if bounds else pruned
+    sizes = _resized(graph, positions, grids)
+    for key, grid in grids.items():
+        if isinstance(key, tuple) and len(positions[key][0]) < grid.size:
+            _cut_parameter(pruned, key[1], grid, positions[key][0])
+    return _resliced(module, pruned, bounds, graph.graph["input_shape"], sizes) if bounds or sizes else pruned
 
 
-def _resliced(module, pruned, bounds: dict, shape: tuple):
+def _parameter_at(module, path: str):
+    owner, _, name = path.rpartition(".")
+    return (module.get_submodule(owner) if owner else module), name
+
+
+def _cut_parameter(module, path: str, grid, kept: list) -> None:
+    """A parameter that plain tensor ops read, cut to its kept elements along each axis."""
+    import torch
+
+    try:
+        lengths = tensorops.kept_lengths(grid, kept)
+    except tensorops.Unsupported as err:
+        raise NasError(f"parameter `{path}`: pruning cannot cut it: {err}") from None
+    mask = np.zeros(grid.size, dtype=bool)
+    mask[kept] = True
+    mask = mask.reshape(grid.shape)
+    owner, name = _parameter_at(module, path)
+    value = getattr(owner, name)
+    index = [np.flatnonzero(mask.any(axis=tuple(j for j in range(mask.ndim) if j != i))) if n is not None
+             else np.arange(grid.shape[i]) for i, n in enumerate(lengths)]
+    with torch.no_grad():
+        cut = value[np.ix_(*index)] if index else value
+    setattr(owner, name, torch.nn.Parameter(cut.clone(), requires_grad=value.requires_grad))
+
+
+def _resized(graph, positions, grids) -> dict:
+    """{fx name: {argument position: value}}: the sizes a traced model's reshapes give in
+    its code (a head count), where their axes lose channels."""
+    sizes = {}
+    for node, grid in grids.items():
+        if isinstance(node, tuple) or grid is None or isinstance(grid, list) or not graph.nodes[node].get("fx") \
+                or len(positions[node][0]) == grid.size:
+            continue
+        a = graph.nodes[node]
+        try:
+            call, _ = tensorops.with_parameters(a["call"])
+            rewrite = tensorops.resized(call, tensorops.kept_lengths(grid, positions[node][0]))
+        except tensorops.Unsupported as err:
+            raise NasError(f"`{node}`: pruning cannot cut this `{a['call'].fn}`: {err}") from None
+        if rewrite:
+            sizes[a["fx"]] = rewrite
+    return sizes
+
+
+def _resliced(module, pruned, bounds: dict, shape: tuple, sizes: dict | None = None):
     """`pruned` run by `module`'s torch.fx graph in which each channel slice named in
-    `bounds` (fx name -> (start, stop)) takes its new bounds: the sizes of a split are
-    in the model's code, so the code is what changes."""
+    `bounds` (fx name -> (start, stop)) takes its new bounds and each call in `sizes`
+    (fx name -> {argument position: value}) its new arguments: the sizes of a split or
+    of a head are in the model's code, so the code is what changes."""
     import operator
 
     import torch.fx
@@ -373,7 +484,22 @@ def _resliced(module, pruned, bounds: dict, shape: tuple):
             new = graph.call_function(operator.getitem, (source, (slice(None), slice(start, stop))))
         node.replace_all_uses_with(new)
         graph.erase_node(node)
+    for name, changes in (sizes or {}).items():
+        args = list(fx[name].args)
+        for at, value in changes.items():
+            if isinstance(at, tuple):  # inside a tuple argument
+                inner = list(args[at[0]])
+                inner[at[1]] = value
+                args[at[0]] = type(args[at[0]])(inner)
+            else:
+                args[at] = value
+        fx[name].args = tuple(args)
     graph.eliminate_dead_code()
+    for n in graph.nodes:  # the tensor constants this trace made on `module`, which `pruned` (copied before it) lacks
+        if n.op == "get_attr":
+            owner, name = _parameter_at(pruned, n.target)
+            if not hasattr(owner, name):
+                setattr(owner, name, getattr(_parameter_at(module, n.target)[0], name))
     return torch.fx.GraphModule(pruned, graph, type(module).__name__)
 
 
@@ -383,10 +509,16 @@ def zero_removed(graph: nx.DiGraph, module, keep: dict):
     zeroed). `prune(graph, module, keep)` computes the same function as this copy."""
     import torch
 
-    positions = kept_positions(graph, keep)
+    positions, grids = _kept(graph, keep)
     zeroed = copy.deepcopy(module)
     named = dict(zeroed.named_modules())
     with torch.no_grad():
+        for key, grid in grids.items():  # a parameter that plain ops read: zero where removed units sit
+            if isinstance(key, tuple) and len(positions[key][0]) < grid.size:
+                owner, name = _parameter_at(zeroed, key[1])
+                gone = np.ones(grid.size, dtype=bool)
+                gone[positions[key][0]] = False
+                getattr(owner, name).view(-1)[torch.as_tensor(np.flatnonzero(gone))] = 0
         for node, a in graph.nodes(data=True):
             out_keep, _, inner_keep = positions[node]
             if holder(graph, node) not in named or out_keep is None or not a["shape"] or a["op"] in JOINS:

@@ -42,7 +42,7 @@ from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
 
 from ..language.errors import NasError, did_you_mean
-from . import primitives
+from . import primitives, tensorops
 from .flops import flop_counter
 from .fxtrace import fx_trace
 from .graph import output_shape
@@ -200,6 +200,7 @@ class _Builder:
         # a split of a tensor's channels read item by item: fx node → (its input's value, each item's
         # (start, stop)); each item read is a `slice` of that tensor, the split itself no node
         self.splits: dict[torch.fx.Node, tuple] = {}
+        self.last_axis: set[str] = set()  # nodes of more than three axes whose channels are their last
         self.firsts: set[torch.fx.Node] = set()  # fx nodes of a (tensor, None, ...) result, valued as the tensor
         # `x.flatten(2)` of a (C, H, W) map read only by a swap of its last two axes: that map's value,
         # so that the two are one `tokens` node
@@ -229,7 +230,7 @@ class _Builder:
         meta = n.meta.get("tensor_meta")
         if n.op == "placeholder":
             if isinstance(meta, TensorMetadata) and self.ends["input"] not in self.graph:
-                shape = _per_sample(meta)
+                shape = self.sample(meta)
                 self.graph.graph["input_shape"] = shape
                 self.add(self.ends["input"], "input", {}, (), [], [], shape)
                 self.values[n] = (self.ends["input"], shape)
@@ -252,8 +253,8 @@ class _Builder:
         elif n.args and _node_in(n.args[0], self.flat):  # the swap flattens_a_map saw: the map's pixels as tokens
             map_id, map_shape = self.flat[n.args[0]]
             node_id = self.fresh(n.name) if n.name in self.paths or n.name in self.graph else n.name
-            self.add(node_id, "tokens", {}, self.rules(n), [map_id], [map_shape], _per_sample(meta), fx=n.name)
-            self.values[n] = (node_id, _per_sample(meta))
+            self.add(node_id, "tokens", {}, self.rules(n), [map_id], [map_shape], self.sample(meta), fx=n.name)
+            self.values[n] = (node_id, self.sample(meta))
         elif self.splits_channels(n, meta):
             self.splits[n] = (self.values[n.args[0]], _ranges(meta))
         elif n.target is operator.getitem and _node_in(n.args[0], self.splits) and isinstance(n.args[1], int):
@@ -261,12 +262,21 @@ class _Builder:
             start, stop = ranges[n.args[1]]
             node_id = self.fresh(n.name) if n.name in self.paths or n.name in self.graph else n.name
             self.add(node_id, "slice", {"start": start, "stop": stop}, self.rules(n), [source], [source_shape],
-                     _per_sample(meta), fx=n.name)
-            self.values[n] = (node_id, _per_sample(meta))
+                     self.sample(meta), fx=n.name)
+            self.values[n] = (node_id, self.sample(meta))
         elif n.target is operator.getitem and isinstance(n.args[0], torch.fx.Node) and n.args[0] in self.tuples:
-            # an item of a tuple of tensors: its readers read the tuple's node
-            if isinstance(meta, TensorMetadata):
-                self.values[n] = (self.tuples[n.args[0]], _per_sample(meta))
+            # an item of a tuple of tensors: its readers read the tuple's node, or, of a plain op's
+            # tuple (`qkv.unbind(0)`), a node of its own that picks it
+            tuple_node = self.graph.nodes[self.tuples[n.args[0]]]
+            if isinstance(meta, TensorMetadata) and tuple_node.get("call") and isinstance(n.args[1], int):
+                node_id = self.fresh(n.name) if n.name in self.paths or n.name in self.graph else n.name
+                self.add(node_id, "function:getitem", {}, self.rules(n), [self.tuples[n.args[0]]], [None],
+                         self.sample(meta), fx=n.name)
+                self.graph.nodes[node_id]["call"] = tensorops.Call(
+                    "item", (tensorops.In(0), n.args[1]), {}, (tuple_node["call"].full_out,), tuple(meta.shape))
+                self.values[n] = (node_id, self.sample(meta))
+            elif isinstance(meta, TensorMetadata):
+                self.values[n] = (self.tuples[n.args[0]], self.sample(meta))
             elif _has_tensor(meta):
                 self.tuples[n] = self.tuples[n.args[0]]
         elif n.op == "call_module" or _has_tensor(meta):
@@ -283,13 +293,16 @@ class _Builder:
         else:
             node_id = self.fresh(n.name) if n.name in self.paths or n.name in self.graph else n.name
             fallback = f"function:{getattr(n.target, '__name__', n.target)}"
-        shape = _per_sample(meta) if isinstance(meta, TensorMetadata) else _first_only(meta)
+        shape = self.sample(meta) if isinstance(meta, TensorMetadata) else _first_only(meta)
         macs = self.flops[n] // 2 // self.batch
         own = sum(p.numel() for p in used)
         op_args = self.vocabulary(n, shapes, shape)
         if op_args is None or not _agrees(*op_args, shapes, shape, own, macs):
             op_args = (fallback, {})
         shape = self.layout(n, op_args[0], shapes, shape)
+        last_axis = self.keeps_last_axis(n, ids, shapes, shape)
+        if last_axis and len(shape) == 3:
+            shape = primitives.ChannelsLast(shape)
         params = sum(p.numel() for p in {id(p): p for p in used}.values() if id(p) not in self.counted)
         self.counted.update(id(p) for p in used)
         holder, tensors = None, None
@@ -298,6 +311,8 @@ class _Builder:
             if holder is None:  # a pruning could not slice what it reads
                 op_args = (fallback, {})
         self.add(node_id, *op_args, self.rules(n), ids, shapes, shape, params, macs, fx=n.name, module=holder)
+        if (call := self.call(n, meta)) is not None:  # named or not: for a plain op's grid rules
+            self.graph.nodes[node_id]["call"] = call
         if tensors:
             self.graph.nodes[node_id]["tensors"] = tensors
         if n.op == "call_module" and any(True for _ in module.parameters()):
@@ -308,8 +323,75 @@ class _Builder:
         self.values[n] = (node_id, shape)
         if not isinstance(meta, TensorMetadata):
             self.firsts.add(n)
+        if last_axis and len(shape) > 3:
+            self.last_axis.add(node_id)
         if self.in_place(n) and isinstance(n.args[0], torch.fx.Node) and n.args[0] in self.values:
             self.values[n.args[0]] = (node_id, shape)  # later reads of the tensor it changed read this node
+
+    def keeps_last_axis(self, n, ids, shapes, shape) -> bool:
+        """Whether a plain tensor op keeps its input's channels on the last axis, where
+        tokens, channels-last maps and the windows made of them hold theirs (swin's
+        window partition and reverse): a reshape, permute or element-wise op that leaves
+        the last axis as it is. A wrong guess costs a barrier, never a wrong group: the
+        channel groups check the units on every axis (`nasdsl.compiler.tensorops`)."""
+        if shape is None or len(shape) < 3 or not ids or shapes[0] is None or not shapes[0] or \
+                shapes[0][-1] != shape[-1]:
+            return False
+        if not (len(shapes[0]) == 2 or primitives.channels_last(shapes[0]) or ids[0] in self.last_axis):
+            return False
+        name = n.target if n.op == "call_method" else tensorops.function_name(n.target)
+        if name in ("permute", "transpose"):
+            dims = [a for a in (*n.args[1:], *n.kwargs.values()) if isinstance(a, int)]
+            rank = len(n.meta["tensor_meta"].shape)
+            return (name == "permute" and dims and dims[-1] % rank == rank - 1) or \
+                (name == "transpose" and rank - 1 not in [d % rank for d in dims])
+        return name in tensorops.KEEPS_LAST
+
+    def sample(self, meta: TensorMetadata) -> tuple:
+        """A result's per-sample shape. One whose first axis holds more than the batch
+        (a window attention's (B * windows, N, C)) has the extra folded into its next
+        axis, (windows * N, C): the ops on each token see the tokens of all windows."""
+        shape = tuple(meta.shape)
+        if len(shape) >= 2 and shape[0] != self.batch and shape[0] % self.batch == 0:
+            return (shape[0] // self.batch * shape[1], *shape[2:])
+        return shape[1:]
+
+    def call(self, n, meta) -> tensorops.Call | None:
+        """A plain tensor op's arguments for `nasdsl.compiler.tensorops`, if its rules know
+        the op and it makes one tensor of tensors (no tuple's items)."""
+        if n.op == "call_method":
+            fn = n.target if n.target in tensorops.RULES else None
+        elif n.op == "call_function":
+            fn = tensorops.function_name(n.target)
+        else:
+            fn = _MODULE_CALLS.get(type(self.root.get_submodule(n.target)))
+        items = fn in tensorops.TUPLES and isinstance(meta, (tuple, list)) and \
+            all(isinstance(m, TensorMetadata) for m in meta)
+        if fn is None or not (isinstance(meta, TensorMetadata) or items):
+            return None
+        inputs, full = [], []
+
+        def convert(arg):
+            if arg in self.values:
+                inputs.append(arg)
+                full.append(tuple(arg.meta["tensor_meta"].shape) if "tensor_meta" in arg.meta else None)
+                return tensorops.In(len(inputs) - 1)
+            if arg in self.attrs:
+                path, value, shape = self.attrs[arg]  # the path only of a parameter as it is, not a view of it
+                parameter = isinstance(value, nn.Parameter)
+                return tensorops.Const(shape, parameter, path if parameter and shape == tuple(value.shape) else "")
+            return tensorops.Dyn()
+
+        if any(a in self.tuples for a in n.all_input_nodes):
+            return None
+        args = torch.fx.node.map_arg(n.args, convert)
+        kwargs = dict(torch.fx.node.map_arg(n.kwargs, convert))
+        if n.op == "call_module" and fn == "softmax":
+            args = (*args, self.root.get_submodule(n.target).dim)
+        if None in full or not isinstance(full and full[0], (tuple, list)):
+            return None
+        out = tuple(tuple(m.shape) for m in meta) if items else tuple(meta.shape)
+        return tensorops.Call(fn, tuple(args), kwargs, tuple(full), out)
 
     def layout(self, n, op, shapes, shape):
         """`shape`, as a `ChannelsLast` map where its channels are its last axis: after
@@ -501,8 +583,8 @@ class _Builder:
             return (isinstance(tensors, (list, tuple)) and len(tensors) > 0 and self.all_values(tensors)
                     and set(n.kwargs) <= {"dim"} and _arg(n, 1, "dim", 0) in (1, -3)
                     and all(len(s) == 3 for s in shapes))
-        if len(n.args) != 2 or n.kwargs or not self.all_values(n.args):
-            return False
+        if len(n.args) != 2 or n.kwargs or not self.all_values(n.args) or any(len(s) > 3 for s in shapes):
+            return False  # beyond maps, tokens and vectors: a plain op (`tensorops`)
         if primitives.channels_last(shapes[0]) != primitives.channels_last(shapes[1]):
             return False  # one layout: a unit is the same channel on both sides
         return kind == "mul" or shapes[0] == shapes[1] == shape
@@ -771,6 +853,9 @@ _FUNCTIONS = {
     F.interpolate: ("upsample", _interpolate),
     operator.getitem: (None, _getitem),
 }
+
+# modules that are plain tensor ops to `nasdsl.compiler.tensorops` (on tensors beyond maps and tokens)
+_MODULE_CALLS = {nn.Softmax: "softmax", nn.Dropout: "clone", nn.Identity: "clone"}
 
 # ops whose slicer cuts each tensor the call reads by itself, so the call may read some of its
 # module's tensors (a ViT's class token and position embedding, both the model's own; a block's

@@ -1,0 +1,523 @@
+"""Channel units through the plain tensor ops a traced model runs between its layers:
+reshapes, permutes, stacks, reductions, softmaxes, broadcast products and matmuls,
+such as a selective-kernel attention's softmax over stacked paths or a head's
+`q @ k.transpose(-2, -1)`.
+
+nasdsl's primitives keep their channels on one axis of a conventional shape; these
+ops move them to any axis. Here a tensor's channels are a *grid*: an integer array
+of unit ids with the tensor's number of axes (the batch's included), each axis
+either its full length or 1 where every position along it holds the same units (the
+pixels of a map, the tokens of a sequence). A reshape is the array reshaped; a
+permute, the array permuted; a product unites the units it multiplies, a matmul also
+the ones it sums over, and a softmax or a sum the units along its axis, so a head
+(every q, k and v channel that meets in one attention matrix) ends as one class.
+
+Each rule also says whether the result is zero where a removed unit sits ("clean"),
+given its inputs': a softmax is not, a product of a clean operand is. `groups` pins
+units whose non-zero values would reach a layer that sums over channels.
+
+The tracer records a call's arguments (`Call`): its tensors as `In(k)`, the k-th
+graph input, or `Const` (a parameter or buffer), sizes computed from the input as
+`Dyn`, and Python values as they are.
+"""
+
+from __future__ import annotations
+
+import functools
+import operator
+
+import attrs
+import numpy as np
+
+
+@attrs.frozen
+class In:
+    """The call's k-th graph input."""
+
+    k: int
+
+
+@attrs.frozen
+class Const:
+    """A tensor that is no graph value: a parameter (at `path`), a buffer or a constant."""
+
+    shape: tuple
+    parameter: bool
+    path: str = ""
+
+
+@attrs.frozen
+class Dyn:
+    """A value computed from a tensor at run time (`x.size(0)`): it follows the pruned sizes."""
+
+
+@attrs.frozen
+class Call:
+    """A traced call of one of `RULES`' ops: its arguments and the full shapes (batch
+    included) of its graph inputs and its result."""
+
+    fn: str
+    args: tuple
+    kwargs: dict = attrs.field(factory=dict, hash=False)
+    full_in: tuple = ()
+    full_out: tuple = ()
+
+    def arg(self, index, name, default=None):
+        return self.args[index] if len(self.args) > index else self.kwargs.get(name, default)
+
+
+def with_parameters(call: Call) -> tuple:
+    """(the call with each parameter it reads whole as one more graph input, those
+    parameters' (path, shape)): a parameter's units are sliced like a layer's, along
+    every axis where they vary (a relative-position table's heads)."""
+    found = []
+
+    def convert(a):
+        if isinstance(a, Const) and a.path:
+            found.append((a.path, a.shape))
+            return In(len(call.full_in) + len(found) - 1)
+        if isinstance(a, (tuple, list)):
+            return type(a)(convert(x) for x in a)
+        if isinstance(a, slice):
+            return slice(convert(a.start), convert(a.stop), convert(a.step))
+        return a
+
+    args = tuple(convert(a) for a in call.args)
+    kwargs = {k: convert(v) for k, v in call.kwargs.items()}
+    if not found:
+        return call, []
+    return attrs.evolve(call, args=args, kwargs=kwargs, full_in=(*call.full_in, *(s for _, s in found))), found
+
+
+class Unsupported(Exception):
+    """A call these rules do not follow: `groups` makes it a barrier."""
+
+
+# ---- grids ----------------------------------------------------------------------------
+def grid_of(layout: np.ndarray, shape: tuple) -> np.ndarray:
+    """A node's channel layout (its primitive's axis) as a grid of its full shape."""
+    from .primitives import channels_last
+
+    if not shape or not len(layout):
+        return None  # a scalar: data, computed from channels kept whole
+    axis = len(shape) if len(shape) == 2 or channels_last(shape) else 1
+    grid = np.asarray(layout).reshape([-1 if i == axis else 1 for i in range(len(shape) + 1)])
+    return grid
+
+
+def layout_of(grid: np.ndarray, shape: tuple) -> np.ndarray | None:
+    """The channel layout a primitive reading a grid sees along its axis, or None where
+    the grid's units vary along another axis (they are no channels of that primitive)."""
+    from .primitives import channels_last
+
+    if grid is None or grid.ndim != len(shape) + 1 or not shape:
+        return None
+    axis = len(shape) if len(shape) == 2 or channels_last(shape) else 1
+    if any(n != 1 for i, n in enumerate(grid.shape) if i != axis):
+        return None
+    return np.broadcast_to(grid, [shape[axis - 1] if i == axis else 1 for i in range(grid.ndim)]).reshape(-1)
+
+
+def _collapsed(a: np.ndarray) -> np.ndarray:
+    """`a` with every axis along which it is constant cut to length 1."""
+    for axis in range(a.ndim):
+        if a.shape[axis] > 1 and (a == a.take([0], axis)).all():
+            a = a.take([0], axis)
+    return np.ascontiguousarray(a)
+
+
+def _aligned(grid, ndim: int):
+    return grid.reshape((1,) * (ndim - grid.ndim) + grid.shape)
+
+
+def _unite_along(units, grid: np.ndarray, axis: int) -> None:
+    """Unite the units along `axis` at every position of the other axes."""
+    if grid.shape[axis] > 1:
+        first = np.broadcast_to(grid.take([0], axis), grid.shape)
+        units.union(first.reshape(-1), grid.reshape(-1))
+
+
+def _unite(units, grids: list) -> np.ndarray:
+    """Unite same-position units of broadcast grids; the first, broadcast to them all."""
+    grids = np.broadcast_arrays(*grids)
+    for other in grids[1:]:
+        units.union(grids[0].reshape(-1), other.reshape(-1))
+    return _collapsed(grids[0])
+
+
+def _dim(d, ndim):
+    if not isinstance(d, int):
+        raise Unsupported(f"dim {d!r}")
+    return d % ndim
+
+
+def _dims(value, ndim) -> list:
+    if value is None:
+        return list(range(ndim))
+    return [_dim(d, ndim) for d in (value if isinstance(value, (tuple, list)) else [value])]
+
+
+def make_slices(units, grid: np.ndarray) -> None:
+    """Unite units so that a grid's classes are slices along one axis: a pruning then
+    keeps a product of index sets, so that each axis keeps a length and the reshapes
+    between the grid's axes stay what they were (a channel shuffle's (2, C / 2) keeps
+    the same channels of both halves). Where no axis is yet that, the longest one is
+    kept free: its slices are the classes."""
+    axes = [i for i, n in enumerate(grid.shape) if n > 1]
+    if len(axes) < 2:
+        return
+    classes = np.array([units.find(u) for u in grid.reshape(-1).tolist()]).reshape(grid.shape)
+    for j in axes:
+        if all((classes == classes.take([0], i)).all() for i in axes if i != j):
+            return
+    free = max(axes, key=lambda i: grid.shape[i])
+    for i in axes:
+        if i != free:
+            _unite_along(units, grid, i)
+
+
+def kept_lengths(grid: np.ndarray, kept: list) -> list:
+    """Each axis's kept length, for the kept positions of a grid, which `make_slices`
+    makes a product of index sets; an axis without units keeps its length (None)."""
+    mask = np.zeros(grid.size, dtype=bool)
+    mask[np.asarray(kept, dtype=np.int64)] = True
+    mask = mask.reshape(grid.shape)
+    per_axis = [mask.any(axis=tuple(j for j in range(mask.ndim) if j != i)) for i in range(mask.ndim)]
+    grid_of_axes = [k.reshape([-1 if j == i else 1 for j in range(mask.ndim)]) for i, k in enumerate(per_axis)]
+    if mask.size and not (mask == functools.reduce(np.logical_and, grid_of_axes)).all():
+        raise Unsupported("the kept channels are no product of each axis's")
+    return [None if n == 1 else int(k.sum()) for n, k in zip(grid.shape, per_axis)]
+
+
+def resized(call: Call, lengths: list) -> dict:
+    """{argument position (an int, or (int, int) inside a tuple argument): new value} for
+    a call whose result keeps `lengths` of its axes (None: all): a reshape's sizes as
+    the code writes them; raises Unsupported where the call cannot follow the kept sizes."""
+    shrunk = {i: n for i, n in enumerate(lengths) if n is not None and n != call.full_out[i]}
+    if not shrunk:
+        return {}
+    if call.fn in ("view", "reshape", "expand"):
+        packed = len(call.args) == 2 and isinstance(call.args[1], (tuple, list))
+        sizes = call.args[1] if packed else call.args[1:]
+        if len(sizes) != len(call.full_out):
+            raise Unsupported("a reshape's sizes")
+        return {((1, i) if packed else i + 1): n for i, n in shrunk.items()
+                if isinstance(sizes[i], int) and sizes[i] != -1}
+    if call.fn == "getitem":
+        axes = []  # each output axis's index entry
+        for i in _index(call):
+            axes.extend([i] * len(i.shape) if isinstance(i, Const) else [] if isinstance(i, int) else [i])
+        if any(axes[i] not in (None, slice(None)) for i in shrunk):
+            raise Unsupported("indexing along an axis that loses channels")
+        return {}
+    if call.fn in _FOLLOWS_SIZES:
+        return {}
+    raise Unsupported(f"`{call.fn}` of an axis that loses channels")
+
+
+# ---- rules: (call, input grids (None: no units), units) -> (grid or None, clean) ----------
+def _reshape(call, grids, clean, units):
+    """Any op that lays the same elements out in a new shape, in order."""
+    g = grids[0]
+    if g is None:
+        return None, True
+    full = np.broadcast_to(g, call.full_in[0]).reshape(call.full_out)
+    return _collapsed(full), clean[0]
+
+
+def _expand(call, grids, clean, units):
+    g = grids[0]
+    return (None if g is None else _aligned(g, len(call.full_out))), clean[0]
+
+
+def _permute(call, grids, clean, units):
+    g = grids[0]
+    dims = call.args[1:] if call.args[1:] and isinstance(call.args[1], int) else call.arg(1, "dims")
+    return (None if g is None else g.transpose([_dim(d, g.ndim) for d in dims])), clean[0]
+
+
+def _transpose(call, grids, clean, units):
+    g = grids[0]
+    if g is None:
+        return None, True
+    a, b = _dim(call.arg(1, "dim0"), g.ndim), _dim(call.arg(2, "dim1"), g.ndim)
+    return g.swapaxes(a, b), clean[0]
+
+
+def _reduce(call, grids, clean, units):
+    g = grids[0]
+    if g is None:
+        return None, True
+    keep = call.arg(2, "keepdim", False)
+    dims = _dims(call.arg(1, "dim"), g.ndim)
+    for d in dims:
+        _unite_along(units, g, d)
+    out = g
+    for d in sorted(dims, reverse=True):
+        out = out.take([0], d) if keep else out.take(0, d)
+    return np.ascontiguousarray(out), clean[0] and call.fn in _CLEAN_REDUCTIONS
+
+
+def _along(call, grids, clean, units):
+    """softmax, log_softmax, normalize: each output position reads every unit along `dim`."""
+    g = grids[0]
+    if g is None:
+        return None, True
+    dim = call.arg(2, "dim", 1) if call.fn == "normalize" else call.arg(1, "dim")
+    _unite_along(units, g, _dim(dim, g.ndim))
+    return g, clean[0] and call.fn == "normalize"
+
+
+def _unary(call, grids, clean, units):
+    return grids[0], clean[0] and call.fn in _CLEAN_UNARY
+
+
+def _elementwise(call, grids, clean, units):
+    """A broadcast add, product, difference or quotient. Operands meet unit by unit,
+    except one broadcast along an axis where the others' units vary (a spatial
+    attention map over all channels) and a constant that varies where they do: those
+    are pinned (a pruned tensor would not match them)."""
+    ndim = len(call.full_out)
+    operands = [a for a in call.args[:2]]
+    tensors = []
+    for a in operands:
+        if isinstance(a, In) and grids[a.k] is not None:
+            full = (1,) * (ndim - len(call.full_in[a.k])) + tuple(call.full_in[a.k])
+            tensors.append((_aligned(grids[a.k], ndim), clean[a.k], full))
+    if not tensors:
+        return None, True
+    varying = {i for g, _, _ in tensors for i, n in enumerate(g.shape) if n > 1}
+    meeting = [t for t in tensors if not any(t[2][i] == 1 for i in varying)]
+    for g, _, _ in tensors:
+        if not any(g is m[0] for m in meeting):
+            units.fixed.update(g.reshape(-1).tolist())
+    out = _unite(units, [g for g, _, _ in (meeting or tensors)])
+    if not meeting:
+        units.fixed.update(out.reshape(-1).tolist())
+    for a in operands:
+        shape = a.shape if isinstance(a, Const) else None
+        if shape is not None and any(n > 1 and i in varying for i, n in
+                                     enumerate((1,) * (ndim - len(shape)) + tuple(shape))):
+            units.fixed.update(out.reshape(-1).tolist())
+    cleans = [c for _, c, _ in meeting]
+    if call.fn == "mul":
+        return out, any(cleans)
+    if call.fn in ("truediv", "div"):
+        first = operands[0]
+        return out, isinstance(first, In) and grids[first.k] is not None and clean[first.k] and len(meeting) == 1 \
+            and meeting[0][0] is tensors[0][0]
+    # add, sub: clean only where every operand is (no constant shifts it)
+    return out, bool(meeting) and all(cleans) and len(meeting) == len(operands)
+
+
+def _matmul(call, grids, clean, units):
+    """`a @ b` over (..., n, k) x (..., k, m): the units it multiplies and sums over are
+    united, so every output position is one class with all it reads."""
+    if len(call.full_in) != 2 or min(len(s) for s in call.full_in) < 2:
+        raise Unsupported("matmul of a vector or a constant")
+    a, b = grids
+    ndim = len(call.full_out)
+    if a is None and b is None:
+        return None, True
+    a = np.zeros((1,) * ndim, dtype=np.int64) - 1 if a is None else _aligned(a, ndim)
+    b = np.zeros((1,) * ndim, dtype=np.int64) - 1 if b is None else _aligned(b, ndim)
+    ea, eb = np.broadcast_arrays(a[..., :, :, None], b[..., None, :, :])  # (..., n, k, m)
+    real = [e for e, g in ((ea, grids[0]), (eb, grids[1])) if g is not None]
+    joined = _unite(units, real) if len(real) > 1 else real[0]
+    joined = np.broadcast_to(joined, ea.shape)
+    _unite_along(units, joined, ndim - 1)  # the k axis of (..., n, k, m)
+    return _collapsed(joined.take(0, ndim - 1)), any(c for c, g in zip(clean, grids) if g is not None)
+
+
+def _stack(call, grids, clean, units, cat=False):
+    items = call.arg(0, "tensors")
+    ndim = len(call.full_out)
+    dim = _dim(call.arg(1, "dim", 0), ndim)
+    if not isinstance(items, (list, tuple)) or not all(isinstance(i, In) for i in items):
+        raise Unsupported("a stack of constants")
+    parts = []
+    for item in items:
+        g = grids[item.k]
+        if g is None:
+            raise Unsupported("a stack of a tensor without units")
+        g = _aligned(g, ndim - (0 if cat else 1))
+        if cat:
+            g = np.broadcast_to(g, [call.full_in[item.k][i] if i == dim else n for i, n in enumerate(g.shape)])
+        else:
+            g = np.expand_dims(g, dim)
+        parts.append(g)
+    common = [max(p.shape[i] for p in parts) if i != dim else None for i in range(ndim)]
+    parts = [np.broadcast_to(p, [p.shape[i] if i == dim else common[i] for i in range(ndim)]) for p in parts]
+    return _collapsed(np.concatenate(parts, axis=dim)), all(clean[i.k] for i in items)
+
+
+def _index(call) -> tuple:
+    """A basic index (ints, slices, None, ...) written out over every input axis; a
+    slice's bounds may be sizes (`x[:, :H]`), a `Const` index a tensor's (a gather)."""
+    index = call.args[1] if isinstance(call.args[1], tuple) else (call.args[1],)
+    if any(not (i is None or i is Ellipsis or isinstance(i, (int, slice, Const))) for i in index):
+        raise Unsupported("indexing by a graph tensor")
+    ndim = len(call.full_in[0])
+    spread = sum(1 for i in index if i is not None and i is not Ellipsis)
+    if Ellipsis in index:
+        at = index.index(Ellipsis)
+        index = (*index[:at], *(slice(None),) * (ndim - spread), *index[at + 1:])
+    return (*index, *(slice(None),) * (ndim - sum(1 for i in index if i is not None)))
+
+
+def _plain(i) -> bool:
+    """Whether an index entry picks positions nasdsl can follow: an int or a slice of ints."""
+    return isinstance(i, int) or (isinstance(i, slice) and
+                                  all(v is None or isinstance(v, int) for v in (i.start, i.stop, i.step)))
+
+
+def _getitem(call, grids, clean, units):
+    """Basic indexing of a tensor, of its grid where units vary along the axis; a
+    gather by a tensor of indices (a relative-position table's rows) unites the units
+    along the axis it indexes."""
+    g = grids[0]
+    if g is None:
+        return None, True
+    index = _index(call)
+    gathers = [k for k, i in enumerate(index) if isinstance(i, Const)]
+    if gathers:  # one tensor index: the axes it indexes become its shape's, with no units along them
+        if len(gathers) != 1 or any(i is None for i in index) or \
+                any(i != slice(None) for k, i in enumerate(index) if k != gathers[0]):
+            raise Unsupported("indexing by several tensors")
+        k = gathers[0]
+        _unite_along(units, g, k)
+        picked = g.take([0], k).reshape(g.shape[:k] + (1,) * len(index[k].shape) + g.shape[k + 1:])
+        return np.ascontiguousarray(picked), clean[0]
+    picked, axis = [], 0
+    for i in index:
+        if i is None:
+            picked.append(None)
+            continue
+        if g.shape[axis] == 1:  # no units vary along it: any part of it has the same
+            picked.append(0 if isinstance(i, int) else slice(None))
+        elif _plain(i):
+            picked.append(i)
+        else:
+            raise Unsupported("indexing an axis with units by a size")
+        axis += 1
+    return np.ascontiguousarray(g[tuple(picked)]), clean[0]
+
+
+def _split(call, grids, clean, units):
+    """unbind, split or chunk along an axis without units: a tuple of grids."""
+    g = grids[0]
+    dim = _dim(call.arg(2 if call.fn != "unbind" else 1, "dim", 0), len(call.full_in[0]))
+    if g is None:
+        return [None] * len(call.full_out), True
+    if g.shape[dim] == 1:
+        item = g.take(0, dim) if call.fn == "unbind" else g
+        return [item] * len(call.full_out), clean[0]
+    if call.fn == "unbind":
+        return [np.ascontiguousarray(g.take(k, dim)) for k in range(g.shape[dim])], clean[0]
+    raise Unsupported("a split of an axis with units")
+
+
+def _item(call, grids, clean, units):
+    return grids[0][call.args[1]], clean[0]
+
+
+def _pad(call, grids, clean, units):
+    """F.pad: on an axis where units vary, the new positions are units of their own, pinned."""
+    g = grids[0]
+    pads = call.arg(1, "pad")
+    if g is None:
+        return None, True
+    if not isinstance(pads, (tuple, list)):
+        raise Unsupported("padding by a size")
+    if (call.arg(2, "mode", "constant") or "constant") != "constant":
+        raise Unsupported("a padding mode other than constant")
+    for k in range(0, len(pads), 2):
+        axis = g.ndim - 1 - k // 2
+        before, after = pads[k], pads[k + 1]
+        if g.shape[axis] == 1:  # no units along it: any padding (one computed from sizes too)
+            continue
+        if not isinstance(before, int) or not isinstance(after, int):
+            raise Unsupported("padding an axis with units by a size")
+        if before or after:
+            if before < 0 or after < 0:
+                raise Unsupported("a crop of an axis with units")
+            shape = list(g.shape)
+            shape[axis] = before
+            head = units.new(int(np.prod(shape))).reshape(shape)
+            shape[axis] = after
+            tail = units.new(int(np.prod(shape))).reshape(shape)
+            units.fixed.update(head.reshape(-1).tolist() + tail.reshape(-1).tolist())
+            g = np.concatenate([head, g, tail], axis=axis)
+    return g, clean[0]
+
+
+def _roll(call, grids, clean, units):
+    g = grids[0]
+    shifts, dims = call.arg(1, "shifts"), call.arg(2, "dims")
+    if g is None:
+        return None, True
+    if dims is None or not isinstance(shifts, (int, tuple, list)):
+        raise Unsupported("a roll of the flattened tensor")
+    shifts = shifts if isinstance(shifts, (tuple, list)) else [shifts]
+    dims = dims if isinstance(dims, (tuple, list)) else [dims]
+    for s, d in zip(shifts, dims):
+        d = _dim(d, g.ndim)
+        if g.shape[d] > 1:
+            if not isinstance(s, int):
+                raise Unsupported("a roll by a size")
+            g = np.roll(g, s, axis=d)
+    return g, clean[0]
+
+
+_CLEAN_UNARY = ("contiguous", "float", "to", "type_as", "clone", "detach", "neg", "abs", "relu", "square",
+                "half", "double", "bfloat16")
+_CLEAN_REDUCTIONS = ("sum", "mean", "amax", "amin")
+_RESHAPES = ("view", "reshape", "flatten", "unflatten", "unsqueeze", "squeeze", "view_as", "reshape_as")
+
+RULES = {
+    **{fn: _reshape for fn in _RESHAPES},
+    "expand": _expand, "expand_as": _expand,
+    "permute": _permute, "transpose": _transpose,
+    **{fn: _reduce for fn in ("sum", "mean", "amax", "amin", "logsumexp")},
+    **{fn: _along for fn in ("softmax", "log_softmax", "normalize")},
+    **{fn: _unary for fn in (*_CLEAN_UNARY, "exp", "sigmoid", "tanh", "sqrt", "rsqrt", "cos", "sin", "log",
+                             "reciprocal", "pow", "clamp", "gelu", "silu")},
+    **{fn: _elementwise for fn in ("add", "sub", "mul", "truediv", "div")},
+    "matmul": _matmul, "bmm": _matmul,
+    "stack": _stack, "cat": lambda *a: _stack(*a, cat=True),
+    "getitem": _getitem, "pad": _pad, "roll": _roll,
+    "unbind": _split, "split": _split, "chunk": _split, "item": _item,
+}
+TUPLES = ("unbind", "split", "chunk")
+# ops after which a tensor whose channels were its last axis still has them there, if that axis keeps its length
+KEEPS_LAST = (*_RESHAPES, *_CLEAN_UNARY, "pad", "roll", "getitem", "add", "sub", "mul", "truediv", "div")  # rules whose result is a tuple of grids, read by "item"
+
+# ops that take the sizes their inputs have, whatever they are
+_FOLLOWS_SIZES = set(RULES) - {"view", "reshape", "expand", "getitem", "roll", "unflatten", "split", "chunk"}
+
+# call_function targets by what they are (a method call is named by its method)
+FUNCTIONS = {operator.add: "add", operator.sub: "sub", operator.mul: "mul", operator.truediv: "truediv",
+             operator.matmul: "matmul", operator.getitem: "getitem", operator.neg: "neg"}
+
+
+def function_name(target) -> str | None:
+    """The rule name of a call_function target: an operator, or torch's or
+    torch.nn.functional's function of that name."""
+    import torch
+    import torch.nn.functional as F
+
+    if target in FUNCTIONS:
+        return FUNCTIONS[target]
+    name = getattr(target, "__name__", None)
+    if name in RULES and (getattr(torch, name, None) is target or getattr(F, name, None) is target):
+        return name
+    return None
+
+
+def propagate(call: Call, grids: list, clean: list, units) -> tuple:
+    """(output grid or None, clean) of a call; raises Unsupported for a call the rules
+    do not follow."""
+    try:
+        return RULES[call.fn](call, grids, clean, units)
+    except (ValueError, IndexError, TypeError) as err:  # a shape the rule cannot lay out
+        raise Unsupported(str(err)) from None
