@@ -123,8 +123,16 @@ def test_linear_and_layernorm_act_on_each_token():
     assert torch.allclose(y, want, atol=1e-6)
 
 
+def test_batch_norm_of_tokens_normalises_each_channel_over_all_tokens():
+    graph, module, x, y = _run("tokens linear(out=5) bn")  # LeViT's linear + BatchNorm1d
+    bn = module.bn
+    assert isinstance(bn, torch.nn.BatchNorm1d) and bn.num_features == 5 and graph.nodes["bn"]["params"] == 10
+    tokens = module.linear(x.flatten(2).transpose(1, 2))
+    want = (tokens - bn.running_mean) / torch.sqrt(bn.running_var + bn.eps) * bn.weight + bn.bias
+    assert torch.allclose(y, want, atol=1e-5)
+
+
 @pytest.mark.parametrize("body, words", [
-    ("tokens bn", "`bn` works on channels first"),
     ("tokens attention(heads=3)", "3 heads must divide the 2 channels"),
     ("attention(heads=1)", "`attention` needs tokens (N, D)"),
     ("tokens tokens", "`tokens` needs a feature map"),

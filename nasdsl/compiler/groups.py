@@ -145,8 +145,8 @@ def layouts(graph: nx.DiGraph):
             sources.append(layout)
         ins[node] = sources
         if call is not None:
-            inputs = [grids[i] if i in grids else tensorops.grid_of(layout, shape)
-                      for i, layout, shape in zip(a["inputs"], sources, a["in_shapes"])]
+            inputs = [grids[i] if i in grids else tensorops.grid_of(layout, shape, len(full))
+                      for i, layout, shape, full in zip(a["inputs"], sources, a["in_shapes"], call.full_in)]
             call, parameters = tensorops.with_parameters(call)
             for path, shape in parameters:  # units of their own, one per element, cut where they vary
                 key = ("parameter", path)
@@ -225,11 +225,32 @@ def layouts(graph: nx.DiGraph):
                     units.union(mine, theirs)
             if other in inner:
                 units.union(inner[nodes[0]], inner[other])
+    _group_whole_classes(graph, units, out, ins)
     for grid in grids.values():
         for item in grid if isinstance(grid, list) else [grid]:
             if item is not None:
                 tensorops.make_slices(units, item)
     return units, out, ins, inner, producers, grids
+
+
+def _group_whole_classes(graph, units, out, ins) -> None:
+    """A grouped conv (not depthwise) reading a class of several channels (a head of a
+    linear attention) that fills whole groups: removing the class empties those
+    groups, whose outputs then go with it, so they join it (a grouped conv keeps as
+    many channels in each group it keeps)."""
+    for node, a in graph.nodes(data=True):
+        groups = a["args"].get("groups", 1) if a["op"] in ("conv", "conv2d", "conv_same") else 1
+        if groups <= 1 or not ins.get(node) or primitives.get(a["op"]).channels_of(
+                a["args"], a["in_shapes"], a["shape"]).flow != "producer":
+            continue
+        roots = np.array([units.find(u) for u in ins[node][0].tolist()])
+        per_in, per_out = len(roots) // groups, len(out[node]) // groups
+        found, counts = np.unique(roots, return_counts=True)
+        for cls in found[counts > 1].tolist():
+            touched = sorted(set((np.flatnonzero(roots == cls) // per_in).tolist()))
+            if all((roots[g * per_in:(g + 1) * per_in] == cls).all() for g in touched):
+                members = out[node].reshape(groups, per_out)[touched].reshape(-1)
+                units.union(np.full(len(members), ins[node][0][np.flatnonzero(roots == cls)[0]]), members)
 
 
 def _flat(grid) -> np.ndarray:
@@ -349,7 +370,7 @@ def kept_positions(graph: nx.DiGraph, keep: dict):
 
 
 def _kept(graph: nx.DiGraph, keep: dict):
-    """kept_positions, and the grids of `layouts`."""
+    """kept_positions, the grids of `layouts`, and whether the keep-set removes anything."""
     groups = {g.name: g for g in channel_groups(graph)}
     units, out, ins, inner, _, grids = layouts(graph)
     find = units.find
@@ -366,9 +387,10 @@ def _kept(graph: nx.DiGraph, keep: dict):
         indices = sorted(set(int(i) for i in indices))
         if not indices or indices[0] < 0 or indices[-1] >= g.channels:
             raise NasError(f"channel group `{name}`: keep 1..{g.channels} of its channels, indices 0..{g.channels - 1}")
-        node, side, positions = next(m for m in g.members if len(m[2]) == g.channels)
+        # every member side holds each of the group's classes, its positions in the group's channel order
+        node, side, positions = g.members[0]
         layout = out[node] if side == "out" else inner[node] if side == "inner" else ins[node][int(side[2:])]
-        classes = [find(layout[p]) for p in positions]
+        classes = list(dict.fromkeys(find(layout[p]) for p in positions))
         removed.update(c for i, c in enumerate(classes) if i not in set(indices))
     result = {}
     for node in graph.nodes:
@@ -380,14 +402,14 @@ def _kept(graph: nx.DiGraph, keep: dict):
     for key, grid in grids.items():
         if isinstance(key, tuple):  # a parameter a plain op reads: its elements kept
             result[key] = ([p for p, u in enumerate(grid.reshape(-1).tolist()) if find(u) not in removed], [], None)
-    return result, grids
+    return result, grids, bool(removed)
 
 
 def prune(graph: nx.DiGraph, module, keep: dict):
     """A smaller copy of `module` (compiled or traced, with submodules named by the
     graph's node ids) keeping only `keep`'s channels of each named group; its
     outputs equal the original's wherever the removed channels were zero."""
-    positions, grids = _kept(graph, keep)
+    positions, grids, removes = _kept(graph, keep)
     pruned = copy.deepcopy(module)
     named = dict(pruned.named_modules())
     for node, a in graph.nodes(data=True):
@@ -412,11 +434,11 @@ def prune(graph: nx.DiGraph, module, keep: dict):
             if len(in_keep) < primitives.channel_count(a["in_shapes"][0]):
                 start = sum(1 for c in in_keep if c < a["args"]["start"])
                 bounds[a["fx"]] = (start, start + sum(1 for c in in_keep if a["args"]["start"] <= c < a["args"]["stop"]))
-    sizes = _resized(graph, positions, grids)
+    sizes = _resized(graph, positions, grids) if removes else {}
     for key, grid in grids.items():
         if isinstance(key, tuple) and len(positions[key][0]) < grid.size:
             _cut_parameter(pruned, key[1], grid, positions[key][0])
-    return _resliced(module, pruned, bounds, graph.graph["input_shape"], sizes) if bounds or sizes else pruned
+    return _resliced(module, pruned, bounds, graph, sizes) if bounds or sizes else pruned
 
 
 def _parameter_at(module, path: str):
@@ -445,12 +467,12 @@ def _cut_parameter(module, path: str, grid, kept: list) -> None:
 
 
 def _resized(graph, positions, grids) -> dict:
-    """{fx name: {argument position: value}}: the sizes a traced model's reshapes give in
-    its code (a head count), where their axes lose channels."""
+    """{fx name: {argument position: value}}: the sizes a traced model's reshapes give
+    along axes with channels (a head count in the code, a size read off a tensor), for
+    a pruning that removes channels."""
     sizes = {}
     for node, grid in grids.items():
-        if isinstance(node, tuple) or grid is None or isinstance(grid, list) or not graph.nodes[node].get("fx") \
-                or len(positions[node][0]) == grid.size:
+        if isinstance(node, tuple) or grid is None or isinstance(grid, list) or not graph.nodes[node].get("fx"):
             continue
         a = graph.nodes[node]
         try:
@@ -463,18 +485,22 @@ def _resized(graph, positions, grids) -> dict:
     return sizes
 
 
-def _resliced(module, pruned, bounds: dict, shape: tuple, sizes: dict | None = None):
-    """`pruned` run by `module`'s torch.fx graph in which each channel slice named in
-    `bounds` (fx name -> (start, stop)) takes its new bounds and each call in `sizes`
-    (fx name -> {argument position: value}) its new arguments: the sizes of a split or
-    of a head are in the model's code, so the code is what changes."""
+def _resliced(module, pruned, bounds: dict, traced: nx.DiGraph, sizes: dict | None = None):
+    """`pruned` run by `module`'s torch.fx graph (the one `traced` was made from) in
+    which each channel slice named in `bounds` (fx name -> (start, stop)) takes its new
+    bounds and each call in `sizes` (fx name -> {argument position: value}) its new
+    arguments: the sizes of a split or of a head are in the model's code, so the code
+    is what changes."""
     import operator
 
     import torch.fx
 
     from .fxtrace import fx_trace
 
-    graph = fx_trace(module, shape).graph
+    # the trace's own graph: a model traced again may trace otherwise (a cache its forward filled)
+    source = traced.graph.get("fx_graph") or fx_trace(module, traced.graph["input_shape"]).graph
+    graph = torch.fx.Graph()
+    graph.output(graph.graph_copy(source, {}))
     fx = {n.name: n for n in graph.nodes}
     for name, (start, stop) in bounds.items():
         node = fx[name]
@@ -494,13 +520,15 @@ def _resliced(module, pruned, bounds: dict, shape: tuple, sizes: dict | None = N
             else:
                 args[at] = value
         fx[name].args = tuple(args)
-    graph.eliminate_dead_code()
     for n in graph.nodes:  # the tensor constants this trace made on `module`, which `pruned` (copied before it) lacks
         if n.op == "get_attr":
             owner, name = _parameter_at(pruned, n.target)
             if not hasattr(owner, name):
                 setattr(owner, name, getattr(_parameter_at(module, n.target)[0], name))
-    return torch.fx.GraphModule(pruned, graph, type(module).__name__)
+    result = torch.fx.GraphModule(pruned, graph, type(module).__name__)
+    result.graph.eliminate_dead_code()
+    result.recompile()
+    return result
 
 
 def zero_removed(graph: nx.DiGraph, module, keep: dict):
@@ -509,7 +537,7 @@ def zero_removed(graph: nx.DiGraph, module, keep: dict):
     zeroed). `prune(graph, module, keep)` computes the same function as this copy."""
     import torch
 
-    positions, grids = _kept(graph, keep)
+    positions, grids, _ = _kept(graph, keep)
     zeroed = copy.deepcopy(module)
     named = dict(zeroed.named_modules())
     with torch.no_grad():

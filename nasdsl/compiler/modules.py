@@ -63,6 +63,14 @@ class LayerScale(nn.Module):
         return x * (self.weight if self.last else self.weight.view(1, -1, *([1] * (x.dim() - 2))))
 
 
+class TokenBatchNorm(nn.BatchNorm1d):
+    """Batch norm of each channel over every token (LeViT's norm after a linear layer):
+    the channels are the last axis."""
+
+    def forward(self, x):
+        return super().forward(x.reshape(-1, x.shape[-1])).reshape_as(x)
+
+
 class SpatialMean(nn.Module):
     """The mean over height and width: (N, C, H, W) -> (N, C)."""
 

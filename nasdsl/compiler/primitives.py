@@ -73,16 +73,6 @@ def channel_count(shape) -> int:
     return shape[-1] if len(shape) == 2 or channels_last(shape) else shape[0]
 
 
-def _not_tokens(name):
-    def shape(a, s):
-        if len(s[0]) == 2 or channels_last(s[0]):
-            raise ShapeError(f"`{name}` works on channels first (C, H, W) or (F,), got tokens {_fmt(s[0])}; "
-                             f"normalise tokens with `layernorm`")
-        return s[0]
-
-    return shape
-
-
 def _fmt(shape) -> str:
     return "(" + ", ".join(map(str, shape)) + ")"
 
@@ -236,8 +226,13 @@ def _norm_params(a, s):
 def _bn_module(a, s):
     from torch import nn
 
-    cls = nn.BatchNorm2d if len(s[0]) == 3 else nn.BatchNorm1d
-    return cls(s[0][0], eps=a["eps"], momentum=a["momentum"], affine=a["affine"])
+    from .modules import TokenBatchNorm
+
+    if len(s[0]) == 2 or channels_last(s[0]):
+        cls = TokenBatchNorm
+    else:
+        cls = nn.BatchNorm2d if len(s[0]) == 3 else nn.BatchNorm1d
+    return cls(channel_count(s[0]), eps=a["eps"], momentum=a["momentum"], affine=a["affine"])
 
 
 _ACTIVATIONS = {"relu": "ReLU", "relu6": "ReLU6", "hswish": "Hardswish", "hsigmoid": "Hardsigmoid",
@@ -464,7 +459,8 @@ _p("fact_reduce", Arg("out", "int"),
    channels=Channels("producer", whole=("out",)), slicer=ch.slice_fact_reduce, adapter=ch.adapt_fact_reduce,
    window=ch.window_fact_reduce, keeps_output=False)
 _p("bn", Arg("affine", "bool", True), Arg("eps", "float", 1e-5, low=0), Arg("momentum", "float", 0.1, low=0, high=1),
-   doc="batch norm over channels", shape=_not_tokens("bn"), params=_norm_params, module=_bn_module,
+   doc="batch norm over channels; of tokens or a channels-last map, each channel over all of them (LeViT's)",
+   params=_norm_params, module=_bn_module,
    channels=PASS, slicer=ch.slice_per_channel, keeps_output=False,
    zero_at_zero=_not_affine)
 _p("instancenorm", Arg("affine", "bool", True), doc="instance norm over channels",

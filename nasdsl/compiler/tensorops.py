@@ -94,28 +94,37 @@ class Unsupported(Exception):
 
 
 # ---- grids ----------------------------------------------------------------------------
-def grid_of(layout: np.ndarray, shape: tuple) -> np.ndarray:
-    """A node's channel layout (its primitive's axis) as a grid of its full shape."""
+def _channel_axis(shape) -> int:
+    """Where a primitive's shape keeps its channels, counted from the end: the first of
+    a map (C, H, W), the last of tokens, vectors and channels-last maps."""
     from .primitives import channels_last
 
+    return -3 if len(shape) == 3 and not channels_last(shape) else -1
+
+
+def grid_of(layout: np.ndarray, shape: tuple, ndim: int | None = None) -> np.ndarray | None:
+    """A node's channel layout (its primitive's axis) as a grid of its full shape, of
+    `ndim` axes (default: the shape's and the batch's)."""
     if not shape or not len(layout):
         return None  # a scalar: data, computed from channels kept whole
-    axis = len(shape) if len(shape) == 2 or channels_last(shape) else 1
-    grid = np.asarray(layout).reshape([-1 if i == axis else 1 for i in range(len(shape) + 1)])
-    return grid
+    ndim = len(shape) + 1 if ndim is None else ndim
+    axis = ndim + _channel_axis(shape)
+    if axis < 0:
+        return None
+    return np.asarray(layout).reshape([-1 if i == axis else 1 for i in range(ndim)])
 
 
 def layout_of(grid: np.ndarray, shape: tuple) -> np.ndarray | None:
     """The channel layout a primitive reading a grid sees along its axis, or None where
     the grid's units vary along another axis (they are no channels of that primitive)."""
-    from .primitives import channels_last
+    from .primitives import channel_count
 
-    if grid is None or grid.ndim != len(shape) + 1 or not shape:
+    if grid is None or not shape or grid.ndim < -_channel_axis(shape):
         return None
-    axis = len(shape) if len(shape) == 2 or channels_last(shape) else 1
-    if any(n != 1 for i, n in enumerate(grid.shape) if i != axis):
+    axis = grid.ndim + _channel_axis(shape)
+    if any(n != 1 for i, n in enumerate(grid.shape) if i != axis) or grid.shape[axis] not in (1, channel_count(shape)):
         return None
-    return np.broadcast_to(grid, [shape[axis - 1] if i == axis else 1 for i in range(grid.ndim)]).reshape(-1)
+    return np.broadcast_to(grid, [channel_count(shape) if i == axis else 1 for i in range(grid.ndim)]).reshape(-1)
 
 
 def _collapsed(a: np.ndarray) -> np.ndarray:
@@ -191,18 +200,34 @@ def kept_lengths(grid: np.ndarray, kept: list) -> list:
 
 def resized(call: Call, lengths: list) -> dict:
     """{argument position (an int, or (int, int) inside a tuple argument): new value} for
-    a call whose result keeps `lengths` of its axes (None: all): a reshape's sizes as
-    the code writes them; raises Unsupported where the call cannot follow the kept sizes."""
-    shrunk = {i: n for i, n in enumerate(lengths) if n is not None and n != call.full_out[i]}
-    if not shrunk:
-        return {}
+    a call whose result keeps `lengths` of its axes (None: an axis without units, kept
+    whole). A reshape's size along an axis with units becomes the kept length, whether
+    the code writes it (a head count) or computes it from some tensor's size (which
+    may be one that kept its length): such an axis holds channels, whose count the
+    weights fix at any input size. Raises Unsupported where the call cannot follow."""
     if call.fn in ("view", "reshape", "expand"):
         packed = len(call.args) == 2 and isinstance(call.args[1], (tuple, list))
         sizes = call.args[1] if packed else call.args[1:]
         if len(sizes) != len(call.full_out):
             raise Unsupported("a reshape's sizes")
-        return {((1, i) if packed else i + 1): n for i, n in shrunk.items()
-                if isinstance(sizes[i], int) and sizes[i] != -1}
+        new = {i: n for i, n in enumerate(lengths) if i > 0 and n is not None and
+               (isinstance(sizes[i], Dyn) or (isinstance(sizes[i], int) and sizes[i] not in (-1, n)))}
+        if lengths[0] is not None and lengths[0] != call.full_out[0]:
+            # the batch's axis, heads folded into it (B * heads): its length is the batch's times
+            # what it keeps, so -1 says it
+            if -1 in sizes or call.fn == "expand":
+                raise Unsupported("the batch's axis loses channels and another size is -1")
+            new[0] = -1
+        return {((1, i) if packed else i + 1): n for i, n in new.items()}
+    shrunk = {i: n for i, n in enumerate(lengths) if n is not None and n != call.full_out[i]}
+    if not shrunk:
+        return {}
+    if call.fn == "pad":
+        pads = call.arg(1, "pad")
+        padded = {len(call.full_out) - 1 - k // 2 for k in range(len(pads)) if pads[k] != 0}
+        if padded & set(shrunk):
+            raise Unsupported("padding an axis that loses channels")
+        return {}
     if call.fn == "getitem":
         axes = []  # each output axis's index entry
         for i in _index(call):
@@ -302,31 +327,65 @@ def _elementwise(call, grids, clean, units):
     cleans = [c for _, c, _ in meeting]
     if call.fn == "mul":
         return out, any(cleans)
-    if call.fn in ("truediv", "div"):
+    if call.fn in ("truediv", "div"):  # zero over anything is zero (over zero it is NaN, which a check sees)
         first = operands[0]
-        return out, isinstance(first, In) and grids[first.k] is not None and clean[first.k] and len(meeting) == 1 \
-            and meeting[0][0] is tensors[0][0]
+        return out, isinstance(first, In) and grids[first.k] is not None and clean[first.k] and \
+            any(m[0] is tensors[0][0] for m in meeting)
     # add, sub: clean only where every operand is (no constant shifts it)
     return out, bool(meeting) and all(cleans) and len(meeting) == len(operands)
 
 
-def _matmul(call, grids, clean, units):
-    """`a @ b` over (..., n, k) x (..., k, m): the units it multiplies and sums over are
-    united, so every output position is one class with all it reads."""
-    if len(call.full_in) != 2 or min(len(s) for s in call.full_in) < 2:
-        raise Unsupported("matmul of a vector or a constant")
-    a, b = grids
-    ndim = len(call.full_out)
+def _operand(call, grids, clean, a):
+    """(grid or None, clean, number of axes) of an argument: a graph input or a constant."""
+    if isinstance(a, In):
+        return grids[a.k], clean[a.k], len(call.full_in[a.k])
+    if isinstance(a, Const):
+        return None, True, len(a.shape)
+    raise Unsupported("an operand that is no tensor")
+
+
+def _product(units, a, b, ndim: int):
+    """The grid of `a @ b` over (..., n, k) x (..., k, m), of `ndim` axes: the units it
+    multiplies and sums over are united, so every output position is one class with
+    all it reads; None where neither has units."""
     if a is None and b is None:
-        return None, True
-    a = np.zeros((1,) * ndim, dtype=np.int64) - 1 if a is None else _aligned(a, ndim)
-    b = np.zeros((1,) * ndim, dtype=np.int64) - 1 if b is None else _aligned(b, ndim)
-    ea, eb = np.broadcast_arrays(a[..., :, :, None], b[..., None, :, :])  # (..., n, k, m)
-    real = [e for e, g in ((ea, grids[0]), (eb, grids[1])) if g is not None]
-    joined = _unite(units, real) if len(real) > 1 else real[0]
-    joined = np.broadcast_to(joined, ea.shape)
+        return None
+    none = np.full((1,) * ndim, -1, dtype=np.int64)
+    ea, eb = np.broadcast_arrays((none if a is None else _aligned(a, ndim))[..., :, :, None],
+                                 (none if b is None else _aligned(b, ndim))[..., None, :, :])  # (..., n, k, m)
+    real = [e for e, g in ((ea, a), (eb, b)) if g is not None]
+    joined = np.broadcast_to(_unite(units, real) if len(real) > 1 else real[0], ea.shape)
     _unite_along(units, joined, ndim - 1)  # the k axis of (..., n, k, m)
-    return _collapsed(joined.take(0, ndim - 1)), any(c for c, g in zip(clean, grids) if g is not None)
+    return _collapsed(joined.take(0, ndim - 1))
+
+
+def _matmul(call, grids, clean, units):
+    """`a @ b`; zero where a removed unit sits if either operand is."""
+    (a, ca, na), (b, cb, nb) = (_operand(call, grids, clean, x) for x in call.args[:2])
+    if min(na, nb) < 2:
+        raise Unsupported("matmul of a vector")
+    return _product(units, a, b, len(call.full_out)), (a is not None and ca) or (b is not None and cb)
+
+
+def _attention(call, grids, clean, units):
+    """F.scaled_dot_product_attention: softmax(q k^T * scale + mask) v. Its default scale
+    reads the head width, which so keeps its length (heads are the classes)."""
+    (q, _, nq), (k, _, _), (v, cv, _) = (_operand(call, grids, clean, x) for x in call.args[:3])
+    mask = call.arg(3, "attn_mask")
+    ndim = len(call.full_out)
+    if nq < 2 or call.arg(4, "dropout_p", 0.0) or call.arg(5, "is_causal", False) or call.kwargs.get("enable_gqa"):
+        raise Unsupported("attention with dropout, a causal mask or grouped queries")
+    if q is not None and call.arg(6, "scale") is None:
+        _unite_along(units, _aligned(q, ndim), ndim - 1)
+    scores = _product(units, q, None if k is None else _aligned(k, ndim).swapaxes(-1, -2), ndim)
+    if mask is not None:
+        m, _, nm = _operand(call, grids, clean, mask)
+        if m is not None:
+            scores = _unite(units, [g for g in (scores, _aligned(m, ndim)) if g is not None])
+        elif isinstance(mask, Const) and any(n > 1 for n in mask.shape[:-2]) and scores is not None and \
+                any(n > 1 for n in scores.shape[:-2]):
+            units.fixed.update(scores.reshape(-1).tolist())  # a buffer per head: the heads stay
+    return _product(units, scores, v, ndim), v is not None and cv
 
 
 def _stack(call, grids, clean, units, cat=False):
@@ -404,7 +463,7 @@ def _getitem(call, grids, clean, units):
 
 
 def _split(call, grids, clean, units):
-    """unbind, split or chunk along an axis without units: a tuple of grids."""
+    """unbind, split or chunk: a tuple of grids."""
     g = grids[0]
     dim = _dim(call.arg(2 if call.fn != "unbind" else 1, "dim", 0), len(call.full_in[0]))
     if g is None:
@@ -414,7 +473,11 @@ def _split(call, grids, clean, units):
         return [item] * len(call.full_out), clean[0]
     if call.fn == "unbind":
         return [np.ascontiguousarray(g.take(k, dim)) for k in range(g.shape[dim])], clean[0]
-    raise Unsupported("a split of an axis with units")
+    # a split of an axis with units (q, k and v of each head): its sizes are in the code, so
+    # the axis keeps its length: its units are one class
+    _unite_along(units, g, dim)
+    stops = np.cumsum([shape[dim] for shape in call.full_out])
+    return [np.ascontiguousarray(g.take(range(a, b), dim)) for a, b in zip([0, *stops[:-1]], stops)], clean[0]
 
 
 def _item(call, grids, clean, units):
@@ -422,7 +485,9 @@ def _item(call, grids, clean, units):
 
 
 def _pad(call, grids, clean, units):
-    """F.pad: on an axis where units vary, the new positions are units of their own, pinned."""
+    """F.pad: on an axis where units vary, the new positions are units of their own,
+    which later ops join to the classes they meet (linear attention pads each head's
+    values with a column of ones); the padded axis keeps its length (`resized`)."""
     g = grids[0]
     pads = call.arg(1, "pad")
     if g is None:
@@ -446,7 +511,6 @@ def _pad(call, grids, clean, units):
             head = units.new(int(np.prod(shape))).reshape(shape)
             shape[axis] = after
             tail = units.new(int(np.prod(shape))).reshape(shape)
-            units.fixed.update(head.reshape(-1).tolist() + tail.reshape(-1).tolist())
             g = np.concatenate([head, g, tail], axis=axis)
     return g, clean[0]
 
@@ -469,7 +533,8 @@ def _roll(call, grids, clean, units):
     return g, clean[0]
 
 
-_CLEAN_UNARY = ("contiguous", "float", "to", "type_as", "clone", "detach", "neg", "abs", "relu", "square",
+_CLEAN_UNARY = ("contiguous", "float", "to", "type_as", "clone", "detach", "neg", "abs", "relu", "relu6", "square",
+                "gelu", "silu", "hardswish", "leaky_relu", "mish",
                 "half", "double", "bfloat16")
 _CLEAN_REDUCTIONS = ("sum", "mean", "amax", "amin")
 _RESHAPES = ("view", "reshape", "flatten", "unflatten", "unsqueeze", "squeeze", "view_as", "reshape_as")
@@ -481,9 +546,9 @@ RULES = {
     **{fn: _reduce for fn in ("sum", "mean", "amax", "amin", "logsumexp")},
     **{fn: _along for fn in ("softmax", "log_softmax", "normalize")},
     **{fn: _unary for fn in (*_CLEAN_UNARY, "exp", "sigmoid", "tanh", "sqrt", "rsqrt", "cos", "sin", "log",
-                             "reciprocal", "pow", "clamp", "gelu", "silu")},
+                             "reciprocal", "pow", "clamp", "hardsigmoid")},
     **{fn: _elementwise for fn in ("add", "sub", "mul", "truediv", "div")},
-    "matmul": _matmul, "bmm": _matmul,
+    "matmul": _matmul, "bmm": _matmul, "scaled_dot_product_attention": _attention,
     "stack": _stack, "cat": lambda *a: _stack(*a, cat=True),
     "getitem": _getitem, "pad": _pad, "roll": _roll,
     "unbind": _split, "split": _split, "chunk": _split, "item": _item,
@@ -493,7 +558,7 @@ TUPLES = ("unbind", "split", "chunk")
 KEEPS_LAST = (*_RESHAPES, *_CLEAN_UNARY, "pad", "roll", "getitem", "add", "sub", "mul", "truediv", "div")  # rules whose result is a tuple of grids, read by "item"
 
 # ops that take the sizes their inputs have, whatever they are
-_FOLLOWS_SIZES = set(RULES) - {"view", "reshape", "expand", "getitem", "roll", "unflatten", "split", "chunk"}
+_FOLLOWS_SIZES = set(RULES) - {"view", "reshape", "expand", "getitem", "roll", "unflatten", "split", "chunk", "pad"}
 
 # call_function targets by what they are (a method call is named by its method)
 FUNCTIONS = {operator.add: "add", operator.sub: "sub", operator.mul: "mul", operator.truediv: "truediv",

@@ -71,7 +71,9 @@ def trace(module: nn.Module, example: torch.Tensor) -> nx.DiGraph:
     finally:
         for m, training in modes.items():
             m.training = training
-    return _Builder(module, gm, probe.flops, example.shape[0]).graph
+    graph = _Builder(module, gm, probe.flops, example.shape[0]).graph
+    graph.graph["fx_graph"] = gm.graph  # the code its nodes name, which a pruning rewrites
+    return graph
 
 
 def load_model(spec: str, num_classes: int | None = None) -> nn.Module:
@@ -350,10 +352,12 @@ class _Builder:
     def sample(self, meta: TensorMetadata) -> tuple:
         """A result's per-sample shape. One whose first axis holds more than the batch
         (a window attention's (B * windows, N, C)) has the extra folded into its next
-        axis, (windows * N, C): the ops on each token see the tokens of all windows."""
+        axis, (windows * N, C): the ops on each token see the tokens of all windows; of
+        two axes, (B * N, C), the extra is the tokens, (N, C)."""
         shape = tuple(meta.shape)
         if len(shape) >= 2 and shape[0] != self.batch and shape[0] % self.batch == 0:
-            return (shape[0] // self.batch * shape[1], *shape[2:])
+            fold = shape[0] // self.batch
+            return (fold, *shape[1:]) if len(shape) == 2 else (fold * shape[1], *shape[2:])
         return shape[1:]
 
     def call(self, n, meta) -> tensorops.Call | None:
@@ -396,16 +400,18 @@ class _Builder:
     def layout(self, n, op, shapes, shape):
         """`shape`, as a `ChannelsLast` map where its channels are its last axis: after
         `permute(0, 2, 3, 1)` of a feature map; where a named op (linear, layernorm, an
-        activation, an add) or a barrier reads channels-last maps and keeps three axes.
-        Only `permute(0, 3, 1, 2)` turns one back: ops on channels-first maps refuse the
-        others, so a wrong guess costs a barrier, never a wrong group."""
+        activation, an add) or a barrier reads channels-last maps and keeps three axes
+        (a plain tensor op: where `keeps_last_axis` says so). Only `permute(0, 3, 1, 2)`
+        turns one back: ops on channels-first maps refuse the others, so a wrong guess
+        costs a barrier, never a wrong group."""
         if shape is None or len(shape) != 3:
             return shape
         dims = _permutation(n)
         if dims == (0, 2, 3, 1) and len(shapes) == 1 and shapes[0] and len(shapes[0]) == 3 \
                 and not primitives.channels_last(shapes[0]):
             return primitives.ChannelsLast(shape)
-        if dims != (0, 3, 1, 2) and any(primitives.channels_last(s) for s in shapes if s is not None):
+        plain = (n.target if n.op == "call_method" else tensorops.function_name(n.target)) in tensorops.RULES
+        if dims != (0, 3, 1, 2) and not (plain and primitives.get(op) is None) and any(primitives.channels_last(s) for s in shapes if s is not None):
             if primitives.get(op) is None or all(primitives.channels_last(s) for s in shapes if s is not None):
                 return primitives.ChannelsLast(shape)
         return shape
@@ -561,6 +567,9 @@ class _Builder:
             if type(module) not in _MODULES:
                 return describe(module)
             op, read = _MODULES[type(module)]
+            if op == "bn" and shapes and shapes[0] and len(shapes[0]) == 2 and \
+                    len(n.args[0].meta["tensor_meta"].shape) != 2:
+                return None  # BatchNorm1d of (B, C, L): its channels are no tokens'
             return _tokens_only(_named(op, read(module) if read else None), shapes)
         if not isinstance(n.target, str) and not _hashable(n.target):
             return None
@@ -855,7 +864,9 @@ _FUNCTIONS = {
 }
 
 # modules that are plain tensor ops to `nasdsl.compiler.tensorops` (on tensors beyond maps and tokens)
-_MODULE_CALLS = {nn.Softmax: "softmax", nn.Dropout: "clone", nn.Identity: "clone"}
+_MODULE_CALLS = {nn.Softmax: "softmax", nn.Dropout: "clone", nn.Identity: "clone", nn.ReLU: "relu", nn.ReLU6: "relu6",
+                 nn.GELU: "gelu", nn.SiLU: "silu", nn.Hardswish: "hardswish", nn.Sigmoid: "sigmoid",
+                 nn.Hardsigmoid: "hardsigmoid"}
 
 # ops whose slicer cuts each tensor the call reads by itself, so the call may read some of its
 # module's tensors (a ViT's class token and position embedding, both the model's own; a block's
