@@ -148,3 +148,29 @@ def test_a_buffer_along_the_channels_pins_them_and_a_pruning_says_why_it_cannot_
     assert not group.prunable
     with pytest.raises(NasError, match="cannot be pruned"):
         prune(graph, Scaled(), {"a": [0]})
+
+
+class CrossCovariance(nn.Module):
+    """edgenext's XCA: attention over channels within each head, a temperature per head."""
+
+    def __init__(self, dim=12, heads=3):
+        super().__init__()
+        self.heads = heads
+        self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+        self.temperature = nn.Parameter(torch.rand(heads, 1, 1) + 0.5)
+
+    def forward(self, x):
+        b, n, c = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 4, 1).unbind(0)
+        attn = (F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)) * self.temperature
+        return self.proj((attn.softmax(dim=-1) @ v).permute(0, 3, 1, 2).reshape(b, n, c))
+
+
+def test_a_parameter_per_head_broadcast_over_the_scores_is_cut_with_its_heads():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 12), CrossCovariance(), nn.Linear(12, 4))
+    graph, groups = _prunings_equal_zeroed(model, torch.randn(2, 7, 5))
+    heads = next(g for g in groups if g.name == "1.qkv")
+    assert heads.channels == 3
+    small = prune(graph, model, {heads.name: [1]})
+    assert small.get_submodule("1").temperature.shape == (1, 1, 1)

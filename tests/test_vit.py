@@ -10,6 +10,7 @@ import torch
 import torchvision
 
 import nasdsl
+from nasdsl.compiler import primitives
 from nasdsl.compiler.compat.torchvision import from_torchvision, key_map
 from nasdsl.compiler.flops import flop_counter
 from nasdsl.compiler.graph import output_shape
@@ -123,6 +124,18 @@ def test_linear_and_layernorm_act_on_each_token():
     assert torch.allclose(y, want, atol=1e-6)
 
 
+def test_attention_in_windows_keeps_each_window_to_itself():
+    graph, module, x, y = _run("tokens attention(heads=2, windows=4)")  # 64 tokens: 4 runs of 16
+    changed = x.clone()
+    changed[..., :2, :] += 1.0  # the first two rows of the map: tokens 0..15, the first window
+    with torch.no_grad():
+        z = module(changed)
+    assert not torch.allclose(z[:, :16], y[:, :16]) and torch.allclose(z[:, 16:], y[:, 16:], atol=1e-6)
+    whole = primitives.get("attention").macs({"heads": 2, "head_dim": 0, "qkv_bias": True, "windows": 1},
+                                              [(64, 2)], (64, 2))
+    assert graph.nodes["attention"]["macs"] == whole - 2 * 2 * 64 * (64 - 16) * 1  # q k^T and a v, per window
+
+
 def test_batch_norm_of_tokens_normalises_each_channel_over_all_tokens():
     graph, module, x, y = _run("tokens linear(out=5) bn")  # LeViT's linear + BatchNorm1d
     bn = module.bn
@@ -216,7 +229,6 @@ def test_timms_deit_traces_to_the_presets_graph():
 def test_torchvisions_vit_traces_to_tokens_with_its_attention_counted():
     from torchvision.models.vision_transformer import VisionTransformer
 
-    from nasdsl.compiler import primitives
     from nasdsl.compiler.trace import trace
 
     model = VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=4, hidden_dim=64, mlp_dim=128,
@@ -234,7 +246,8 @@ def test_torchvisions_vit_traces_to_tokens_with_its_attention_counted():
     mha = graph.nodes["encoder.layers.encoder_layer_0.self_attention"]
     assert mha["op"] == "module:MultiheadAttention" and mha["shape"] == (17, 64)
     attention = primitives.get("attention")
-    assert mha["macs"] == attention.macs({"heads": 4, "head_dim": 0, "qkv_bias": True}, [(17, 64)], (17, 64))
+    assert mha["macs"] == attention.macs({"heads": 4, "head_dim": 0, "qkv_bias": True, "windows": 1}, [(17, 64)],
+                                         (17, 64))
 
 
 @pytest.mark.parametrize("fused", [True, False])

@@ -8,10 +8,12 @@ spreads over features, and the options a parallel supernet's gated sum joins. Th
 
 The analysis works per channel: every channel a layer creates is a unit, each
 primitive declares how its output channels relate to its input's (its `Channels`:
-new units, passed through, permuted or repeated, or a barrier; an op nasdsl has no
-word for is a barrier), concats join their inputs' units, adds and products unite
-their operands', and a union-find gives the classes of channels that move
-together. Classes touched by the same layers, at the same places, form one group.
+new units, passed through, permuted or repeated, or a barrier), concats join their
+inputs' units, adds and products unite their operands', and a union-find gives the
+classes of channels that move together. A traced model's plain tensor ops between
+its layers (reshapes, permutes, softmaxes, matmuls: `nasdsl.compiler.tensorops`)
+carry units on every axis of their tensors, so an attention's heads are classes; an
+op nasdsl knows no rule for is a barrier. Classes touched by the same layers, at the same places, form one group.
 Pruning cuts each layer's module with its primitive's slicer, so a primitive
 registered from Python is analysed and pruned like the standard ones.
 
@@ -125,8 +127,12 @@ def layouts(graph: nx.DiGraph):
         op = a["op"]
         call = a.get("call")
         if call is not None and primitives.get(op) is not None and (
-                primitives.get(op).slicer is not None or not any(i in grids for i in a["inputs"])):
-            call = None  # a primitive on its channels' axis (a flatten, a gap), or one a pruning cuts: its own rule
+                not any(i in grids for i in a["inputs"]) or primitives.get(op).slicer is not None and all(
+                    i not in grids or tensorops.layout_of(grids[i], s) is not None
+                    for i, s in zip(a["inputs"], a["in_shapes"]))):
+            # a primitive on its channels' axis (a flatten, a gap; one a pruning slices, a layer
+            # scale, where its input's channels are on that axis): its own rule
+            call = None
         sources = []
         for i, shape in zip(a["inputs"], a["in_shapes"]):
             layout = out[i]
@@ -413,8 +419,8 @@ def prune(graph: nx.DiGraph, module, keep: dict):
     pruned = copy.deepcopy(module)
     named = dict(pruned.named_modules())
     for node, a in graph.nodes(data=True):
-        if holder(graph, node) not in named or a["op"] in JOINS:
-            continue
+        if holder(graph, node) not in named or a["op"] in JOINS or node in grids:
+            continue  # (a node followed as a plain op: the parameters it reads are cut by their grids)
         out_keep, in_keep, inner_keep = positions[node]
         full_out = primitives.channel_count(a["shape"]) if a["shape"] else 0
         full_in = primitives.channel_count(a["in_shapes"][0]) if a["in_shapes"] and a["in_shapes"][0] else 0
@@ -549,7 +555,8 @@ def zero_removed(graph: nx.DiGraph, module, keep: dict):
                 getattr(owner, name).view(-1)[torch.as_tensor(np.flatnonzero(gone))] = 0
         for node, a in graph.nodes(data=True):
             out_keep, _, inner_keep = positions[node]
-            if holder(graph, node) not in named or out_keep is None or not a["shape"] or a["op"] in JOINS:
+            if holder(graph, node) not in named or out_keep is None or not a["shape"] or a["op"] in JOINS \
+                    or node in grids:
                 continue
             with _held(named[holder(graph, node)], a.get("tensors")) as m:
                 if inner_keep is not None:

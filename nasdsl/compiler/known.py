@@ -32,7 +32,7 @@ def _attention(m):
             getattr(m, "gate", None) is not None or m.proj.bias is None or \
             m.proj.out_features != m.qkv.in_features or abs(m.scale - m.head_dim ** -0.5) > 1e-12:
         return None
-    return {"heads": m.num_heads, "head_dim": m.head_dim, "qkv_bias": m.qkv.bias is not None}
+    return {"heads": m.num_heads, "head_dim": m.head_dim, "qkv_bias": m.qkv.bias is not None, "windows": 1}
 
 
 def _mlp(m):

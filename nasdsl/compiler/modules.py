@@ -229,12 +229,14 @@ class PosEmbed(nn.Module):
 class Attention(nn.Module):
     """Multi-head self-attention: `qkv` projects each token to q, k and v (rows q, k, v,
     each head after head, as timm's and torch's in_proj), attention runs per head,
-    `proj` maps the heads back. The scale stays 1 / sqrt(head_dim) when heads or their
+    `proj` maps the heads back; with `windows`, within each run of n / windows
+    consecutive tokens. The scale stays 1 / sqrt(head_dim) when heads or their
     channels are pruned, so a pruned copy computes the same function."""
 
-    def __init__(self, dim: int, heads: int, head_dim: int, qkv_bias: bool = True, scale: float | None = None):
+    def __init__(self, dim: int, heads: int, head_dim: int, qkv_bias: bool = True, scale: float | None = None,
+                 windows: int = 1):
         super().__init__()
-        self.heads, self.head_dim = heads, head_dim
+        self.heads, self.head_dim, self.windows = heads, head_dim, windows
         self.scale = head_dim ** -0.5 if scale is None else scale
         self.qkv = nn.Linear(dim, 3 * heads * head_dim, bias=qkv_bias)
         self.proj = nn.Linear(heads * head_dim, dim)
@@ -248,8 +250,9 @@ class Attention(nn.Module):
         return self.qkv.bias is not None
 
     def forward(self, x):
-        b, n, _ = x.shape
-        q, k, v = self.qkv(x).view(b, n, 3, self.heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+        b, n, d = x.shape
+        x = x.reshape(b * self.windows, n // self.windows, d)  # each window's tokens attend to each other
+        q, k, v = self.qkv(x).view(*x.shape[:2], 3, self.heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
         y = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
         return self.proj(y.transpose(1, 2).reshape(b, n, -1))
 

@@ -590,6 +590,9 @@ def _heads(a, s):
 
 def _attention_shape(a, s):
     _heads(a, s)
+    _positive(a, "attention", "windows")
+    if s[0][0] % a["windows"]:
+        raise ShapeError(f"`attention`: {a['windows']} windows must divide the {s[0][0]} tokens")
     return s[0]
 
 
@@ -602,7 +605,8 @@ def _attention_params(a, s):
 def _attention_macs(a, s, o):
     n, d = s[0]
     heads, hd, inner = _heads(a, s)
-    return n * d * 3 * inner + 2 * heads * n * n * hd + n * inner * d  # qkv, q k^T and attention x v, proj
+    # qkv, q k^T and attention x v within each window, proj
+    return n * d * 3 * inner + 2 * heads * n * (n // a["windows"]) * hd + n * inner * d
 
 
 def _mlp_out(a, s):
@@ -674,11 +678,14 @@ _p("pos_embed", doc="a learned position embedding added to the tokens", shape=la
    params=lambda a, s: math.prod(s[0]), module=_module("PosEmbed", tokens=lambda a, s: s[0][0], dim=lambda a, s: s[0][1]),
    channels=Channels("pass", zero=False), slicer=ch.slice_last_dim, keeps_output=False)
 _p("attention", Arg("heads", "int"), Arg("head_dim", "int", 0, low=0), Arg("qkv_bias", "bool", True),
+   Arg("windows", "int", 1),
    doc="multi-head self-attention over tokens: one qkv projection to heads x head_dim (0: D / heads) per q, k "
-       "and v, scaled dot-product attention per head, an output projection back to D",
+       "and v, scaled dot-product attention per head within each of `windows` runs of consecutive tokens "
+       "(MobileViT's patches), an output projection back to D",
    shape=_attention_shape, params=_attention_params, macs=_attention_macs,
    module=_module("Attention", dim=lambda a, s: s[0][1], heads=lambda a, s: _heads(a, s)[0],
-                  head_dim=lambda a, s: _heads(a, s)[1], qkv_bias=lambda a, s: a["qkv_bias"]),
+                  head_dim=lambda a, s: _heads(a, s)[1], qkv_bias=lambda a, s: a["qkv_bias"],
+                  windows=lambda a, s: a["windows"]),
    channels=PRODUCER, slicer=ch.slice_attention, adapter=ch.adapt_attention, window=ch.window_attention,
    inner=lambda a, s: (_heads(a, s)[2], ch.ATTENTION_INNER), keeps_output=False)
 _p("mlp", Arg("hidden", "int"), Arg("act", "str", "gelu", allowed=_ACTS), Arg("out", "int", 0, low=0),

@@ -298,9 +298,10 @@ def _unary(call, grids, clean, units):
 
 
 def _elementwise(call, grids, clean, units):
-    """A broadcast add, product, difference or quotient. Operands meet unit by unit,
-    except one broadcast along an axis where the others' units vary (a spatial
-    attention map over all channels) and a constant that varies where they do: those
+    """A broadcast add, product, difference or quotient. Operands meet unit by unit
+    (a temperature per head meets every score of its head), except one broadcast along
+    an axis where the others' units vary and with none of its own there (a spatial
+    attention map over all channels), and a constant that varies where they do: those
     are pinned (a pruned tensor would not match them)."""
     ndim = len(call.full_out)
     operands = [a for a in call.args[:2]]
@@ -312,7 +313,12 @@ def _elementwise(call, grids, clean, units):
     if not tensors:
         return None, True
     varying = {i for g, _, _ in tensors for i, n in enumerate(g.shape) if n > 1}
-    meeting = [t for t in tensors if not any(t[2][i] == 1 for i in varying)]
+
+    def factor(t) -> bool:  # broadcast where the others' units vary, its own varying nowhere they do
+        others = {i for g, _, _ in tensors if g is not t[0] for i, n in enumerate(g.shape) if n > 1}
+        return any(t[2][i] == 1 for i in others) and not any(t[0].shape[i] > 1 for i in others)
+
+    meeting = [t for t in tensors if not factor(t)]
     for g, _, _ in tensors:
         if not any(g is m[0] for m in meeting):
             units.fixed.update(g.reshape(-1).tolist())

@@ -16,9 +16,14 @@ vocabulary (`conv`, `bn`, `relu`, `add`, `mul`, `concat`, ...) only where that
 primitive reproduces its shape, parameter count and MACs; anything else is
 `module:ClassName` or `function:name` with no arguments.
 
-Shapes are per sample (the leading dimension dropped). A node whose result is a
-tuple of tensors (`chunk`, `split`) has shape None; the nodes reading its items list
-it as an input, with the item's shape in `in_shapes`. A result whose one tensor is
+Shapes are per sample (the leading dimension dropped; where it holds more than the
+batch, as a window attention's (B * windows, N, C), the extra is folded into the next
+axis: (windows * N, C)). A node whose result is a tuple of tensors (`chunk`, `split`)
+has shape None; the nodes reading its items list it as an input, with the item's
+shape in `in_shapes` (of a plain tensor op's tuple, each item read is a node of its
+own). A plain tensor op (a reshape, permute, softmax, matmul, ...) also keeps its
+arguments in `call`, a `nasdsl.compiler.tensorops.Call`, whose rules carry channel
+units through it on every axis. A result whose one tensor is
 its first item (`nn.MultiheadAttention` without weights: `(out, None)`) is that
 tensor.
 Values that are not tensors (`x.size(0)`, shapes) are no operations: nodes
@@ -565,7 +570,12 @@ class _Builder:
         if n.op == "call_module":
             module = self.root.get_submodule(n.target)
             if type(module) not in _MODULES:
-                return describe(module)
+                found = describe(module)
+                if found and found[0] == "attention" and n.args and isinstance(n.args[0], torch.fx.Node):
+                    # tokens folded into the batch (MobileViT's (B * patches, N, C)): attention per window
+                    rows = n.args[0].meta["tensor_meta"].shape[0]
+                    found = (found[0], {**found[1], "windows": rows // self.batch if rows % self.batch == 0 else 0})
+                return found
             op, read = _MODULES[type(module)]
             if op == "bn" and shapes and shapes[0] and len(shapes[0]) == 2 and \
                     len(n.args[0].meta["tensor_meta"].shape) != 2:
