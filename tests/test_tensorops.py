@@ -174,3 +174,27 @@ def test_a_parameter_per_head_broadcast_over_the_scores_is_cut_with_its_heads():
     assert heads.channels == 3
     small = prune(graph, model, {heads.name: [1]})
     assert small.get_submodule("1").temperature.shape == (1, 1, 1)
+
+
+class TokenMixing(nn.Module):
+    """ResMLP's block: an affine norm (addcmul), a linear layer over the tokens, a layer scale."""
+
+    def __init__(self, dim=6, tokens=4):
+        super().__init__()
+        self.alpha, self.beta = nn.Parameter(torch.rand(1, 1, dim) + 0.5), nn.Parameter(torch.randn(1, 1, dim))
+        self.mix = nn.Linear(tokens, tokens)
+        self.gamma = nn.Parameter(torch.rand(dim) + 0.5)
+
+    def forward(self, x):
+        y = torch.addcmul(self.beta, self.alpha, x)
+        return x + self.gamma * self.mix(y.transpose(1, 2)).transpose(1, 2)
+
+
+def test_a_linear_layer_over_the_tokens_passes_the_channels_of_each_token():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 6), TokenMixing(), nn.Linear(6, 3))
+    graph, groups = _prunings_equal_zeroed(model, torch.randn(2, 4, 5))
+    stream = next(g for g in groups if g.name == "0")
+    assert stream.channels == 6  # the residual stream: through the affine, the token mixing and the scale
+    small = prune(graph, model, {stream.name: [0, 2, 4]})
+    assert small.get_submodule("1").alpha.shape == (1, 1, 3) and small.get_submodule("1").mix.in_features == 4

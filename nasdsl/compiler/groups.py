@@ -128,10 +128,10 @@ def layouts(graph: nx.DiGraph):
         call = a.get("call")
         if call is not None and primitives.get(op) is not None and (
                 not any(i in grids for i in a["inputs"]) or primitives.get(op).slicer is not None and all(
-                    i not in grids or tensorops.layout_of(grids[i], s) is not None
+                    i not in grids or tensorops.layout_of(grids[i], s) is not None and clean.get(i, True)
                     for i, s in zip(a["inputs"], a["in_shapes"]))):
             # a primitive on its channels' axis (a flatten, a gap; one a pruning slices, a layer
-            # scale, where its input's channels are on that axis): its own rule
+            # scale, where its input's channels are on that axis and zero where removed): its own rule
             call = None
         sources = []
         for i, shape in zip(a["inputs"], a["in_shapes"]):

@@ -297,14 +297,14 @@ def _unary(call, grids, clean, units):
     return grids[0], clean[0] and call.fn in _CLEAN_UNARY
 
 
-def _elementwise(call, grids, clean, units):
+def _elementwise(call, grids, clean, units, operands=None, fn=None):
     """A broadcast add, product, difference or quotient. Operands meet unit by unit
     (a temperature per head meets every score of its head), except one broadcast along
     an axis where the others' units vary and with none of its own there (a spatial
     attention map over all channels), and a constant that varies where they do: those
     are pinned (a pruned tensor would not match them)."""
     ndim = len(call.full_out)
-    operands = [a for a in call.args[:2]]
+    operands, fn = list(call.args[:2] if operands is None else operands), fn or call.fn
     tensors = []
     for a in operands:
         if isinstance(a, In) and grids[a.k] is not None:
@@ -331,14 +331,26 @@ def _elementwise(call, grids, clean, units):
                                      enumerate((1,) * (ndim - len(shape)) + tuple(shape))):
             units.fixed.update(out.reshape(-1).tolist())
     cleans = [c for _, c, _ in meeting]
-    if call.fn == "mul":
+    if fn == "mul":
         return out, any(cleans)
-    if call.fn in ("truediv", "div"):  # zero over anything is zero (over zero it is NaN, which a check sees)
+    if fn in ("truediv", "div"):  # zero over anything is zero (over zero it is NaN, which a check sees)
         first = operands[0]
         return out, isinstance(first, In) and grids[first.k] is not None and clean[first.k] and \
             any(m[0] is tensors[0][0] for m in meeting)
     # add, sub: clean only where every operand is (no constant shifts it)
     return out, bool(meeting) and all(cleans) and len(meeting) == len(operands)
+
+
+def _addcmul(call, grids, clean, units):
+    """torch.addcmul(x, a, b) = x + a * b (timm's Affine: beta + alpha * x)."""
+    if call.arg(3, "value", 1) == 0:
+        raise Unsupported("addcmul by 0")
+    product, product_clean = _elementwise(call, grids, clean, units, call.args[1:3], "mul")
+    if product is None:
+        return _elementwise(call, grids, clean, units, call.args[:1], "add")
+    extended = attrs.evolve(call, full_in=(*call.full_in, call.full_out))
+    return _elementwise(extended, [*grids, product], [*clean, product_clean], units,
+                        (call.args[0], In(len(grids))), "add")
 
 
 def _operand(call, grids, clean, a):
@@ -392,6 +404,19 @@ def _attention(call, grids, clean, units):
                 any(n > 1 for n in scores.shape[:-2]):
             units.fixed.update(scores.reshape(-1).tolist())  # a buffer per head: the heads stay
     return _product(units, scores, v, ndim), v is not None and cv
+
+
+def _linear(call, grids, clean, units):
+    """A linear layer over the last axis of a tensor whose units lie on other axes
+    (ResMLP's token mixing, on transposed tokens): they pass through, each row mixed
+    by itself; its bias makes a removed row's result non-zero."""
+    g = grids[0]
+    if g is None:
+        return None, True
+    if g.shape[-1] != 1:
+        raise Unsupported("a linear layer over an axis with units that also vary on others")
+    bias = call.arg(2, "bias") if len(call.args) > 2 or "bias" in call.kwargs else call.arg(1, "bias")  # F.linear's
+    return g, clean[0] and (bias is None or bias is False)  # or a module's: whether it has one
 
 
 def _stack(call, grids, clean, units, cat=False):
@@ -553,15 +578,15 @@ RULES = {
     **{fn: _along for fn in ("softmax", "log_softmax", "normalize")},
     **{fn: _unary for fn in (*_CLEAN_UNARY, "exp", "sigmoid", "tanh", "sqrt", "rsqrt", "cos", "sin", "log",
                              "reciprocal", "pow", "clamp", "hardsigmoid")},
-    **{fn: _elementwise for fn in ("add", "sub", "mul", "truediv", "div")},
+    **{fn: _elementwise for fn in ("add", "sub", "mul", "truediv", "div")}, "addcmul": _addcmul,
     "matmul": _matmul, "bmm": _matmul, "scaled_dot_product_attention": _attention,
     "stack": _stack, "cat": lambda *a: _stack(*a, cat=True),
     "getitem": _getitem, "pad": _pad, "roll": _roll,
-    "unbind": _split, "split": _split, "chunk": _split, "item": _item,
+    "unbind": _split, "split": _split, "chunk": _split, "item": _item, "linear": _linear,
 }
 TUPLES = ("unbind", "split", "chunk")
 # ops after which a tensor whose channels were its last axis still has them there, if that axis keeps its length
-KEEPS_LAST = (*_RESHAPES, *_CLEAN_UNARY, "pad", "roll", "getitem", "add", "sub", "mul", "truediv", "div")  # rules whose result is a tuple of grids, read by "item"
+KEEPS_LAST = (*_RESHAPES, *_CLEAN_UNARY, "pad", "roll", "getitem", "add", "sub", "mul", "truediv", "div", "addcmul")  # rules whose result is a tuple of grids, read by "item"
 
 # ops that take the sizes their inputs have, whatever they are
 _FOLLOWS_SIZES = set(RULES) - {"view", "reshape", "expand", "getitem", "roll", "unflatten", "split", "chunk", "pad"}

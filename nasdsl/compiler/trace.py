@@ -397,6 +397,8 @@ class _Builder:
         kwargs = dict(torch.fx.node.map_arg(n.kwargs, convert))
         if n.op == "call_module" and fn == "softmax":
             args = (*args, self.root.get_submodule(n.target).dim)
+        if n.op == "call_module" and fn == "linear":
+            args = (*args, self.root.get_submodule(n.target).bias is not None)
         if None in full or not isinstance(full and full[0], (tuple, list)):
             return None
         out = tuple(tuple(m.shape) for m in meta) if items else tuple(meta.shape)
@@ -874,7 +876,8 @@ _FUNCTIONS = {
 }
 
 # modules that are plain tensor ops to `nasdsl.compiler.tensorops` (on tensors beyond maps and tokens)
-_MODULE_CALLS = {nn.Softmax: "softmax", nn.Dropout: "clone", nn.Identity: "clone", nn.ReLU: "relu", nn.ReLU6: "relu6",
+_MODULE_CALLS = {nn.Softmax: "softmax", nn.Dropout: "clone", nn.Identity: "clone", nn.Linear: "linear",
+                 nn.ReLU: "relu", nn.ReLU6: "relu6",
                  nn.GELU: "gelu", nn.SiLU: "silu", nn.Hardswish: "hardswish", nn.Sigmoid: "sigmoid",
                  nn.Hardsigmoid: "hardsigmoid"}
 
