@@ -25,36 +25,34 @@ TIMM = [f"timm:{n}" for n in (
     "botnet26t_256")]
 FAST = TORCHVISION + TIMM
 
-# where our prunable groups are fewer than torch-pruning's, and why (docs/benchmarks.md)
+# where our prunable groups are fewer than torch-pruning's, and why (docs/benchmarks.md): in each, torch-pruning
+# cuts channels whose cut changes the function
 RESIDUAL = ("the residual stream passes every LayerNorm (or GroupNorm(1, C)), whose statistics pool its channels: "
-            "torch-pruning cuts it, which changes the function; ours has each MLP width, and timm's heads, as a group")
+            "torch-pruning cuts it, which changes the function; ours has each MLP width and each attention's heads "
+            "as a group")
 CLASSES = "torch-pruning counts a conv classifier's class scores as prunable (there is no Linear to ignore)"
-WINDOWS = "its window attention (a relative-position bias per head) is a barrier; its residual streams: see RESIDUAL"
 FEWER = {
     **{m: RESIDUAL for m in ("convnext_tiny", "convnext_small", "convnext_base", "convnext_large", "timm:convnext_atto",
                              "timm:poolformer_s12", "timm:vit_tiny_patch16_224", "timm:deit_tiny_patch16_224",
-                             "timm:pit_ti_224", "timm:mixer_s16_224", "vit_b_16", "vit_b_32", "vit_l_16", "vit_l_32")},
-    "timm:resmlp_12_224": "its residual stream passes the token-mixing Linear over transposed tokens (D, N), a barrier",
-    "timm:swin_tiny_patch4_window7_224": WINDOWS, "timm:tiny_vit_5m_224": WINDOWS,
-    "timm:coat_lite_tiny": "its factorized attention and its conv position encoding on tokens made maps are barriers",
+                             "timm:pit_ti_224", "timm:mixer_s16_224", "vit_b_16", "vit_b_32", "vit_l_16", "vit_l_32",
+                             "timm:swin_tiny_patch4_window7_224", "timm:tiny_vit_5m_224", "timm:edgenext_xx_small",
+                             "timm:mobilevit_xxs")},
+    "timm:efficientvit_b0": "its classifier's hidden Linear feeds a LayerNorm (see RESIDUAL)",
     "timm:nf_resnet50": "a weight-standardised conv (ScaledStdConv2d) normalises each filter over its input channels, "
                         "so cutting one changes every filter: torch-pruning cuts them, which changes the function",
-    "squeezenet1_0": CLASSES, "timm:dla34": CLASSES,
-    "timm:edgenext_xx_small": "the residual streams (see RESIDUAL) and its cross-covariance attention, which the "
-                              "tracer does not name",
-    "timm:levit_128s": "its attention (matmuls on reshaped heads, a bias table) and its Linear + BatchNorm1d "
-                       "on flattened tokens are barriers",
-    "timm:mobilevit_xxs": "its transformers run on patches folded into the batch axis (B * P, N, C), which are "
-                          "no per-sample tokens: barriers",
-    "timm:efficientvit_b0": "its linear attention (matmuls of reshaped heads) is a barrier",
-    "squeezenet1_1": CLASSES, "timm:resnetv2_50": CLASSES, "timm:dla46_c": CLASSES,
+    "squeezenet1_0": CLASSES, "squeezenet1_1": CLASSES, "timm:dla34": CLASSES, "timm:resnetv2_50": CLASSES,
+    "timm:dla46_c": CLASSES,
 }
 # where ours are more, and why that is valid (each pruning equals zero_removed)
 ITEMS = ("each item of a split is a group of its own, the split's sizes cut with it; torch-pruning cuts a split's "
-         "items together, as one group")
-MORE = {m: ITEMS for m in ("timm:mixnet_s", "timm:mixnet_m", "timm:res2net50_14w_8s", "timm:res2net50_26w_4s",
-                           "timm:skresnet18", "timm:cspdarknet53")}  # skresnet's selective kernels and the
-# cross stages of cspnet split their input
+         "items together, as one group")  # skresnet's selective kernels and cspnet's cross stages split their input
+MORE = {
+    **{m: ITEMS for m in ("timm:mixnet_s", "timm:mixnet_m", "timm:res2net50_14w_8s", "timm:res2net50_26w_4s",
+                          "timm:skresnet18", "timm:cspdarknet53", "timm:cspresnet50")},
+    "timm:coat_lite_tiny": "each set of heads that one window size of its convolutional position encoding serves "
+                           "is a group; torch-pruning has one per encoding, and cuts the residual streams "
+                           "(see RESIDUAL)",
+}
 RECORDED = Path(__file__).resolve().parent.parent / "bench" / "results" / "zoo.json"
 
 

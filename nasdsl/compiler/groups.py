@@ -159,9 +159,19 @@ def layouts(graph: nx.DiGraph):
                 if key not in grids:
                     grids[key] = units.new(int(np.prod(shape))).reshape(shape)
                 inputs.append(grids[key])
+            held = [_flat(g) for g in inputs if g is not None]
             try:
-                grid, clean[node] = tensorops.propagate(
-                    call, inputs, [clean.get(i, True) for i in a["inputs"]] + [True] * len(parameters), units)
+                if held and all(units.fixed.issuperset(h.tolist()) for h in held):
+                    # computed from channels kept whole only (a weight standardised in the forward
+                    # pass): one pinned unit stands for all of its result's
+                    pinned = units.new(1)
+                    units.fixed.update(pinned.tolist())
+                    one = pinned.reshape((1,) * len(call.full_out[0] if call.fn in tensorops.TUPLES
+                                                    else call.full_out))
+                    grid, clean[node] = ([one] * len(call.full_out) if call.fn in tensorops.TUPLES else one), True
+                else:
+                    grid, clean[node] = tensorops.propagate(
+                        call, inputs, [clean.get(i, True) for i in a["inputs"]] + [True] * len(parameters), units)
             except tensorops.Unsupported:
                 for g in inputs:  # parameters' too
                     units.fixed.update(_flat(g).tolist())

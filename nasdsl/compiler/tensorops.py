@@ -71,6 +71,8 @@ def with_parameters(call: Call) -> tuple:
     parameters' (path, shape)): a parameter's units are sliced like a layer's, along
     every axis where they vary (a relative-position table's heads)."""
     found = []
+    if call.fn in _SHAPE_OF_SECOND:  # `x.reshape_as(weight)` reads only the weight's shape
+        return call, found
 
     def convert(a):
         if isinstance(a, Const) and a.path:
@@ -587,6 +589,9 @@ RULES = {
 TUPLES = ("unbind", "split", "chunk")
 # ops after which a tensor whose channels were its last axis still has them there, if that axis keeps its length
 KEEPS_LAST = (*_RESHAPES, *_CLEAN_UNARY, "pad", "roll", "getitem", "add", "sub", "mul", "truediv", "div", "addcmul")  # rules whose result is a tuple of grids, read by "item"
+
+# ops whose second tensor gives only its shape or type
+_SHAPE_OF_SECOND = ("reshape_as", "view_as", "expand_as", "type_as")
 
 # ops that take the sizes their inputs have, whatever they are
 _FOLLOWS_SIZES = set(RULES) - {"view", "reshape", "expand", "getitem", "roll", "unflatten", "split", "chunk", "pad"}

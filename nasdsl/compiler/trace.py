@@ -207,6 +207,7 @@ class _Builder:
         # a split of a tensor's channels read item by item: fx node → (its input's value, each item's
         # (start, stop)); each item read is a `slice` of that tensor, the split itself no node
         self.splits: dict[torch.fx.Node, tuple] = {}
+        self.weights: set[str] = set()  # nodes computed from parameters and constants only
         self.last_axis: set[str] = set()  # nodes of more than three axes whose channels are their last
         self.firsts: set[torch.fx.Node] = set()  # fx nodes of a (tensor, None, ...) result, valued as the tensor
         # `x.flatten(2)` of a (C, H, W) map read only by a swap of its last two axes: that map's value,
@@ -300,7 +301,14 @@ class _Builder:
         else:
             node_id = self.fresh(n.name) if n.name in self.paths or n.name in self.graph else n.name
             fallback = f"function:{getattr(n.target, '__name__', n.target)}"
-        shape = self.sample(meta) if isinstance(meta, TensorMetadata) else _first_only(meta)
+        # a result computed from parameters alone (a weight standardised in the forward pass) has
+        # no batch folded into its first axis
+        data = any(a in self.values and self.values[a][0] not in self.weights or a in self.tuples
+                   for a in n.all_input_nodes) or n.op == "call_module"
+        if not data:
+            self.weights.add(node_id)
+        shape = (self.sample(meta) if data else tuple(meta.shape)[1:]) if isinstance(meta, TensorMetadata) \
+            else _first_only(meta)
         macs = self.flops[n] // 2 // self.batch
         own = sum(p.numel() for p in used)
         op_args = self.vocabulary(n, shapes, shape)
