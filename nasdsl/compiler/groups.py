@@ -162,13 +162,7 @@ def layouts(graph: nx.DiGraph):
             held = [_flat(g) for g in inputs if g is not None]
             try:
                 if held and all(units.fixed.issuperset(h.tolist()) for h in held):
-                    # computed from channels kept whole only (a weight standardised in the forward
-                    # pass): one pinned unit stands for all of its result's
-                    pinned = units.new(1)
-                    units.fixed.update(pinned.tolist())
-                    one = pinned.reshape((1,) * len(call.full_out[0] if call.fn in tensorops.TUPLES
-                                                    else call.full_out))
-                    grid, clean[node] = ([one] * len(call.full_out) if call.fn in tensorops.TUPLES else one), True
+                    grid, clean[node] = tensorops.pinned(call, units), True
                 else:
                     grid, clean[node] = tensorops.propagate(
                         call, inputs, [clean.get(i, True) for i in a["inputs"]] + [True] * len(parameters), units)
@@ -467,16 +461,11 @@ def _cut_parameter(module, path: str, grid, kept: list) -> None:
     import torch
 
     try:
-        lengths = tensorops.kept_lengths(grid, kept)
+        index = tensorops.kept_axes(grid, kept)
     except tensorops.Unsupported as err:
         raise NasError(f"parameter `{path}`: pruning cannot cut it: {err}") from None
-    mask = np.zeros(grid.size, dtype=bool)
-    mask[kept] = True
-    mask = mask.reshape(grid.shape)
     owner, name = _parameter_at(module, path)
     value = getattr(owner, name)
-    index = [np.flatnonzero(mask.any(axis=tuple(j for j in range(mask.ndim) if j != i))) if n is not None
-             else np.arange(grid.shape[i]) for i, n in enumerate(lengths)]
     with torch.no_grad():
         cut = value[np.ix_(*index)] if index else value
     setattr(owner, name, torch.nn.Parameter(cut.clone(), requires_grad=value.requires_grad))

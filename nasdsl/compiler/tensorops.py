@@ -187,9 +187,9 @@ def make_slices(units, grid: np.ndarray) -> None:
             _unite_along(units, grid, i)
 
 
-def kept_lengths(grid: np.ndarray, kept: list) -> list:
-    """Each axis's kept length, for the kept positions of a grid, which `make_slices`
-    makes a product of index sets; an axis without units keeps its length (None)."""
+def kept_axes(grid: np.ndarray, kept: list) -> list:
+    """Each axis's kept indices, for the kept positions of a grid, which `make_slices`
+    makes a product of index sets; raises Unsupported where they are not one."""
     mask = np.zeros(grid.size, dtype=bool)
     mask[np.asarray(kept, dtype=np.int64)] = True
     mask = mask.reshape(grid.shape)
@@ -197,7 +197,22 @@ def kept_lengths(grid: np.ndarray, kept: list) -> list:
     grid_of_axes = [k.reshape([-1 if j == i else 1 for j in range(mask.ndim)]) for i, k in enumerate(per_axis)]
     if mask.size and not (mask == functools.reduce(np.logical_and, grid_of_axes)).all():
         raise Unsupported("the kept channels are no product of each axis's")
-    return [None if n == 1 else int(k.sum()) for n, k in zip(grid.shape, per_axis)]
+    return [np.flatnonzero(k) for k in per_axis]
+
+
+def kept_lengths(grid: np.ndarray, kept: list) -> list:
+    """Each axis's kept length (`kept_axes`); an axis without units keeps its length (None)."""
+    return [None if n == 1 else len(k) for n, k in zip(grid.shape, kept_axes(grid, kept))]
+
+
+def pinned(call: Call, units):
+    """The result of a call on channels all kept whole (a weight standardised in the
+    forward pass): one pinned unit stands for all of its units, item by item of a tuple."""
+    one = units.new(1)
+    units.fixed.update(one.tolist())
+    if call.fn in TUPLES:
+        return [one.reshape((1,) * len(call.full_out[0]))] * len(call.full_out)
+    return one.reshape((1,) * len(call.full_out))
 
 
 def resized(call: Call, lengths: list) -> dict:
@@ -586,9 +601,9 @@ RULES = {
     "getitem": _getitem, "pad": _pad, "roll": _roll,
     "unbind": _split, "split": _split, "chunk": _split, "item": _item, "linear": _linear,
 }
-TUPLES = ("unbind", "split", "chunk")
+TUPLES = ("unbind", "split", "chunk")  # rules whose result is a tuple of grids, read by "item"
 # ops after which a tensor whose channels were its last axis still has them there, if that axis keeps its length
-KEEPS_LAST = (*_RESHAPES, *_CLEAN_UNARY, "pad", "roll", "getitem", "add", "sub", "mul", "truediv", "div", "addcmul")  # rules whose result is a tuple of grids, read by "item"
+KEEPS_LAST = (*_RESHAPES, *_CLEAN_UNARY, "pad", "roll", "getitem", "add", "sub", "mul", "truediv", "div", "addcmul")
 
 # ops whose second tensor gives only its shape or type
 _SHAPE_OF_SECOND = ("reshape_as", "view_as", "expand_as", "type_as")
